@@ -1,0 +1,168 @@
+"""`tuneforge` command line. Imports nothing heavy until a command needs it, so `--help` is instant."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+USAGE = """usage: tuneforge <command> [args]
+
+commands:
+  train CONFIG.yaml [key=value ...]   fine-tune as the YAML file says (overrides win)
+  chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
+  models                              list the model zoo and what is cached
+  env                                 versions of Python, torch, transformers, ... and the device
+  version                             print the tuneforge version
+
+`tuneforge <command> --help` describes a command and every key it takes.
+"""
+
+
+def split_args(argv: Sequence[str], flags: Sequence[str] = ()) -> tuple[str | None, list[str], dict[str, str]]:
+    """(config path, `key=value` overrides, command flags) from `CONFIG.yaml key=v --key v --key=v`."""
+    config: str | None = None
+    overrides: list[str] = []
+    options: dict[str, str] = {}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--"):
+            key, eq, value = item[2:].partition("=")
+            if not eq:
+                has_value = i + 1 < len(items) and not items[i + 1].startswith("--")
+                value = items[i + 1] if has_value else "true"
+                i += 1 if has_value else 0
+            if key in flags:
+                options[key] = value
+            else:
+                overrides.append(f"{key}={value}")
+        elif "=" in item:
+            overrides.append(item)
+        elif config is None and item.endswith((".yaml", ".yml")):
+            config = item
+        else:
+            overrides.append(item)  # reported as "not of the form key=value"
+        i += 1
+    return config, overrides, options
+
+
+def _train(argv: list[str]) -> int:
+    from tuneforge.config import load_config
+
+    if not argv or argv[0] in ("-h", "--help"):
+        from tuneforge.config.help import describe_keys
+
+        print("usage: tuneforge train CONFIG.yaml [key=value ...]\n\nEvery key (YAML or key=value):\n")
+        print(describe_keys())
+        return 0
+    config, overrides, _ = split_args(argv)
+    cfg = load_config(config, overrides)
+    from tuneforge.train.stages import run_stage
+
+    out = run_stage(cfg)
+    print(f"tuneforge: done; adapter, run.yaml and metrics.jsonl are in {out}")
+    return 0
+
+
+CHAT_GROUPS = ("model", "data", "generating")
+CHAT_FLAGS = ("prompt",)
+
+
+def _chat(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        from tuneforge.config.help import describe_keys
+
+        print(
+            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--key value ...]\n\n"
+            "Without --prompt: an interactive chat (type 'clear' to start over, 'exit' to leave).\n"
+            "With --prompt: answer once and exit.\n\nKeys:\n"
+        )
+        print(describe_keys(("model", "generating")))
+        print("  template: as in training (see `tuneforge train --help`)")
+        return 0
+    from tuneforge.cli.chat import run_chat
+    from tuneforge.config import load_config, read_yaml
+
+    config, overrides, options = split_args(argv, CHAT_FLAGS)
+    flat = read_yaml(config) if config else {}
+    keys = _chat_keys()
+    cfg = load_config(None, overrides, extra={k: v for k, v in flat.items() if k in keys}, groups=CHAT_GROUPS)
+    return run_chat(cfg, options.get("prompt"))
+
+
+def _chat_keys() -> set[str]:
+    from tuneforge.config.schema import GROUPS
+
+    return {k for g in CHAT_GROUPS for k in GROUPS[g].model_fields}
+
+
+def _models(argv: list[str]) -> int:
+    from tuneforge.model.zoo import cached_dir, zoo
+
+    for entry in zoo().values():
+        cached = cached_dir(entry.name)
+        status = f"cached in {cached}" if (cached / "config.json").is_file() else (
+            "package installed, converts on first use" if entry.gguf_path() else f"not installed: {entry.install}"
+        )
+        print(f"{entry.name}\n  {entry.description}\n  {status}")
+    return 0
+
+
+def _env(argv: list[str]) -> int:
+    from tuneforge.utils.env import environment_report
+
+    print(environment_report())
+    return 0
+
+
+def _version(argv: list[str]) -> int:
+    from tuneforge import __version__
+
+    print(__version__)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": _train,
+    "chat": _chat,
+    "models": _models,
+    "env": _env,
+    "version": _version,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        import difflib
+
+        hint = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        print(f"tuneforge: unknown command '{args[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""), file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2
+    return _run_reporting_errors(command, args[1:])
+
+
+def _run_reporting_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Problems the user can fix are printed as sentences with exit status 2, never as tracebacks."""
+    from tuneforge.config import ConfigError
+    from tuneforge.data.conversation import DataError
+    from tuneforge.utils.errors import UserError
+
+    try:
+        return command(argv)
+    except (ConfigError, DataError, UserError) as err:
+        print(f"tuneforge: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntuneforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Turn flat YAML files and `key=value` overrides into a validated `RunConfig`, reporting every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tuneforge.config.schema import GROUPS, RunConfig
+
+
+class ConfigError(Exception):
+    """One or more problems in a config; `problems` lists each as a sentence for people."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the config{where}:"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def known_keys() -> dict[str, str]:
+    """Every flat key mapped to the group that owns it."""
+    return {key: group for group, cls in GROUPS.items() for key in cls.model_fields}
+
+
+def closest_key(key: str, keys: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """`key=value` strings to a dict; values are read as YAML scalars (`1e-4`, `true`, `a,b`)."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            problems.append(f"override '{item}' is not of the form key=value")
+            continue
+        try:
+            values[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            values[key] = raw
+    return values, problems
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one flat YAML config file; problems raise `ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: not valid YAML ({getattr(err, 'problem', err)})"]) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {err.start})"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of key: value, got {type(data).__name__}"])
+    return data
+
+
+def build_config(
+    flat: dict[str, Any], source: str | None = None, groups: Iterable[str] | None = None
+) -> RunConfig:
+    """Validate flat keys into a `RunConfig`. `groups` limits which keys are allowed (e.g. chat has no training)."""
+    allowed = set(groups) if groups is not None else set(GROUPS)
+    owners = {k: g for k, g in known_keys().items() if g in allowed}
+    problems: list[str] = []
+    per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for key, value in flat.items():
+        key = str(key)
+        if key in owners:
+            per_group[owners[key]][key] = value
+            continue
+        hint = closest_key(key, owners)
+        elsewhere = known_keys().get(key)
+        if elsewhere:
+            problems.append(f"key '{key}' is not used by this command")
+        elif hint:
+            problems.append(f"unknown key '{key}': did you mean '{hint}'?")
+        else:
+            problems.append(f"unknown key '{key}'; `tuneforge train --help` lists every key")
+    groups_built: dict[str, Any] = {}
+    for name, cls in GROUPS.items():
+        try:
+            groups_built[name] = cls(**per_group[name])
+        except ValidationError as err:
+            problems.extend(_describe(err))
+    if problems:
+        raise ConfigError(problems, source)
+    return RunConfig(**groups_built)
+
+
+def _describe(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(f"key '{key}': {msg}{shown}")
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+    groups: Iterable[str] | None = None,
+) -> RunConfig:
+    """YAML file (optional), then `extra` keys, then `key=value` overrides; later ones win."""
+    flat: dict[str, Any] = {}
+    problems: list[str] = []
+    if path is not None:
+        flat.update(read_yaml(path))
+    flat.update(extra or {})
+    parsed, bad = parse_overrides(overrides)
+    flat.update(parsed)
+    problems += bad
+    try:
+        cfg = build_config(flat, source=str(path) if path else None, groups=groups)
+    except ConfigError as err:
+        raise ConfigError(problems + err.problems, err.source) from None
+    if problems:
+        raise ConfigError(problems, str(path) if path else None)
+    return cfg
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved flat config (every key) as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_flat(), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,186 @@
+"""The one config tree: every key a user can write in YAML, on the CLI or in the board.
+
+Keys are flat in YAML (named as LLaMA-Factory names them) and grouped here by concern.
+This module imports pydantic only, never torch, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Stage = Literal["pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"]
+FinetuningType = Literal["lora", "freeze", "full"]
+
+
+def _split_names(value: object) -> object:
+    """Accept `a,b` or `[a, b]` for list-of-name keys."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelArguments(_Group):
+    """Which model and adapters to load, and how."""
+
+    model_name_or_path: str = Field(
+        "smollm2-135m-instruct",
+        description="A zoo name (see `tuneforge models`), a local Hugging Face model directory or a .gguf file.",
+    )
+    adapter_name_or_path: list[str] | None = Field(
+        None, description="Adapter directories to load on top of the model (comma-separated for several)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Only turn on for models you trust."
+    )
+    flash_attn: Literal["auto", "sdpa", "eager", "fa2"] = Field(
+        "auto", description="Attention kernel: auto picks SDPA, or FlashAttention-2 when installed on CUDA."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where converted models are cached (default: $TUNEFORGE_HOME/models)."
+    )
+
+    _split_adapters = field_validator("adapter_name_or_path", mode="before")(_split_names)
+
+
+class DataArguments(_Group):
+    """Which data to train on and how to turn it into tokens."""
+
+    dataset: list[str] | None = Field(
+        None, description="Dataset names from dataset_info.json in dataset_dir (comma-separated to mix)."
+    )
+    dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the data files.")
+    template: str | None = Field(
+        None,
+        description="Chat template: empty uses the tokenizer's own chat_template; a name picks a built-in one.",
+    )
+    cutoff_len: int = Field(2048, gt=0, description="Longest tokenized example; longer ones are truncated.")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
+    val_size: float = Field(
+        0.0, ge=0, description="Held-out part for evaluation: a fraction (<1) or a row count (>=1)."
+    )
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
+    mask_history: bool = Field(False, description="Train only on the last assistant turn of each conversation.")
+    preprocessing_num_workers: int | None = Field(
+        None, gt=0, description="Processes used to tokenize the data (default: one)."
+    )
+    overwrite_cache: bool = Field(False, description="Tokenize again even when a cached copy exists.")
+
+    _split_datasets = field_validator("dataset", mode="before")(_split_names)
+
+
+class FinetuningArguments(_Group):
+    """What to train: the stage and the parameter-efficient method."""
+
+    stage: Stage = Field("sft", description="Training stage: pt, sft, rm, dpo, kto, ppo or grpo.")
+    finetuning_type: FinetuningType = Field("lora", description="lora, freeze (some layers) or full.")
+    lora_rank: int = Field(8, gt=0, description="Rank of the LoRA matrices.")
+    lora_alpha: int | None = Field(None, gt=0, description="LoRA scaling numerator (default: 2 x lora_rank).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="Modules that get LoRA: `all` (every linear layer but the output head) or names like q_proj,v_proj.",
+    )
+    freeze_trainable_layers: int = Field(
+        2, description="freeze: train the last N layers (negative: the first N)."
+    )
+    freeze_trainable_modules: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="freeze: module names inside the trainable layers, or `all`.",
+    )
+    plot_loss: bool = Field(False, description="Save loss.png in output_dir after training.")
+
+    _split_targets = field_validator("lora_target", "freeze_trainable_modules", mode="before")(_split_names)
+
+    @property
+    def resolved_lora_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else self.lora_rank * 2
+
+
+class TrainingArguments(_Group):
+    """How to train: the optimizer loop, precision, logging and saving."""
+
+    do_train: bool = Field(True, description="Run training.")
+    output_dir: str = Field("saves/run", description="Where the adapter, metrics and checkpoints are written.")
+    overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output_dir.")
+    per_device_train_batch_size: int = Field(1, gt=0, description="Rows per forward pass on each device.")
+    per_device_eval_batch_size: int = Field(1, gt=0, description="Rows per evaluation forward pass.")
+    gradient_accumulation_steps: int = Field(8, gt=0, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    num_train_epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use num_train_epochs).")
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = Field("cosine", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Part of the steps spent warming up.")
+    warmup_steps: int = Field(0, ge=0, description="Warmup steps (overrides warmup_ratio when > 0).")
+    optim: str = Field("adamw_torch", description="Optimizer name as the Hugging Face Trainer knows it.")
+    logging_steps: int = Field(10, gt=0, description="Log metrics every N optimizer steps.")
+    save_steps: int = Field(500, gt=0, description="Save a checkpoint every N optimizer steps.")
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most this many checkpoints.")
+    seed: int = Field(42, description="Random seed for data order, dropout and initialisation.")
+    bf16: bool = Field(False, description="Train in bfloat16 mixed precision (needs hardware support).")
+    fp16: bool = Field(False, description="Train in float16 mixed precision (CUDA only).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, about a third slower."
+    )
+    dataloader_num_workers: int = Field(0, ge=0, description="Worker processes feeding batches.")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["none"], description="Experiment trackers: none, tensorboard, wandb, ..."
+    )
+    resume_from_checkpoint: str | None = Field(None, description="Checkpoint directory to resume from.")
+
+    _split_report = field_validator("report_to", mode="before")(_split_names)
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainingArguments:
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 are both on; choose one")
+        return self
+
+
+class GeneratingArguments(_Group):
+    """How to sample text in chat, evaluation and serving."""
+
+    do_sample: bool = Field(True, description="Sample; false means greedy decoding.")
+    temperature: float = Field(0.95, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.7, gt=0, le=1, description="Nucleus sampling probability mass.")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens (0: all).")
+    max_new_tokens: int = Field(1024, gt=0, description="Most tokens to generate per answer.")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty for repeated tokens (1.0: none).")
+    default_system: str | None = Field(None, description="System prompt used when a conversation has none.")
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "finetuning": FinetuningArguments,
+    "training": TrainingArguments,
+    "generating": GeneratingArguments,
+}
+
+
+class RunConfig(BaseModel):
+    """Every group of one run. Built from flat keys by `tuneforge.config.load_config`."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: ModelArguments = Field(default_factory=ModelArguments)
+    data: DataArguments = Field(default_factory=DataArguments)
+    finetuning: FinetuningArguments = Field(default_factory=FinetuningArguments)
+    training: TrainingArguments = Field(default_factory=TrainingArguments)
+    generating: GeneratingArguments = Field(default_factory=GeneratingArguments)
+
+    def to_flat(self) -> dict[str, object]:
+        """The flat YAML form, as a user would write it (every key, resolved)."""
+        flat: dict[str, object] = {}
+        for name in GROUPS:
+            flat.update(getattr(self, name).model_dump(mode="json"))
+        return flat

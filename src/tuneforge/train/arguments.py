@@ -1,0 +1,41 @@
+"""Map tuneforge's training keys onto the Hugging Face TrainingArguments."""
+
+from __future__ import annotations
+
+from transformers import TrainingArguments as HFTrainingArguments
+
+from tuneforge.config import RunConfig
+
+
+def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
+    t = cfg.training
+    return HFTrainingArguments(
+        output_dir=t.output_dir,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio,
+        optim=t.optim,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.bf16,
+        fp16=t.fp16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        dataloader_num_workers=t.dataloader_num_workers,
+        report_to=[] if t.report_to == ["none"] else t.report_to,
+        remove_unused_columns=False,
+        eval_strategy="steps" if cfg.data.val_size > 0 else "no",
+        eval_steps=t.save_steps if cfg.data.val_size > 0 else None,
+        logging_first_step=True,
+        disable_tqdm=False,
+    )

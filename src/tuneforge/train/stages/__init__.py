@@ -1,0 +1,25 @@
+"""Training stages as a registry: `stage: NAME` runs the module registered under NAME."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from tuneforge.config import RunConfig
+from tuneforge.utils.errors import UserError
+
+_STAGES = {"sft": "tuneforge.train.stages.sft"}
+
+
+def available_stages() -> list[str]:
+    return sorted(_STAGES)
+
+
+def run_stage(cfg: RunConfig) -> Path:
+    """Run the configured stage; returns the output directory."""
+    stage = cfg.finetuning.stage
+    if stage not in _STAGES:
+        raise UserError(
+            f"stage '{stage}' is not available in this version of tuneforge; available: {', '.join(available_stages())}"
+        )
+    return importlib.import_module(_STAGES[stage]).run(cfg)

@@ -1,0 +1,54 @@
+"""Supervised fine-tuning: learn to produce the assistant turns of chat data.
+
+Run as: tuneforge train examples/lora_sft.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tuneforge.config import RunConfig
+from tuneforge.data.collator import PaddingCollator
+from tuneforge.data.dataset import build_sft_data
+from tuneforge.model.adapters import apply_adapter, count_parameters
+from tuneforge.model.loader import load_model, load_tokenizer
+from tuneforge.train.output import prepare_output_dir, save_run
+
+
+def run(cfg: RunConfig) -> Path:
+    import torch
+
+    from tuneforge.train.arguments import to_hf_arguments
+    from tuneforge.train.callbacks import MetricsJsonlCallback
+    from tuneforge.train.trainer import TuneforgeTrainer
+
+    output_dir = prepare_output_dir(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed)  # bad data fails before weights load
+    print(f"tuneforge: {data.summary()}", file=sys.stderr)
+
+    # Master weights stay float32; bf16/fp16 are applied by the Trainer's autocast.
+    model = apply_adapter(load_model(cfg.model, dtype=torch.float32), cfg.finetuning, cfg.model)
+    if cfg.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainable, total = count_parameters(model)
+    print(f"tuneforge: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)", file=sys.stderr)
+
+    def rows(examples):  # noqa: ANN001, ANN202
+        return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+
+    trainer = TuneforgeTrainer(
+        model=model,
+        args=to_hf_arguments(cfg),
+        train_dataset=rows(data.train),
+        eval_dataset=rows(data.eval) or None,
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+    )
+    trainer.add_callback(MetricsJsonlCallback(output_dir / "metrics.jsonl", lambda: trainer.tokens_seen))
+    trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    save_run(cfg, output_dir)
+    return output_dir

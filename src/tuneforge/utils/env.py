@@ -1,0 +1,33 @@
+"""What this machine runs: versions and devices, for bug reports."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_report() -> str:
+    import torch
+
+    from tuneforge import __version__
+
+    cuda = torch.cuda.is_available()
+    rows = [
+        ("tuneforge", __version__),
+        ("Python", sys.version.split()[0]),
+        ("platform", platform.platform()),
+        *((name, _version(name)) for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate")),
+        ("bitsandbytes", _version("bitsandbytes")),
+        ("CUDA available", str(cuda)),
+        ("device", torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,7 @@
+"""Errors meant for people: the CLI prints their message and exits without a traceback."""
+
+
+class UserError(Exception):
+    """Something the user can fix (a missing package, a bad path, bad data). The message says how."""
+
+    exit_code = 2
