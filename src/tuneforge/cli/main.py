@@ -18,7 +18,9 @@ commands:
 """
 
 
-def split_args(argv: Sequence[str], flags: Sequence[str] = ()) -> tuple[str | None, list[str], dict[str, str]]:
+def split_args(
+    argv: Sequence[str], flags: Sequence[str] = ()
+) -> tuple[str | None, list[str], dict[str, str]]:
     """(config path, `key=value` overrides, command flags) from `CONFIG.yaml key=v --key v --key=v`."""
     config: str | None = None
     overrides: list[str] = []
@@ -102,8 +104,14 @@ def _models(argv: list[str]) -> int:
 
     for entry in zoo().values():
         cached = cached_dir(entry.name)
-        status = f"cached in {cached}" if (cached / "config.json").is_file() else (
-            "package installed, converts on first use" if entry.gguf_path() else f"not installed: {entry.install}"
+        status = (
+            f"cached in {cached}"
+            if (cached / "config.json").is_file()
+            else (
+                "package installed, converts on first use"
+                if entry.gguf_path()
+                else f"not installed: {entry.install}"
+            )
         )
         print(f"{entry.name}\n  {entry.description}\n  {status}")
     return 0
@@ -142,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import difflib
 
         hint = difflib.get_close_matches(args[0], COMMANDS, n=1)
-        print(f"tuneforge: unknown command '{args[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""), file=sys.stderr)
+        print(
+            f"tuneforge: unknown command '{args[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""),
+            file=sys.stderr,
+        )
         print(USAGE, file=sys.stderr)
         return 2
     return _run_reporting_errors(command, args[1:])

@@ -141,4 +141,6 @@ def load_config(
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved flat config (every key) as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_flat(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    Path(path).write_text(
+        yaml.safe_dump(cfg.to_flat(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )

@@ -65,7 +65,9 @@ class DataArguments(_Group):
         0.0, ge=0, description="Held-out part for evaluation: a fraction (<1) or a row count (>=1)."
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
-    mask_history: bool = Field(False, description="Train only on the last assistant turn of each conversation.")
+    mask_history: bool = Field(
+        False, description="Train only on the last assistant turn of each conversation."
+    )
     preprocessing_num_workers: int | None = Field(
         None, gt=0, description="Processes used to tokenize the data (default: one)."
     )
@@ -106,7 +108,9 @@ class TrainingArguments(_Group):
     """How to train: the optimizer loop, precision, logging and saving."""
 
     do_train: bool = Field(True, description="Run training.")
-    output_dir: str = Field("saves/run", description="Where the adapter, metrics and checkpoints are written.")
+    output_dir: str = Field(
+        "saves/run", description="Where the adapter, metrics and checkpoints are written."
+    )
     overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output_dir.")
     per_device_train_batch_size: int = Field(1, gt=0, description="Rows per forward pass on each device.")
     per_device_eval_batch_size: int = Field(1, gt=0, description="Rows per evaluation forward pass.")

@@ -44,7 +44,9 @@ class Conversation:
                     "turns must alternate user, assistant, user, ..."
                 )
         if self.messages[-1].role != "assistant":
-            raise DataError(f"{self.source}: the conversation ends with a user turn; it needs an answer to train on")
+            raise DataError(
+                f"{self.source}: the conversation ends with a user turn; it needs an answer to train on"
+            )
         for i, message in enumerate(self.messages):
             if message.role == "assistant" and not message.content.strip():
                 raise DataError(f"{self.source}: turn {i + 1} (assistant) is empty")

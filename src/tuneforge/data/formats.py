@@ -15,7 +15,13 @@ Converter = Callable[[Row, "DatasetSpec", str], Conversation]
 _FORMATS: dict[str, Converter] = {}
 
 DEFAULT_COLUMNS = {
-    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None},
+    "alpaca": {
+        "prompt": "instruction",
+        "query": "input",
+        "response": "output",
+        "system": None,
+        "history": None,
+    },
     "sharegpt": {"messages": "conversations", "system": None, "tools": None},
 }
 DEFAULT_TAGS = {
@@ -80,7 +86,9 @@ def from_alpaca(row: Row, spec: DatasetSpec, source: str) -> Conversation:
     history = row.get(cols["history"]) if cols.get("history") else None
     for i, pair in enumerate(history or []):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise DataError(f"{source}: field '{cols['history']}' item {i} should be a [question, answer] pair")
+            raise DataError(
+                f"{source}: field '{cols['history']}' item {i} should be a [question, answer] pair"
+            )
         messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     prompt = _text(row, cols["prompt"], source, required=True) or ""
     query = _text(row, cols.get("query"), source, required=False)
@@ -105,7 +113,9 @@ def from_sharegpt(row: Row, spec: DatasetSpec, source: str) -> Conversation:
     for i, turn in enumerate(turns):
         where = f"{source}: turn {i + 1}"
         if not isinstance(turn, dict):
-            raise DataError(f"{where} should be an object with '{tags['role_tag']}' and '{tags['content_tag']}'")
+            raise DataError(
+                f"{where} should be an object with '{tags['role_tag']}' and '{tags['content_tag']}'"
+            )
         role = roles.get(turn.get(tags["role_tag"]))
         if role is None:
             raise DataError(

@@ -31,7 +31,9 @@ def dataset_spec(name: str, dataset_dir: str | Path) -> DatasetSpec:
     info = read_dataset_info(dataset_dir)
     if name not in info:
         known = ", ".join(sorted(info)) or "(none)"
-        raise DataError(f"dataset '{name}' is not defined in {Path(dataset_dir) / INFO_FILE}; known datasets: {known}")
+        raise DataError(
+            f"dataset '{name}' is not defined in {Path(dataset_dir) / INFO_FILE}; known datasets: {known}"
+        )
     return DatasetSpec(name, info[name])
 
 

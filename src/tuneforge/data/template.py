@@ -10,7 +10,7 @@ inference sees exactly what training saw.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ def builtin_templates() -> list[str]:
     return sorted(p.stem for p in _TEMPLATES_DIR.glob("*.jinja"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_template(name: str) -> str:
     path = _TEMPLATES_DIR / f"{name}.jinja"
     if not path.is_file():
@@ -58,7 +58,9 @@ class TokenizedExample:
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, chat: list[dict[str, Any]], template: str, gen: bool) -> str:
-    return tokenizer.apply_chat_template(chat, chat_template=template, tokenize=False, add_generation_prompt=gen)
+    return tokenizer.apply_chat_template(
+        chat, chat_template=template, tokenize=False, add_generation_prompt=gen
+    )
 
 
 def assistant_spans(
@@ -108,7 +110,10 @@ def render_with_loss_mask(
 
 
 def render_prompt(
-    messages: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, template: str, system: str | None = None
+    messages: list[dict[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    system: str | None = None,
 ) -> list[int]:
     """Token ids of a chat ready for the next assistant answer, rendered as in training."""
     chat = list(messages)

@@ -51,7 +51,10 @@ class ChatEngine:
             try:
                 with torch.no_grad():
                     self.model.generate(
-                        input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        generation_config=config,
+                        streamer=streamer,
                     )
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)

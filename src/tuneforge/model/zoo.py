@@ -76,7 +76,9 @@ def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> Path:
         return convert_gguf(path, target)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"{path} is a directory but has no config.json; point to a Hugging Face model folder")
+            raise UserError(
+                f"{path} is a directory but has no config.json; point to a Hugging Face model folder"
+            )
         return path
     known = ", ".join(sorted(entries))
     raise UserError(

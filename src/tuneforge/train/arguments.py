@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import torch
 from transformers import TrainingArguments as HFTrainingArguments
 
 from tuneforge.config import RunConfig
@@ -9,7 +12,15 @@ from tuneforge.config import RunConfig
 
 def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     t = cfg.training
+    names = {f.name for f in dataclasses.fields(HFTrainingArguments)}
+    # transformers 5.x renamed gradient checkpointing to activation checkpointing
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    checkpointing = {
+        f"{prefix}_checkpointing": t.gradient_checkpointing,
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
+    }
     return HFTrainingArguments(
+        **checkpointing,
         output_dir=t.output_dir,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
@@ -29,9 +40,8 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         data_seed=t.seed,
         bf16=t.bf16,
         fp16=t.fp16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         report_to=[] if t.report_to == ["none"] else t.report_to,
         remove_unused_columns=False,
         eval_strategy="steps" if cfg.data.val_size > 0 else "no",

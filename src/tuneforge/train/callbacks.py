@@ -26,7 +26,9 @@ class MetricsJsonlCallback(TrainerCallback):
         self._last_time = time.perf_counter()
         self._last_tokens = self.tokens()
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
         now, tokens = time.perf_counter(), self.tokens()

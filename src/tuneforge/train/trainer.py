@@ -20,7 +20,10 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
     """(decoder body, output head) of a causal LM, looking through PEFT wrappers; None if not separable."""
     inner = model
     if hasattr(inner, "peft_config"):
-        if getattr(inner, "active_peft_config", None) is not None and inner.active_peft_config.is_prompt_learning:
+        if (
+            getattr(inner, "active_peft_config", None) is not None
+            and inner.active_peft_config.is_prompt_learning
+        ):
             return None
         inner = inner.get_base_model()
     get_decoder = getattr(inner, "get_decoder", None)
@@ -44,7 +47,9 @@ def answer_only_loss(
         picked = logits[:, :-1][keep]
     else:
         decoder, head = parts
-        hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+        hidden = decoder(
+            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+        ).last_hidden_state
         picked = head(hidden[:, :-1][keep])
     loss = F.cross_entropy(picked.float(), targets[keep], reduction="sum")
     denominator = num_items if num_items is not None else keep.sum().clamp(min=1)

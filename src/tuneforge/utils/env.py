@@ -24,7 +24,10 @@ def environment_report() -> str:
         ("tuneforge", __version__),
         ("Python", sys.version.split()[0]),
         ("platform", platform.platform()),
-        *((name, _version(name)) for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate")),
+        *(
+            (name, _version(name))
+            for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
+        ),
         ("bitsandbytes", _version("bitsandbytes")),
         ("CUDA available", str(cuda)),
         ("device", torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"),

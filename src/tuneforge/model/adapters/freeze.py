@@ -21,7 +21,9 @@ def _layer_count(model: PreTrainedModel) -> int:
 
 
 @register_adapter("freeze")
-def build_freeze(model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments) -> PreTrainedModel:
+def build_freeze(
+    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
+) -> PreTrainedModel:
     total = _layer_count(model)
     n = args.freeze_trainable_layers
     if n == 0 or abs(n) > total:
@@ -39,7 +41,9 @@ def build_freeze(model: PreTrainedModel, args: FinetuningArguments, model_args: 
 
 
 @register_adapter("full")
-def build_full(model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments) -> PreTrainedModel:
+def build_full(
+    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
+) -> PreTrainedModel:
     for param in model.parameters():
         param.requires_grad_(True)
     return model

@@ -39,7 +39,9 @@ def resolve_targets(model: PreTrainedModel, requested: list[str]) -> list[str]:
 
 
 @register_adapter("lora")
-def build_lora(model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments) -> PreTrainedModel:
+def build_lora(
+    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
+) -> PreTrainedModel:
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     if model_args.adapter_name_or_path:

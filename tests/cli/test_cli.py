@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+from tuneforge.cli.main import split_args
+
+
+def tuneforge(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, timeout=600, **kwargs
+    )
+
+
+def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lora_rnak: 8\nlearning_rate: fast\n", encoding="utf-8")
+    result = tuneforge("train", str(path), "num_train_epocs=2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "did you mean 'lora_rank'" in result.stderr
+    assert "did you mean 'num_train_epochs'" in result.stderr
+    assert "learning_rate" in result.stderr
+    assert "3 problems" in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = tuneforge("train", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_dataset_lists_known_ones_before_loading_weights(tmp_path, smollm2_dir):
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps({"mine": {"file_name": "x.json"}}), encoding="utf-8"
+    )
+    result = tuneforge("train", "dataset=other", f"dataset_dir={tmp_path}", f"output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2, result.stderr
+    assert "dataset 'other' is not defined" in result.stderr and "known datasets: mine" in result.stderr
+    assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    code = (
+        "import sys, contextlib, io\n"
+        "from tuneforge.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help']); main(['train', '--help']); main(['chat', '--help'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_train_help_lists_keys():
+    result = tuneforge("train", "--help")
+    assert result.returncode == 0
+    assert "lora_rank  [int, default 8]" in result.stdout
+    assert "cutoff_len" in result.stdout
+
+
+def test_unknown_command_suggests():
+    result = tuneforge("trian")
+    assert result.returncode == 2 and "did you mean 'train'" in result.stderr
+
+
+def test_version_and_env():
+    from tuneforge import __version__
+
+    assert tuneforge("version").stdout.strip() == __version__
+    env = tuneforge("env").stdout
+    for name in ("Python", "torch", "transformers", "peft", "trl", "datasets", "CUDA available", "device"):
+        assert name in env
+
+
+def test_split_args_accepts_every_spelling():
+    config, overrides, options = split_args(
+        ["cfg.yaml", "a=1", "--b", "2", "--c=3", "--flag", "--prompt", "hi there"], flags=("prompt",)
+    )
+    assert config == "cfg.yaml"
+    assert overrides == ["a=1", "b=2", "c=3", "flag=true"]
+    assert options == {"prompt": "hi there"}

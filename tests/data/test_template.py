@@ -1,0 +1,103 @@
+import pytest
+
+from tuneforge.data.conversation import Conversation, DataError, Message
+from tuneforge.data.template import (
+    IGNORE_INDEX,
+    chat_template_for,
+    render_prompt,
+    render_with_loss_mask,
+)
+
+
+def two_turns(system: str | None = None) -> Conversation:
+    return Conversation(
+        [
+            Message("user", "Hi there"),
+            Message("assistant", "Hello! How can I help?"),
+            Message("user", "写一首诗"),
+            Message("assistant", "春眠不觉晓。"),
+        ],
+        system=system,
+        source="test:1",
+    )
+
+
+def trained_text(tokenizer, example) -> list[str]:
+    """Decoded runs of consecutive trainable tokens."""
+    runs, current = [], []
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        if label != IGNORE_INDEX:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    if current:
+        runs.append(tokenizer.decode(current))
+    return runs
+
+
+def test_mask_covers_exactly_the_assistant_tokens_of_two_turns(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    template = chat_template_for(tok, None)
+    example = render_with_loss_mask(two_turns(), tok, template, cutoff_len=512)
+    assert (
+        example.input_ids
+        == tok.apply_chat_template(two_turns().as_chat(), tokenize=True, return_dict=True)["input_ids"]
+    )
+    assert trained_text(tok, example) == ["Hello! How can I help?<|im_end|>", "春眠不觉晓。<|im_end|>"]
+    # and exactly those: every other position is masked
+    answer_ids = [
+        tok("Hello! How can I help?<|im_end|>", add_special_tokens=False)["input_ids"],
+        tok("春眠不觉晓。<|im_end|>", add_special_tokens=False)["input_ids"],
+    ]
+    assert example.trainable_tokens == sum(len(a) for a in answer_ids)
+
+
+def test_mask_history_trains_only_the_last_answer(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    example = render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), 512, mask_history=True)
+    assert trained_text(tok, example) == ["春眠不觉晓。<|im_end|>"]
+
+
+def test_train_on_prompt_trains_everything(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    example = render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), 512, train_on_prompt=True)
+    assert example.labels == example.input_ids
+
+
+def test_cutoff_truncates_and_can_leave_nothing_to_train(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    example = render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), cutoff_len=10)
+    assert len(example.input_ids) == 10 and example.trainable_tokens == 0
+
+
+def test_builtin_chatml_matches_smollm2_own_template_when_a_system_prompt_is_given(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    conv = two_turns(system="You are terse.")
+    own = render_with_loss_mask(conv, tok, chat_template_for(tok, None), 512)
+    builtin = render_with_loss_mask(conv, tok, chat_template_for(tok, "chatml"), 512)
+    assert own.input_ids == builtin.input_ids and own.labels == builtin.labels
+
+
+def test_prompt_for_chat_is_the_training_prefix(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    template = chat_template_for(tok, None)
+    example = render_with_loss_mask(two_turns(), tok, template, 512)
+    prompt = render_prompt([{"role": "user", "content": "Hi there"}], tok, template)
+    assert example.input_ids[: len(prompt)] == prompt
+    assert all(label == IGNORE_INDEX for label in example.labels[: len(prompt)])
+    assert example.labels[len(prompt)] != IGNORE_INDEX
+
+
+def test_alpaca_template_masks_answers(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    conv = Conversation([Message("user", "Add 2 and 2."), Message("assistant", "4")], source="t:1")
+    example = render_with_loss_mask(conv, tok, chat_template_for(tok, "alpaca"), 512)
+    assert trained_text(tok, example) == ["4<|im_end|>"]
+    assert "### Response:" in tok.decode(example.input_ids)
+
+
+def test_unknown_template_lists_builtins(smollm2_tokenizer):
+    with pytest.raises(DataError, match="chatml"):
+        chat_template_for(smollm2_tokenizer, "no-such-template")

