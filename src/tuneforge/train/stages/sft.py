@@ -50,8 +50,9 @@ def run(cfg: RunConfig) -> Path:
         processing_class=tokenizer,
     )
     trainer.add_callback(MetricsJsonlCallback(output_dir / "metrics.jsonl", lambda: trainer.tokens_seen))
-    trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
+    trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
     trainer.save_state()
     save_run(cfg, output_dir)
     return output_dir
