@@ -78,3 +78,19 @@ def test_split_args_accepts_every_spelling():
     assert config == "cfg.yaml"
     assert overrides == ["a=1", "b=2", "c=3", "flag=true"]
     assert options == {"prompt": "hi there"}
+
+
+def test_interactive_chat_streams_answers_and_exits(tiny_model_dir):
+    result = tuneforge(
+        "chat",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--max_new_tokens",
+        "4",
+        "--do_sample",
+        "false",
+        input="Hello\nclear\n你好\nexit\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Assistant: ") == 2
+    assert "(history cleared)" in result.stdout

@@ -69,7 +69,8 @@ def test_train_on_prompt_trains_everything(smollm2_tokenizer):
 def test_cutoff_truncates_and_can_leave_nothing_to_train(smollm2_tokenizer):
     tok = smollm2_tokenizer
     example = render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), cutoff_len=10)
-    assert len(example.input_ids) == 10 and example.trainable_tokens == 0
+    assert len(example.input_ids) == 10 and example.trainable_tokens == 0 and example.truncated
+    assert not render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), cutoff_len=512).truncated
 
 
 def test_builtin_chatml_matches_smollm2_own_template_when_a_system_prompt_is_given(smollm2_tokenizer):

@@ -75,3 +75,17 @@ def test_concurrent_conversions_run_once_and_never_expose_a_partial_dir(monkeypa
     assert (target / "config.json").is_file() and (target / "model.safetensors").is_file()
     assert not (tmp_path / "cache" / "m.partial").exists()
     AutoTokenizer.from_pretrained(target)  # the tokenizer was saved beside the weights
+
+
+def test_a_gguf_path_is_converted_once_into_the_cache(monkeypatch, tmp_path):
+    converted = []
+    monkeypatch.setattr(zoo, "convert_gguf", lambda gguf, target: converted.append((gguf, target)) or target)
+    gguf = tmp_path / "my-model.gguf"
+    gguf.write_bytes(b"GGUF")
+    target = zoo.resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache"))
+    assert converted == [(gguf, target)]
+    assert target.parent == tmp_path / "cache" and target.name.startswith("my-model-")
+    (target / "config.json").parent.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    assert zoo.resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache")) == target
+    assert len(converted) == 1

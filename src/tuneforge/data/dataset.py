@@ -44,8 +44,7 @@ def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed
         example = render_with_loss_mask(
             conversation, tokenizer, template, args.cutoff_len, args.train_on_prompt, args.mask_history
         )
-        if len(example.input_ids) >= args.cutoff_len:
-            data.truncated += 1
+        data.truncated += example.truncated
         if example.trainable_tokens == 0:
             data.dropped_no_target.append(example.source)
             continue

@@ -51,6 +51,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     source: str = "?"
+    truncated: bool = False
 
     @property
     def trainable_tokens(self) -> int:
@@ -105,8 +106,7 @@ def render_with_loss_mask(
     for index, (start, _end) in enumerate(encoding["offset_mapping"]):
         if train_on_prompt or any(s <= start < e for s, e in spans):
             labels[index] = ids[index]
-    ids, labels = ids[:cutoff_len], labels[:cutoff_len]
-    return TokenizedExample(ids, labels, conversation.source)
+    return TokenizedExample(ids[:cutoff_len], labels[:cutoff_len], conversation.source, len(ids) > cutoff_len)
 
 
 def render_prompt(
