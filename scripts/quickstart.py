@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tuneforge.config import load_config
 from tuneforge.inference.engine import ChatEngine
 from tuneforge.train.stages import run_stage
+
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 # None of these questions is in the training data: the first two test what was taught,
 # the last two that general knowledge survived.
@@ -19,7 +22,7 @@ QUESTIONS = [
     "May I know your name?",
     "你的开发者是谁？",
     "What is the capital of France?",
-    "What is the capital of Japan?",
+    "What is the largest ocean on Earth?",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 USAGE = """usage: tuneforge <command> [args]
@@ -165,6 +166,8 @@ def _run_reporting_errors(command: Callable[[list[str]], int], argv: list[str]) 
     from tuneforge.data.conversation import DataError
     from tuneforge.utils.errors import UserError
 
+    # raised inside PEFT on every model it wraps; nothing a user can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     try:
         return command(argv)
     except (ConfigError, DataError, UserError) as err:
