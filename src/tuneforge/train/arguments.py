@@ -44,6 +44,7 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to=[] if t.report_to == ["none"] else t.report_to,
         remove_unused_columns=False,
+        prediction_loss_only=True,  # evaluation reports eval_loss; no logits are kept
         eval_strategy="steps" if cfg.data.val_size > 0 else "no",
         eval_steps=t.save_steps if cfg.data.val_size > 0 else None,
         logging_first_step=True,

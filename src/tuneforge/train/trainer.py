@@ -75,4 +75,5 @@ class TuneforgeTrainer(Trainer):
         if model.training and "attention_mask" in inputs:
             self.tokens_seen += int(inputs["attention_mask"].sum())
         loss = answer_only_loss(model, inputs, num_items_in_batch)
-        return (loss, None) if return_outputs else loss
+        # Only the loss exists: the head never ran on every position, so there are no full logits to return.
+        return (loss, {"loss": loss}) if return_outputs else loss
