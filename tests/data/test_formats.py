@@ -1,47 +1,50 @@
+import csv
 import json
 
-import pytest
-
 from tuneforge.config import DataArguments
-from tuneforge.data.conversation import DataError
-from tuneforge.data.loader import load_conversations
+from tuneforge.data.conversation import Conversation, Document
+from tuneforge.data.loader import load_examples
 
 
 def make(tmp_path, rows, entry, name="d", suffix=".json"):
     path = tmp_path / f"{name}{suffix}"
     if suffix == ".jsonl":
         path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    elif suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
     else:
         path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    (tmp_path / "dataset_info.json").write_text(
-        json.dumps({name: {"file_name": path.name, **entry}}), encoding="utf-8"
-    )
+    info_path = tmp_path / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info[name] = {"file_name": path.name, **entry}
+    info_path.write_text(json.dumps(info), encoding="utf-8")
     return DataArguments(dataset=[name], dataset_dir=str(tmp_path))
+
+
+def turns(conv: Conversation) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in conv.messages]
 
 
 def test_alpaca_with_input_system_and_history(tmp_path):
     rows = [{"instruction": "Sum", "input": "2 2", "output": "4", "system": "S", "history": [["q0", "a0"]]}]
-    args = make(
-        tmp_path,
-        rows,
-        {
-            "columns": {
-                "prompt": "instruction",
-                "query": "input",
-                "response": "output",
-                "system": "system",
-                "history": "history",
-            }
-        },
-    )
-    (conv,) = load_conversations(args)
+    columns = {
+        "prompt": "instruction",
+        "query": "input",
+        "response": "output",
+        "system": "system",
+        "history": "history",
+    }
+    (conv,) = load_examples(make(tmp_path, rows, {"columns": columns})).examples
     assert conv.system == "S"
-    assert [(m.role, m.content) for m in conv.messages] == [
-        ("user", "q0"),
-        ("assistant", "a0"),
-        ("user", "Sum\n2 2"),
-        ("assistant", "4"),
-    ]
+    assert turns(conv) == [("user", "q0"), ("assistant", "a0"), ("user", "Sum\n2 2"), ("assistant", "4")]
 
 
 def test_sharegpt_with_custom_tags_and_system_turn(tmp_path):
@@ -54,67 +57,115 @@ def test_sharegpt_with_custom_tags_and_system_turn(tmp_path):
             ]
         }
     ]
-    entry = {
-        "formatting": "sharegpt",
-        "columns": {"messages": "messages"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
-    }
-    (conv,) = load_conversations(make(tmp_path, rows, entry, suffix=".jsonl"))
-    assert conv.system == "S" and [m.content for m in conv.messages] == ["hi", "yo"]
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    entry = {"formatting": "sharegpt", "columns": {"messages": "messages"}, "tags": tags}
+    (conv,) = load_examples(make(tmp_path, rows, entry, suffix=".jsonl")).examples
+    assert conv.system == "S" and turns(conv) == [("user", "hi"), ("assistant", "yo")]
 
 
-@pytest.mark.parametrize(
-    ("rows", "entry", "needle"),
-    [
-        ([{"instruction": "q"}], {}, "field 'output' is missing or null"),
-        ([{"instruction": "q", "output": 3}], {}, "field 'output' should be text, got int"),
-        ([{"instruction": "q", "output": "  "}], {}, "turn 2 (assistant) is empty"),
-        ([{"conversations": [{"from": "bot", "value": "x"}]}], {"formatting": "sharegpt"}, "has role 'bot'"),
-        (
-            [{"conversations": [{"from": "human", "value": "x"}]}],
-            {"formatting": "sharegpt"},
-            "ends with a user turn",
-        ),
-        (
-            [{"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}],
-            {"formatting": "sharegpt"},
-            "turn 1 is from 'assistant' but 'user' was expected",
-        ),
-    ],
-)
-def test_bad_rows_name_file_row_and_field(tmp_path, rows, entry, needle):
-    good = (
-        {"conversations": [{"from": "human", "value": "ok"}, {"from": "gpt", "value": "ok"}]}
-        if entry.get("formatting") == "sharegpt"
-        else {"instruction": "ok", "output": "ok"}
+def test_openai_messages_with_tool_calls(tmp_path):
+    call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "content": "18C, sunny"},
+                {"role": "assistant", "content": "It is 18C and sunny."},
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather"}}],
+        }
+    ]
+    (conv,) = load_examples(make(tmp_path, rows, {"formatting": "openai"})).examples
+    assert [m.role for m in conv.messages] == ["user", "assistant", "tool", "assistant"]
+    assert conv.messages[1].tool_calls == (call,)
+    assert conv.as_chat()[1]["tool_calls"] == [call]
+    assert json.loads(conv.tools)[0]["function"]["name"] == "weather"
+
+
+def test_preference_rows_in_all_three_formats(tmp_path):
+    alpaca = make(
+        tmp_path, [{"instruction": "q", "chosen": "good", "rejected": "bad"}], {"ranking": True}, "a"
     )
-    with pytest.raises(DataError) as err:
-        load_conversations(make(tmp_path, [good, *rows], entry))
-    assert "d.json:row 2:" in str(err.value)
-    assert needle in str(err.value)
+    sharegpt = make(
+        tmp_path,
+        [
+            {
+                "conversations": [{"from": "human", "value": "q"}],
+                "chosen": {"from": "gpt", "value": "good"},
+                "rejected": {"from": "gpt", "value": "bad"},
+            }
+        ],
+        {
+            "formatting": "sharegpt",
+            "ranking": True,
+            "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        },
+        "s",
+    )
+    openai = make(
+        tmp_path,
+        [
+            {
+                "messages": [{"role": "user", "content": "q"}],
+                "chosen": {"role": "assistant", "content": "good"},
+                "rejected": {"role": "assistant", "content": "bad"},
+            }
+        ],
+        {"formatting": "openai", "ranking": True},
+        "o",
+    )
+    for args in (alpaca, sharegpt, openai):
+        (conv,) = load_examples(args).examples
+        assert turns(conv) == [("user", "q"), ("assistant", "good")]
+        assert conv.rejected.content == "bad"
 
 
-def test_malformed_jsonl_reports_line_and_column(tmp_path):
-    args = make(tmp_path, [{"instruction": "a", "output": "b"}], {}, suffix=".jsonl")
-    path = tmp_path / "d.jsonl"
-    path.write_text(path.read_text() + '{"instruction": "x", "output": }\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"d\.jsonl:2:\d+: invalid JSON"):
-        load_conversations(args)
+def test_kto_tag_and_pretraining_text(tmp_path):
+    kto = make(
+        tmp_path,
+        [
+            {"instruction": "q", "output": "a", "label": True},
+            {"instruction": "q", "output": "b", "label": "false"},
+        ],
+        {"columns": {"prompt": "instruction", "response": "output", "kto_tag": "label"}},
+        "k",
+    )
+    assert [c.kto_label for c in load_examples(kto).examples] == [True, False]
+    text = make(tmp_path, [{"text": "Once upon a time."}], {"columns": {"prompt": "text"}}, "t")
+    (doc,) = load_examples(text).examples
+    assert isinstance(doc, Document) and doc.text == "Once upon a time."
 
 
-def test_unknown_dataset_lists_known(tmp_path):
-    make(tmp_path, [], {}, name="alpha")
-    with pytest.raises(DataError, match="known datasets: alpha"):
-        load_conversations(DataArguments(dataset=["beta"], dataset_dir=str(tmp_path)))
+def test_csv_and_parquet_files(tmp_path):
+    rows = [{"instruction": "q1", "output": "a1"}, {"instruction": "q2", "output": "a2"}]
+    for suffix in (".csv", ".parquet"):
+        loaded = load_examples(make(tmp_path, rows, {}, name=f"x{suffix[1:]}", suffix=suffix))
+        assert [turns(c)[1][1] for c in loaded.examples] == ["a1", "a2"]
+    assert (
+        load_examples(make(tmp_path, rows, {}, name="c", suffix=".csv"))
+        .examples[1]
+        .source.endswith("c.csv:3")
+    )
 
 
-def test_max_samples_limits_each_dataset(tmp_path):
+def test_folder_of_files_and_several_datasets_in_order(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "b.jsonl").write_text(json.dumps({"instruction": "q", "output": "second"}) + "\n")
+    (folder / "a.json").write_text(json.dumps([{"instruction": "q", "output": "first"}]))
+    (folder / "notes.txt").write_text("ignored")
+    make(tmp_path, [{"instruction": "q", "output": "third"}], {}, name="other")
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    info["parts"] = {"file_name": "parts"}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    loaded = load_examples(DataArguments(dataset=["parts", "other"], dataset_dir=str(tmp_path)))
+    assert [c.messages[1].content for c in loaded.examples] == ["first", "second", "third"]
+
+
+def test_max_samples_and_num_samples_limit_each_dataset(tmp_path):
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)]
     args = make(tmp_path, rows, {})
-    assert len(load_conversations(args.model_copy(update={"max_samples": 3}))) == 3
+    assert len(load_examples(args.model_copy(update={"max_samples": 3})).examples) == 3
+    args = make(tmp_path, rows, {"num_samples": 4}, name="n")
+    assert len(load_examples(args).examples) == 4

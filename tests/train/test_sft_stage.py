@@ -82,3 +82,19 @@ def test_gradient_checkpointing_trains_to_the_same_losses(tiny_model_dir, tmp_pa
     b = [r["loss"] for r in read_metrics(checkpointed / "metrics.jsonl")]
     assert a[0] == pytest.approx(b[0], rel=1e-6)  # same forward
     assert a == pytest.approx(b, rel=1e-3)  # same updates, up to float reassociation
+
+
+def test_bad_rows_stop_training_before_weights_load_unless_skipped(tiny_model_dir, tmp_path, monkeypatch):
+    from tuneforge.data.loader import BadRowsError
+    from tuneforge.train.stages import sft
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
+    loads = []
+    real_load = sft.load_model
+    monkeypatch.setattr(sft, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    keys = {"dataset": "missing_field", "dataset_dir": str(corpus), "max_steps": 1}
+    with pytest.raises(BadRowsError, match="missing_field.json:3"):
+        run_stage(config(tiny_model_dir, tmp_path / "strict", **keys))
+    assert loads == []
+    run_stage(config(tiny_model_dir, tmp_path / "lenient", on_bad_rows="skip", **keys))
+    assert loads == [1] and (tmp_path / "lenient" / "adapter_model.safetensors").is_file()

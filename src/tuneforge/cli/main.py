@@ -11,6 +11,7 @@ USAGE = """usage: tuneforge <command> [args]
 commands:
   train CONFIG.yaml [key=value ...]   fine-tune as the YAML file says (overrides win)
   chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
+  data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and what is cached
   env                                 versions of Python, torch, transformers, ... and the device
   version                             print the tuneforge version
@@ -100,6 +101,12 @@ def _chat_keys() -> set[str]:
     return {k for g in CHAT_GROUPS for k in GROUPS[g].model_fields}
 
 
+def _data(argv: list[str]) -> int:
+    from tuneforge.cli.data import run_data
+
+    return run_data(argv)
+
+
 def _models(argv: list[str]) -> int:
     from tuneforge.model.zoo import cached_dir, zoo
 
@@ -135,6 +142,7 @@ def _version(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "chat": _chat,
+    "data": _data,
     "models": _models,
     "env": _env,
     "version": _version,

@@ -72,6 +72,10 @@ class DataArguments(_Group):
         None, gt=0, description="Processes used to tokenize the data (default: one)."
     )
     overwrite_cache: bool = Field(False, description="Tokenize again even when a cached copy exists.")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error",
+        description="Bad data rows: error stops before training (listing all), skip drops and counts them.",
+    )
 
     _split_datasets = field_validator("dataset", mode="before")(_split_names)
 

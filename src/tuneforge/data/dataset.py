@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tuneforge.config import DataArguments
-from tuneforge.data.conversation import DataError
-from tuneforge.data.loader import load_conversations
+from tuneforge.data.conversation import Conversation, DataError
+from tuneforge.data.loader import LoadedData, RowProblem, load_examples
 from tuneforge.data.template import TokenizedExample, chat_template_for, render_with_loss_mask
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ class SFTData:
     eval: list[TokenizedExample] = field(default_factory=list)
     truncated: int = 0
     dropped_no_target: list[str] = field(default_factory=list)
+    skipped: list[RowProblem] = field(default_factory=list)
+    special_token_rows: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         tokens = sum(len(e.input_ids) for e in self.train)
@@ -32,40 +34,92 @@ class SFTData:
             text += f", {self.truncated} truncated to cutoff_len"
         if self.dropped_no_target:
             text += f", {len(self.dropped_no_target)} dropped with no trainable token left"
+        if self.skipped:
+            text += f", {len(self.skipped)} bad rows skipped"
         return text
 
 
-def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> SFTData:
-    """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on."""
+def special_tokens_in_prompts(conversation: Conversation, specials: list[str]) -> list[str]:
+    """Special tokens (e.g. `<|im_end|>`) written literally in prompt-side text: they would end turns early."""
+    text = " ".join(m.content for m in conversation.messages if m.role != "assistant") + (
+        conversation.system or ""
+    )
+    return [s for s in specials if s in text]
+
+
+def conversations_only(loaded: LoadedData) -> list[Conversation]:
+    texts = [e.source for e in loaded.examples if not isinstance(e, Conversation)]
+    if texts:
+        raise DataError(
+            f"{len(texts)} rows are plain text for pretraining (first: {texts[0]}), which stage sft cannot train "
+            "on; give the dataset a response column or use stage: pt",
+            "wrong_stage",
+        )
+    return [e for e in loaded.examples if isinstance(e, Conversation)]
+
+
+def tokenize_conversations(
+    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> SFTData:
     template = chat_template_for(tokenizer, args.template)
+    specials = [t for t in tokenizer.all_special_tokens if t]
     data = SFTData(train=[])
-    examples: list[TokenizedExample] = []
-    for conversation in load_conversations(args):
+    for conversation in conversations:
         example = render_with_loss_mask(
             conversation, tokenizer, template, args.cutoff_len, args.train_on_prompt, args.mask_history
         )
         data.truncated += example.truncated
+        if special_tokens_in_prompts(conversation, specials):
+            data.special_token_rows.append(conversation.source)
         if example.trainable_tokens == 0:
             data.dropped_no_target.append(example.source)
             continue
-        examples.append(example)
-    if data.dropped_no_target:
-        shown = ", ".join(data.dropped_no_target[:5])
-        print(
-            f"tuneforge: {len(data.dropped_no_target)} rows have no answer token within cutoff_len="
-            f"{args.cutoff_len} and are skipped (first: {shown})",
-            file=sys.stderr,
-        )
-    if not examples:
-        raise DataError(f"no row has a trainable token within cutoff_len={args.cutoff_len}; raise cutoff_len")
-    data.train = examples
-    if args.val_size > 0:
-        count = int(args.val_size) if args.val_size >= 1 else max(1, round(len(examples) * args.val_size))
-        if count >= len(examples):
-            raise DataError(f"val_size={args.val_size} leaves no training rows out of {len(examples)}")
-        order = list(range(len(examples)))
-        random.Random(seed).shuffle(order)
-        held = set(order[:count])
-        data.eval = [e for i, e in enumerate(examples) if i in held]
-        data.train = [e for i, e in enumerate(examples) if i not in held]
+        data.train.append(example)
     return data
+
+
+def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> SFTData:
+    """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on."""
+    loaded = load_examples(args, args.on_bad_rows)
+    data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
+    data.skipped = loaded.problems
+    _warn(data, args)
+    if not data.train:
+        raise DataError(
+            f"no row has a trainable token within cutoff_len={args.cutoff_len}; raise cutoff_len", "empty"
+        )
+    if args.val_size > 0:
+        data.train, data.eval = split_validation(data.train, args.val_size, seed)
+    return data
+
+
+def split_validation(
+    examples: list[TokenizedExample], val_size: float, seed: int
+) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    count = int(val_size) if val_size >= 1 else max(1, round(len(examples) * val_size))
+    if count >= len(examples):
+        raise DataError(f"val_size={val_size} leaves no training rows out of {len(examples)}", "config")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:count])
+    return [e for i, e in enumerate(examples) if i not in held], [
+        e for i, e in enumerate(examples) if i in held
+    ]
+
+
+def _warn(data: SFTData, args: DataArguments) -> None:
+    def say(text: str) -> None:
+        print(f"tuneforge: warning: {text}", file=sys.stderr)
+
+    if data.skipped:
+        say(f"skipped {len(data.skipped)} bad rows (on_bad_rows: skip); first: {data.skipped[0].message}")
+    if data.dropped_no_target:
+        say(
+            f"{len(data.dropped_no_target)} rows have no answer token within cutoff_len={args.cutoff_len} and are "
+            f"skipped (first: {', '.join(data.dropped_no_target[:3])})"
+        )
+    if data.special_token_rows:
+        say(
+            f"{len(data.special_token_rows)} rows contain special tokens such as the end-of-turn marker as plain "
+            f"text in a prompt (first: {data.special_token_rows[0]}); they are tokenized as control tokens"
+        )

@@ -1,20 +1,22 @@
-"""Dataset formats as a registry: each turns one raw row into a `Conversation`.
+"""Dataset formats as a registry: each turns one raw row into a `Conversation` (or a pretraining `Document`).
 
 Column and tag names follow LLaMA-Factory's dataset_info.json, so existing files work unchanged.
+Preference rows (`ranking: true`) carry `chosen`/`rejected`; KTO rows a `kto_tag` column.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from tuneforge.data.conversation import Conversation, DataError, Message
+from tuneforge.data.conversation import Conversation, DataError, Document, Example, Message
 
 Row = dict[str, Any]
-Converter = Callable[[Row, "DatasetSpec", str], Conversation]
+Converter = Callable[[Row, "DatasetSpec", str], Example]
 _FORMATS: dict[str, Converter] = {}
 
-DEFAULT_COLUMNS = {
+DEFAULT_COLUMNS: dict[str, dict[str, str | None]] = {
     "alpaca": {
         "prompt": "instruction",
         "query": "input",
@@ -23,39 +25,82 @@ DEFAULT_COLUMNS = {
         "history": None,
     },
     "sharegpt": {"messages": "conversations", "system": None, "tools": None},
+    "openai": {"messages": "messages", "system": None, "tools": "tools"},
 }
 DEFAULT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-    "observation_tag": "observation",
-    "function_tag": "function_call",
+    "sharegpt": {
+        "role_tag": "from",
+        "content_tag": "value",
+        "user_tag": "human",
+        "assistant_tag": "gpt",
+        "system_tag": "system",
+        "observation_tag": "observation",
+        "function_tag": "function_call",
+    },
+    "openai": {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+        "observation_tag": "tool",
+        "function_tag": "function_call",
+    },
 }
+HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
 
 class DatasetSpec:
     """One entry of dataset_info.json, with LLaMA-Factory's defaults filled in."""
 
     def __init__(self, name: str, entry: dict[str, Any]):
+        if not isinstance(entry, dict):
+            raise DataError(
+                f"dataset '{name}': its dataset_info.json entry should be an object", "dataset_info"
+            )
         self.name = name
         self.file_name: str | None = entry.get("file_name")
+        hub = [k for k in HUB_KEYS if entry.get(k)]
+        if hub and not self.file_name:
+            raise DataError(
+                f"dataset '{name}' comes from {hub[0]}, but no dataset hub is reachable here; download the files "
+                "and set file_name to them",
+                "dataset_info",
+            )
+        if not self.file_name:
+            raise DataError(f"dataset '{name}' has no file_name in dataset_info.json", "dataset_info")
         self.formatting: str = entry.get("formatting", "alpaca")
-        self.ranking: bool = bool(entry.get("ranking", False))
         if self.formatting not in _FORMATS:
             raise DataError(
-                f"dataset '{name}': formatting '{self.formatting}' is unknown; use one of {', '.join(sorted(_FORMATS))}"
+                f"dataset '{name}': formatting '{self.formatting}' is unknown; use one of {', '.join(sorted(_FORMATS))}",
+                "dataset_info",
             )
-        self.columns = {**DEFAULT_COLUMNS.get(self.formatting, {}), **(entry.get("columns") or {})}
-        self.tags = {**DEFAULT_TAGS, **(entry.get("tags") or {})}
+        self.ranking: bool = bool(entry.get("ranking", False))
+        self.num_samples: int | None = entry.get("num_samples")
+        given = entry.get("columns") or {}
+        # LLaMA-Factory's pretraining convention: a prompt column and no response column means plain text.
+        self.is_text = (
+            self.formatting == "alpaca" and "prompt" in given and "response" not in given and not self.ranking
+        )
+        self.columns = {**DEFAULT_COLUMNS[self.formatting], **given}
+        self.tags = {**DEFAULT_TAGS.get(self.formatting, {}), **(entry.get("tags") or {})}
 
-    def convert(self, row: Row, source: str) -> Conversation:
+    def convert(self, row: Row, source: str) -> Example:
         if not isinstance(row, dict):
-            raise DataError(f"{source}: expected a JSON object per row, got {type(row).__name__}")
-        conversation = _FORMATS[self.formatting](row, self, source)
-        conversation.validate()
-        return conversation
+            raise DataError(
+                f"{source}: expected a JSON object per row, got {type(row).__name__}", "wrong_type"
+            )
+        if self.is_text:
+            example: Example = Document(
+                _text(row, self.columns["prompt"], source, required=True) or "", source
+            )
+        else:
+            example = _FORMATS[self.formatting](row, self, source)
+            kto = self.columns.get("kto_tag")
+            if kto:
+                example.kto_label = _flag(row, kto, source)
+        example.validate()
+        return example
 
 
 def register_format(name: str) -> Callable[[Converter], Converter]:
@@ -72,11 +117,29 @@ def _text(row: Row, column: str | None, source: str, required: bool) -> str | No
     value = row.get(column)
     if value is None:
         if required:
-            raise DataError(f"{source}: field '{column}' is missing or null")
+            raise DataError(f"{source}: field '{column}' is missing or null", "missing_field")
         return None
     if not isinstance(value, str):
-        raise DataError(f"{source}: field '{column}' should be text, got {type(value).__name__}")
+        raise DataError(
+            f"{source}: field '{column}' should be text, got {type(value).__name__}", "wrong_type"
+        )
     return value
+
+
+def _flag(row: Row, column: str, source: str) -> bool:
+    value = row.get(column)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise DataError(f"{source}: field '{column}' should be true or false, got {value!r}", "wrong_type")
+
+
+def _tools(row: Row, column: str | None, source: str) -> str | None:
+    if not column or row.get(column) in (None, "", []):
+        return None
+    value = row[column]
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @register_format("alpaca")
@@ -84,10 +147,15 @@ def from_alpaca(row: Row, spec: DatasetSpec, source: str) -> Conversation:
     cols = spec.columns
     messages: list[Message] = []
     history = row.get(cols["history"]) if cols.get("history") else None
+    if history is not None and not isinstance(history, list):
+        raise DataError(
+            f"{source}: field '{cols['history']}' should be a list of [question, answer] pairs", "wrong_type"
+        )
     for i, pair in enumerate(history or []):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
             raise DataError(
-                f"{source}: field '{cols['history']}' item {i} should be a [question, answer] pair"
+                f"{source}: field '{cols['history']}' item {i + 1} should be a [question, answer] pair",
+                "wrong_type",
             )
         messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     prompt = _text(row, cols["prompt"], source, required=True) or ""
@@ -95,40 +163,91 @@ def from_alpaca(row: Row, spec: DatasetSpec, source: str) -> Conversation:
     if query:
         prompt = f"{prompt}\n{query}" if prompt else query
     if not prompt.strip():
-        raise DataError(f"{source}: field '{cols['prompt']}' is empty")
-    response = _text(row, cols["response"], source, required=True)
-    messages += [Message("user", prompt), Message("assistant", response or "")]
-    return Conversation(messages, system=_text(row, cols.get("system"), source, False), source=source)
+        raise DataError(f"{source}: field '{cols['prompt']}' is empty", "empty")
+    messages.append(Message("user", prompt))
+    rejected = None
+    if spec.ranking:
+        messages.append(Message("assistant", _text(row, cols.get("chosen", "chosen"), source, True) or ""))
+        rejected = Message("assistant", _text(row, cols.get("rejected", "rejected"), source, True) or "")
+    else:
+        messages.append(Message("assistant", _text(row, cols["response"], source, required=True) or ""))
+    system = _text(row, cols.get("system"), source, False)
+    return Conversation(messages, system=system, source=source, rejected=rejected)
+
+
+def _turn(turn: Any, spec: DatasetSpec, where: str, allow_system: bool) -> Message:
+    """One sharegpt/openai turn object to a `Message`."""
+    tags = spec.tags
+    roles = {
+        tags["user_tag"]: "user",
+        tags["assistant_tag"]: "assistant",
+        tags["system_tag"]: "system",
+        tags["observation_tag"]: "tool",
+        tags["function_tag"]: "assistant",
+    }
+    if not isinstance(turn, dict):
+        raise DataError(
+            f"{where} should be an object with '{tags['role_tag']}' and '{tags['content_tag']}'", "wrong_type"
+        )
+    raw_role = turn.get(tags["role_tag"])
+    role = roles.get(raw_role)
+    if role is None or (role == "system" and not allow_system):
+        known = ", ".join(repr(r) for r in roles if allow_system or roles[r] != "system")
+        raise DataError(
+            f"{where} has role {raw_role!r}; expected one of {known} (set 'tags' in dataset_info.json for other names)",
+            "unknown_role",
+        )
+    content = turn.get(tags["content_tag"])
+    tool_calls = turn.get("tool_calls")
+    if content is None and tool_calls:
+        content = ""
+    if not isinstance(content, str):
+        if content is None:
+            raise DataError(f"{where}: '{tags['content_tag']}' is missing or null", "missing_field")
+        raise DataError(
+            f"{where}: '{tags['content_tag']}' should be text, got {type(content).__name__}", "wrong_type"
+        )
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise DataError(f"{where}: 'tool_calls' should be a list", "wrong_type")
+    return Message(role, content, tuple(tool_calls) if tool_calls else None)
 
 
 @register_format("sharegpt")
 def from_sharegpt(row: Row, spec: DatasetSpec, source: str) -> Conversation:
-    cols, tags = spec.columns, spec.tags
+    cols = spec.columns
     turns = row.get(cols["messages"])
+    if turns is None:
+        raise DataError(f"{source}: field '{cols['messages']}' is missing or null", "missing_field")
     if not isinstance(turns, list):
-        raise DataError(f"{source}: field '{cols['messages']}' should be a list of turns")
-    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system"}
+        raise DataError(f"{source}: field '{cols['messages']}' should be a list of turns", "wrong_type")
     system = _text(row, cols.get("system"), source, required=False)
     messages: list[Message] = []
     for i, turn in enumerate(turns):
-        where = f"{source}: turn {i + 1}"
-        if not isinstance(turn, dict):
-            raise DataError(
-                f"{where} should be an object with '{tags['role_tag']}' and '{tags['content_tag']}'"
-            )
-        role = roles.get(turn.get(tags["role_tag"]))
-        if role is None:
-            raise DataError(
-                f"{where} has role {turn.get(tags['role_tag'])!r}; expected one of {', '.join(map(repr, roles))} "
-                "(set 'tags' in dataset_info.json for other names)"
-            )
-        content = turn.get(tags["content_tag"])
-        if not isinstance(content, str):
-            raise DataError(f"{where}: '{tags['content_tag']}' should be text, got {type(content).__name__}")
-        if role == "system":
+        message = _turn(turn, spec, f"{source}: turn {i + 1}", allow_system=True)
+        if message.role == "system":
             if i != 0:
-                raise DataError(f"{where}: a system message may only come first")
-            system = content
+                raise DataError(
+                    f"{source}: turn {i + 1}: a system message may only come first", "system_position"
+                )
+            system = message.content
             continue
-        messages.append(Message(role, content))
-    return Conversation(messages, system=system, source=source)
+        messages.append(message)
+    rejected = None
+    if spec.ranking:
+        chosen = _turn(
+            row.get(cols.get("chosen", "chosen")), spec, f"{source}: field 'chosen'", allow_system=False
+        )
+        rejected = _turn(
+            row.get(cols.get("rejected", "rejected")), spec, f"{source}: field 'rejected'", False
+        )
+        messages.append(chosen)
+    return Conversation(
+        messages,
+        system=system,
+        source=source,
+        tools=_tools(row, cols.get("tools"), source),
+        rejected=rejected,
+    )
+
+
+register_format("openai")(from_sharegpt)

@@ -1,29 +1,76 @@
-"""Read the datasets a config names (via dataset_info.json) into `Conversation`s, with file:line on every error."""
+"""Read the datasets a config names (via dataset_info.json) into examples, with file:line on every problem.
+
+Every bad row is collected, not just the first: `on_bad_rows: error` then stops with all of them
+listed (before any weights load); `skip` drops them and reports the counts.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.config import DataArguments
-from tuneforge.data.conversation import Conversation, DataError
+from tuneforge.data.conversation import DataError, Example
 from tuneforge.data.formats import DatasetSpec
+from tuneforge.data.readers import data_files, iter_rows
 
 INFO_FILE = "dataset_info.json"
+SHOWN_PROBLEMS = 20
 
 
-def read_dataset_info(dataset_dir: str | Path) -> dict[str, dict[str, Any]]:
+@dataclass
+class RowProblem:
+    source: str
+    category: str
+    message: str
+
+
+@dataclass
+class LoadedData:
+    examples: list[Example] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    rows_read: int = 0
+
+    def problem_counts(self) -> Counter[str]:
+        return Counter(p.category for p in self.problems)
+
+
+class BadRowsError(DataError):
+    """Some rows are bad; the message lists them (the first `SHOWN_PROBLEMS`) with counts per category."""
+
+    def __init__(self, problems: list[RowProblem], rows_read: int):
+        self.problems = problems
+        counts = Counter(p.category for p in problems)
+        summary = ", ".join(f"{n} {c}" for c, n in counts.most_common())
+        lines = [f"{len(problems)} of {rows_read} rows are bad ({summary}):"]
+        lines += [f"  {p.message}" for p in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:
+            lines.append(
+                f"  ... and {len(problems) - SHOWN_PROBLEMS} more (`tuneforge data validate` lists all)"
+            )
+        lines.append("Fix them, or set on_bad_rows: skip to train without them.")
+        super().__init__("\n".join(lines), "bad_rows")
+
+
+def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / INFO_FILE
     if not path.is_file():
-        raise DataError(f"{path} not found; set dataset_dir to the folder that holds {INFO_FILE}")
+        raise DataError(
+            f"{path} not found; set dataset_dir to the folder that holds {INFO_FILE}", "missing_file"
+        )
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg})") from None
+        raise DataError(
+            f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg})", "invalid_json"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 (byte offset {err.start})", "not_utf8") from None
     if not isinstance(info, dict):
-        raise DataError(f"{path}: expected an object mapping dataset names to entries")
+        raise DataError(f"{path}: expected an object mapping dataset names to entries", "dataset_info")
     return info
 
 
@@ -32,52 +79,44 @@ def dataset_spec(name: str, dataset_dir: str | Path) -> DatasetSpec:
     if name not in info:
         known = ", ".join(sorted(info)) or "(none)"
         raise DataError(
-            f"dataset '{name}' is not defined in {Path(dataset_dir) / INFO_FILE}; known datasets: {known}"
+            f"dataset '{name}' is not defined in {Path(dataset_dir) / INFO_FILE}; known datasets: {known}",
+            "unknown_dataset",
         )
     return DatasetSpec(name, info[name])
 
 
-def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, row) for a .json array or a .jsonl file."""
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 (byte offset {err.start}); re-encode the file as UTF-8") from None
-    if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+def load_dataset(name: str, args: DataArguments) -> LoadedData:
+    """Every row of one dataset (at most `max_samples` / `num_samples`), good ones converted, bad ones collected."""
+    spec = dataset_spec(name, args.dataset_dir)
+    limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
+    loaded = LoadedData()
+    for path in data_files(Path(args.dataset_dir), spec.file_name):
+        for raw in iter_rows(path):
+            if loaded.rows_read >= limit:
+                return loaded
+            loaded.rows_read += 1
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})") from None
-        return
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg})") from None
-    for index, row in enumerate(rows):
-        yield index + 1, row
+                if raw.error is not None:
+                    raise raw.error
+                loaded.examples.append(spec.convert(raw.value, raw.source))
+            except DataError as err:
+                loaded.problems.append(RowProblem(raw.source, err.category, str(err)))
+    return loaded
 
 
-def load_conversations(args: DataArguments) -> list[Conversation]:
-    """Every conversation of every dataset in `args.dataset`, in order, `max_samples` per dataset."""
+def load_examples(args: DataArguments, on_bad_rows: str = "error") -> LoadedData:
+    """All datasets in `args.dataset`, concatenated in order. Raises `BadRowsError` if any row is bad and
+    `on_bad_rows` is `error`."""
     if not args.dataset:
-        raise DataError("no dataset given; set `dataset:` to a name from dataset_info.json")
-    conversations: list[Conversation] = []
+        raise DataError("no dataset given; set `dataset:` to a name from dataset_info.json", "config")
+    total = LoadedData()
     for name in args.dataset:
-        spec = dataset_spec(name, args.dataset_dir)
-        if not spec.file_name:
-            raise DataError(f"dataset '{name}' has no file_name in {INFO_FILE}")
-        path = Path(args.dataset_dir) / spec.file_name
-        is_array = path.suffix != ".jsonl"
-        for count, (lineno, row) in enumerate(iter_rows(path)):
-            if args.max_samples is not None and count >= args.max_samples:
-                break
-            source = f"{path}:{'row ' if is_array else ''}{lineno}"
-            conversations.append(spec.convert(row, source))
-    if not conversations:
-        raise DataError(f"datasets {', '.join(args.dataset)} contain no rows")
-    return conversations
+        part = load_dataset(name, args)
+        if part.rows_read == 0:
+            raise DataError(f"dataset '{name}' has no rows", "empty")
+        total.examples += part.examples
+        total.problems += part.problems
+        total.rows_read += part.rows_read
+    if total.problems and on_bad_rows == "error":
+        raise BadRowsError(total.problems, total.rows_read)
+    return total

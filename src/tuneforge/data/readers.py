@@ -1,0 +1,199 @@
+"""Read rows from json, jsonl, csv and parquet files, keeping `file:line` for every row.
+
+A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
+row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
+JSON lines are read one line at a time, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.data.conversation import DataError
+
+SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+BOM = b"\xef\xbb\xbf"
+PROGRESS_BYTES = 32 * 1024**2
+
+
+@dataclass
+class RawRow:
+    source: str
+    value: Any = None
+    error: DataError | None = None
+
+
+def data_files(base: Path, names: str | list[str]) -> list[Path]:
+    """The files of one dataset: `file_name` may be a file, a folder of data files, or a list of either."""
+    files: list[Path] = []
+    for name in [names] if isinstance(names, str) else names:
+        path = base / name
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"folder {path} holds no {', '.join(SUFFIXES)} files", "missing_file")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(
+                f"data file {path} does not exist (file_name is relative to dataset_dir)", "missing_file"
+            )
+    return files
+
+
+def iter_rows(path: Path) -> Iterator[RawRow]:
+    if path.suffix == ".csv":
+        yield from _csv_rows(path)
+    elif path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+    elif path.suffix in (".json", ".jsonl"):
+        first = _first_byte(path)
+        yield from (_json_array_rows(path) if first == b"[" else _json_lines_rows(path))
+    else:
+        raise DataError(f"{path}: unsupported file type; use one of {', '.join(SUFFIXES)}", "file_type")
+
+
+def _first_byte(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        head = fh.read(4096).removeprefix(BOM)
+    stripped = head.lstrip()
+    if not stripped:
+        raise DataError(f"{path}: the file is empty", "empty")
+    return stripped[:1]
+
+
+def _undecodable(
+    path: Path, data: bytes, err: UnicodeDecodeError, base_offset: int = 0, first_line: int = 1
+) -> DataError:
+    line = first_line + data.count(b"\n", 0, err.start)
+    return DataError(
+        f"{path}:{line}: not UTF-8 (byte offset {base_offset + err.start} in the file, "
+        f"bytes {data[err.start : err.start + 4]!r}); re-encode the file as UTF-8",
+        "not_utf8",
+    )
+
+
+def _json_array_rows(path: Path) -> Iterator[RawRow]:
+    """A JSON array; each element is decoded on its own so its line number is known."""
+    data = path.read_bytes()
+    offset = len(BOM) if data.startswith(BOM) else 0
+    try:
+        text = data[offset:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _undecodable(path, data[offset:], err, offset) from None
+    decoder = json.JSONDecoder()
+    index = text.index("[") + 1
+    line = text.count("\n", 0, index) + 1
+    counted_to = index
+    while True:
+        while index < len(text) and text[index] in " \t\r\n,":
+            index += 1
+        if index >= len(text):
+            raise DataError(f"{path}:{line}: the JSON array is not closed with ']'", "invalid_json")
+        if text[index] == "]":
+            break
+        line += text.count("\n", counted_to, index)
+        counted_to = index
+        try:
+            value, index = decoder.raw_decode(text, index)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg})", "invalid_json"
+            ) from None
+        yield RawRow(f"{path}:{line}", value)
+    rest = text[index + 1 :].strip()
+    if rest:
+        extra_line = text.count("\n", 0, index) + 1
+        raise DataError(
+            f"{path}:{extra_line}: more data after the closing ']' of the JSON array; a file holds either one "
+            "JSON array or one JSON object per line (JSON lines), not both",
+            "invalid_json",
+        )
+
+
+def _json_lines_rows(path: Path) -> Iterator[RawRow]:
+    size = path.stat().st_size
+    progress = _progress(path, size)
+    offset = 0
+    seen_row = False
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            start, offset = offset, offset + len(raw)
+            if progress:
+                progress.update(len(raw))
+            if lineno == 1 and raw.startswith(BOM):
+                raw, start = raw[len(BOM) :], start + len(BOM)
+            if not raw.strip():
+                continue
+            source = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
+                continue
+            try:
+                yield RawRow(source, json.loads(line))
+            except json.JSONDecodeError as err:
+                if not seen_row:
+                    _reject_single_document(path, size)
+                yield RawRow(
+                    source,
+                    error=DataError(f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})", "invalid_json"),
+                )
+            seen_row = True
+    if progress:
+        progress.close()
+
+
+def _reject_single_document(path: Path, size: int) -> None:
+    """The first line is not JSON: if the whole file is one JSON object (pretty-printed), say so once."""
+    if size > PROGRESS_BYTES:
+        return
+    try:
+        value = json.loads(path.read_bytes().removeprefix(BOM))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+    raise DataError(
+        f"{path}: the file is one JSON {'object' if isinstance(value, dict) else 'value'} spread over several lines; a data file holds a JSON "
+        "array of rows or one JSON object per line (JSON lines)",
+        "invalid_json",
+    )
+
+
+def _progress(path: Path, size: int):  # noqa: ANN202 - tqdm or None
+    if size < PROGRESS_BYTES:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", file=sys.stderr)
+
+
+def _csv_rows(path: Path) -> Iterator[RawRow]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
+    except UnicodeDecodeError as err:
+        raise _undecodable(path, path.read_bytes(), err) from None
+
+
+def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path}: not a readable parquet file ({err})", "invalid_file") from None
+    row_number = 0
+    for batch in table.iter_batches(batch_size=1024):
+        for value in batch.to_pylist():
+            row_number += 1
+            yield RawRow(f"{path}:row {row_number}", value)

@@ -1,0 +1,136 @@
+"""One test per category of bad input, driven by the files in tests/data/corpus/."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuneforge.config import DataArguments
+from tuneforge.data.conversation import DataError
+from tuneforge.data.loader import BadRowsError, load_examples
+from tuneforge.data.validate import validate_data
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def args(dataset: str, **extra) -> DataArguments:
+    return DataArguments(dataset=[dataset], dataset_dir=str(CORPUS), **extra)
+
+
+# dataset, category, where (file:line of the bad row), words the message must contain
+ROW_PROBLEMS = [
+    ("missing_field", "missing_field", "missing_field.json:3", "field 'output' is missing or null"),
+    ("null_field", "missing_field", "null_field.json:3", "field 'output' is missing or null"),
+    ("mixed_types", "wrong_type", "mixed_types.json:3", "field 'output' should be text, got int"),
+    ("empty_response", "empty", "empty_response.json:3", "turn 2 (assistant) is empty or only whitespace"),
+    (
+        "unknown_role",
+        "unknown_role",
+        "unknown_role.json:3",
+        "turn 2 has role 'bot'; expected one of 'human', 'gpt'",
+    ),
+    ("wrong_turn_order", "turn_order", "wrong_turn_order.json:3", "turn 1 is from 'assistant'"),
+    ("odd_length", "turn_order", "odd_length.json:3", "ends with a user turn"),
+    (
+        "system_in_middle",
+        "system_position",
+        "system_in_middle.json:3",
+        "a system message may only come first",
+    ),
+    ("malformed", "invalid_json", "malformed.jsonl:2:32", "invalid JSON (Expecting value)"),
+    ("not_utf8", "not_utf8", "not_utf8.jsonl:2", "not UTF-8 (byte offset 63 in the file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "category", "where", "words"), ROW_PROBLEMS, ids=[r[0] for r in ROW_PROBLEMS]
+)
+def test_bad_row_is_reported_with_place_and_reason(dataset, category, where, words):
+    loaded = load_examples(args(dataset), on_bad_rows="skip")
+    assert loaded.rows_read >= 2 and len(loaded.examples) == loaded.rows_read - 1  # good rows survive
+    (problem,) = loaded.problems
+    assert problem.category == category
+    assert f"{CORPUS}/{where}" in problem.message and words in problem.message
+    with pytest.raises(BadRowsError) as err:
+        load_examples(args(dataset))
+    assert f"1 of {loaded.rows_read} rows are bad" in str(err.value) and words in str(err.value)
+
+
+FILE_PROBLEMS = [
+    ("array_then_more", "array_then_more.json:3: more data after the closing ']'"),
+    ("empty", "empty.json: the file is empty"),
+    ("pretty_object", "the file is one JSON object spread over several lines"),
+    ("missing_file", "no_such_file.json does not exist"),
+    ("hub_only", "no dataset hub is reachable"),
+    ("bad_formatting", "formatting 'sharegtp' is unknown; use one of alpaca, openai, sharegpt"),
+    ("no_such_dataset", "known datasets: array_as_jsonl, array_then_more"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "words"), FILE_PROBLEMS, ids=[r[0] for r in FILE_PROBLEMS])
+def test_bad_file_stops_with_a_clear_message(dataset, words):
+    with pytest.raises(DataError) as err:
+        load_examples(args(dataset), on_bad_rows="skip")
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("dataset", ["bom", "jsonl_as_json", "array_as_jsonl"])
+def test_bom_and_json_lines_array_mixups_are_read_by_content(dataset):
+    loaded = load_examples(args(dataset))
+    assert len(loaded.examples) == 2 and not loaded.problems
+
+
+def test_special_tokens_in_prompts_are_warned_about(smollm2_tokenizer):
+    report = validate_data(args("special_tokens"), smollm2_tokenizer)
+    assert report.clean and report.special_token_rows == [f"{CORPUS}/special_tokens.json:3"]
+    assert "special tokens written in prompt text" in report.render()
+
+
+def test_row_far_longer_than_cutoff_is_counted_and_flagged(smollm2_tokenizer):
+    report = validate_data(args("long_row", cutoff_len=512), smollm2_tokenizer)
+    assert report.truncated == 1
+    assert [p.category for p in report.problems] == ["no_trainable_tokens"]
+    assert max(report.lengths) < 512
+    roomy = validate_data(args("long_row", cutoff_len=8192), smollm2_tokenizer)
+    assert roomy.clean and roomy.truncated == 0 and max(roomy.lengths) > 3000
+
+
+def test_validate_command_lists_every_bad_row_and_exits_2(smollm2_dir):
+    datasets = ",".join(r[0] for r in ROW_PROBLEMS)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "data",
+            "validate",
+            "--dataset",
+            datasets,
+            "--dataset_dir",
+            str(CORPUS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = sum(load_examples(args(r[0]), on_bad_rows="skip").rows_read for r in ROW_PROBLEMS)
+    assert f"read {rows} rows; {len(ROW_PROBLEMS)} bad" in result.stdout
+    for _, category, where, _ in ROW_PROBLEMS:
+        assert f"{CORPUS}/{where}" in result.stdout and f"[{category}]" in result.stdout
+    assert "tokens per row after templating: p50" in result.stdout
+
+
+def test_validate_command_exits_0_on_clean_data(smollm2_dir):
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "data", "validate", "examples/quickstart.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: no bad rows" in result.stdout
