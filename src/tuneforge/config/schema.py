@@ -72,6 +72,14 @@ class DataArguments(_Group):
         None, gt=0, description="Processes used to tokenize the data (default: one)."
     )
     overwrite_cache: bool = Field(False, description="Tokenize again even when a cached copy exists.")
+    packing: bool | None = Field(
+        None,
+        description="Pack several rows into each cutoff_len sequence (default: on for stage pt, off otherwise).",
+    )
+    neat_packing: bool = Field(
+        False,
+        description="Pack without attention across rows (position ids restart per row); implies packing.",
+    )
     on_bad_rows: Literal["error", "skip"] = Field(
         "error",
         description="Bad data rows: error stops before training (listing all), skip drops and counts them.",

@@ -30,4 +30,29 @@ class PaddingCollator:
             ids[i, :n] = torch.tensor(row["input_ids"])
             labels[i, :n] = torch.tensor(row["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "position_ids" in rows[0]:
+            batch["position_ids"] = self._positions(rows, longest)
+        return batch
+
+    @staticmethod
+    def _positions(rows: Sequence[dict[str, Any]], longest: int) -> Any:
+        """Each row's position ids; padding continues as a sequence of its own so packing stays detectable."""
+        import torch
+
+        positions = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["position_ids"])
+            positions[i, :n] = torch.tensor(row["position_ids"])
+            positions[i, n:] = torch.arange(longest - n)
+        return positions
+
+
+class NeatPackingCollator(PaddingCollator):
+    """For rows packed with restarting position ids: no attention mask, so transformers derives a
+    block-diagonal causal mask from `position_ids`; `num_tokens` says how many tokens are real."""
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().__call__(rows)
+        batch["num_tokens"] = batch.pop("attention_mask").sum()
+        return batch

@@ -42,15 +42,17 @@ def answer_only_loss(
     parts = split_decoder_and_head(model)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
+    # Packed rows come without an attention mask: transformers then reads row boundaries from position_ids.
+    forward = {
+        k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if inputs.get(k) is not None
+    }
+    # No KV cache while training: it only costs memory, and transformers ignores packing when one exists.
+    forward["use_cache"] = False
     if parts is None:  # e.g. prompt-learning adapters: the full forward is needed
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
-        picked = logits[:, :-1][keep]
+        picked = model(**forward).logits[:, :-1][keep]
     else:
         decoder, head = parts
-        hidden = decoder(
-            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
-        ).last_hidden_state
-        picked = head(hidden[:, :-1][keep])
+        picked = head(decoder(**forward).last_hidden_state[:, :-1][keep])
     loss = F.cross_entropy(picked.float(), targets[keep], reduction="sum")
     denominator = num_items if num_items is not None else keep.sum().clamp(min=1)
     if isinstance(denominator, torch.Tensor):
@@ -72,8 +74,11 @@ class TuneforgeTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        if model.training and "attention_mask" in inputs:
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+        real = inputs.pop("num_tokens", None)
+        if real is None and "attention_mask" in inputs:
+            real = inputs["attention_mask"].sum()
+        if model.training and real is not None:
+            self.tokens_seen += int(real)
         loss = answer_only_loss(model, inputs, num_items_in_batch)
         # Only the loss exists: the head never ran on every position, so there are no full logits to return.
         return (loss, {"loss": loss}) if return_outputs else loss

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from tuneforge.config import RunConfig
-from tuneforge.data.collator import PaddingCollator
 from tuneforge.data.dataset import build_sft_data
+from tuneforge.data.packing import training_rows
 from tuneforge.model.adapters import apply_adapter, count_parameters
 from tuneforge.model.loader import load_model, load_tokenizer
 from tuneforge.train.output import prepare_output_dir, save_run
@@ -38,15 +38,18 @@ def run(cfg: RunConfig) -> Path:
         file=sys.stderr,
     )
 
-    def rows(examples):  # noqa: ANN001, ANN202
-        return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    stage = cfg.finetuning.stage
+    train_rows, collator = training_rows(data.train, cfg.data, stage, tokenizer.pad_token_id)
+    eval_rows, _ = training_rows(data.eval, cfg.data, stage, tokenizer.pad_token_id)
+    if len(train_rows) != len(data.train):
+        print(f"tuneforge: packed {len(data.train)} rows into {len(train_rows)} sequences", file=sys.stderr)
 
     trainer = TuneforgeTrainer(
         model=model,
         args=to_hf_arguments(cfg),
-        train_dataset=rows(data.train),
-        eval_dataset=rows(data.eval) or None,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=collator,
         processing_class=tokenizer,
     )
     trainer.add_callback(MetricsJsonlCallback(output_dir / "metrics.jsonl", lambda: trainer.tokens_seen))

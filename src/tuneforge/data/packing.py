@@ -1,0 +1,72 @@
+"""Pack tokenized rows into sequences of at most `cutoff_len` tokens, so no compute is spent on padding.
+
+Best-fit decreasing bin packing keeps the number of sequences close to the minimum. Each packed
+sequence remembers where its rows start: with neat packing the position ids restart at every row,
+which transformers turns into a block-diagonal causal mask (SDPA) or varlen kernels (FlashAttention),
+so no row attends to another and the loss equals that of the rows trained one by one.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from tuneforge.config import DataArguments
+from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
+from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+
+
+@dataclass
+class PackedSequence:
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+    sources: list[str]
+
+    def as_row(self) -> dict[str, list[int]]:
+        return {"input_ids": self.input_ids, "labels": self.labels, "position_ids": self.position_ids}
+
+
+def pack_examples(examples: list[TokenizedExample], capacity: int, neat: bool) -> list[PackedSequence]:
+    """Best-fit decreasing: longest rows first, each into the fullest sequence it still fits in."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids), reverse=True)
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, bin index), sorted
+    for i in order:
+        size = len(examples[i].input_ids)
+        at = bisect.bisect_left(free, (size, -1))
+        if at < len(free):
+            room, b = free.pop(at)
+        else:
+            room, b = capacity, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        bisect.insort(free, (room - size, b))
+    return [_concatenate([examples[i] for i in members], neat) for members in bins]
+
+
+def _concatenate(rows: list[TokenizedExample], neat: bool) -> PackedSequence:
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for row in rows:
+        ids += row.input_ids
+        # The first token of a row has nothing of its own before it: never predict it from the previous row.
+        labels += [IGNORE_INDEX, *row.labels[1:]]
+        start = 0 if neat else len(positions)
+        positions += range(start, start + len(row.input_ids))
+    return PackedSequence(ids, labels, positions, [r.source for r in rows])
+
+
+def training_rows(
+    examples: list[TokenizedExample], args: DataArguments, stage: str, pad_token_id: int
+) -> tuple[list[dict[str, list[int]]], PaddingCollator]:
+    """Rows and the collator for them: packed when `packing`/`neat_packing` say so (packing defaults on for pt)."""
+    packing = args.neat_packing or (args.packing if args.packing is not None else stage == "pt")
+    if not packing:
+        return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples], PaddingCollator(
+            pad_token_id
+        )
+    packed = pack_examples(examples, args.cutoff_len, args.neat_packing)
+    collator = NeatPackingCollator(pad_token_id) if args.neat_packing else PaddingCollator(pad_token_id)
+    return [p.as_row() for p in packed], collator
