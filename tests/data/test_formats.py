@@ -169,3 +169,35 @@ def test_max_samples_and_num_samples_limit_each_dataset(tmp_path):
     assert len(load_examples(args.model_copy(update={"max_samples": 3})).examples) == 3
     args = make(tmp_path, rows, {"num_samples": 4}, name="n")
     assert len(load_examples(args).examples) == 4
+
+
+def two_datasets(tmp_path, **extra) -> DataArguments:
+    make(tmp_path, [{"instruction": "q", "output": f"a{i}"} for i in range(6)], {}, name="big")
+    make(tmp_path, [{"instruction": "q", "output": f"b{i}"} for i in range(2)], {}, name="small")
+    return DataArguments(dataset=["big", "small"], dataset_dir=str(tmp_path), **extra)
+
+
+def answers(args: DataArguments) -> list[str]:
+    return [c.messages[-1].content for c in load_examples(args).examples]
+
+
+def test_mix_strategies(tmp_path):
+    assert answers(two_datasets(tmp_path)) == ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1"]
+    under = answers(two_datasets(tmp_path, mix_strategy="interleave_under"))
+    assert under == ["a0", "b0", "a1", "b1"]  # round robin until the small one runs out
+    over = answers(two_datasets(tmp_path, mix_strategy="interleave_over"))
+    assert sorted(set(over)) == ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1"] and len(over) == 12
+    weighted = answers(two_datasets(tmp_path, mix_strategy="interleave_over", interleave_probs="0.9,0.1"))
+    assert sum(a.startswith("a") for a in weighted) > 3 * sum(a.startswith("b") for a in weighted)
+
+
+def test_interleave_probs_are_checked():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs mix_strategy"):
+        DataArguments(dataset="a,b", interleave_probs="0.5,0.5")
+    with pytest.raises(ValidationError, match="2 values for 3 datasets"):
+        DataArguments(dataset="a,b,c", mix_strategy="interleave_under", interleave_probs="0.5,0.5")
+    with pytest.raises(ValidationError, match="sum to 1"):
+        DataArguments(dataset="a,b", mix_strategy="interleave_under", interleave_probs="0.5,0.6")

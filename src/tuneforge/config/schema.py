@@ -72,6 +72,14 @@ class DataArguments(_Group):
         None, gt=0, description="Processes used to tokenize the data (default: one)."
     )
     overwrite_cache: bool = Field(False, description="Tokenize again even when a cached copy exists.")
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = Field(
+        "concat",
+        description="Mixing several datasets: concat, or interleave until the first (under) or last (over) runs out.",
+    )
+    interleave_probs: list[float] | None = Field(
+        None,
+        description="Sampling probability of each dataset when interleaving (comma-separated; default equal).",
+    )
     packing: bool | None = Field(
         None,
         description="Pack several rows into each cutoff_len sequence (default: on for stage pt, off otherwise).",
@@ -86,6 +94,22 @@ class DataArguments(_Group):
     )
 
     _split_datasets = field_validator("dataset", mode="before")(_split_names)
+    _split_probs = field_validator("interleave_probs", mode="before")(_split_names)
+
+    @model_validator(mode="after")
+    def _probabilities_match(self) -> DataArguments:
+        probs = self.interleave_probs
+        if probs is None:
+            return self
+        if self.mix_strategy == "concat":
+            raise ValueError("interleave_probs needs mix_strategy: interleave_under or interleave_over")
+        if self.dataset and len(probs) != len(self.dataset):
+            raise ValueError(f"interleave_probs has {len(probs)} values for {len(self.dataset)} datasets")
+        if abs(sum(probs) - 1) > 1e-6 or min(probs) < 0:
+            raise ValueError(
+                f"interleave_probs must be non-negative and sum to 1 (they sum to {sum(probs):g})"
+            )
+        return self
 
 
 class FinetuningArguments(_Group):

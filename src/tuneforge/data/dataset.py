@@ -80,7 +80,7 @@ def tokenize_conversations(
 
 def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> SFTData:
     """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on."""
-    loaded = load_examples(args, args.on_bad_rows)
+    loaded = load_examples(args, args.on_bad_rows, seed)
     data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
     data.skipped = loaded.problems
     _warn(data, args)

@@ -104,19 +104,36 @@ def load_dataset(name: str, args: DataArguments) -> LoadedData:
     return loaded
 
 
-def load_examples(args: DataArguments, on_bad_rows: str = "error") -> LoadedData:
+def mix(parts: list[list[Example]], strategy: str, probs: list[float] | None, seed: int) -> list[Example]:
+    """Concatenate, or interleave with `datasets.interleave_datasets` (as LLaMA-Factory does) and its
+    stopping strategies: first_exhausted for interleave_under, all_exhausted for interleave_over."""
+    if strategy == "concat" or len(parts) == 1:
+        return [e for part in parts for e in part]
+    from datasets import Dataset, interleave_datasets
+
+    indexed = [
+        Dataset.from_dict({"part": [i] * len(p), "row": list(range(len(p)))}) for i, p in enumerate(parts)
+    ]
+    stopping = "first_exhausted" if strategy == "interleave_under" else "all_exhausted"
+    mixed = interleave_datasets(indexed, probabilities=probs, seed=seed, stopping_strategy=stopping)
+    return [parts[p][r] for p, r in zip(mixed["part"], mixed["row"], strict=True)]
+
+
+def load_examples(args: DataArguments, on_bad_rows: str = "error", seed: int = 42) -> LoadedData:
     """All datasets in `args.dataset`, concatenated in order. Raises `BadRowsError` if any row is bad and
     `on_bad_rows` is `error`."""
     if not args.dataset:
         raise DataError("no dataset given; set `dataset:` to a name from dataset_info.json", "config")
     total = LoadedData()
+    parts: list[list[Example]] = []
     for name in args.dataset:
         part = load_dataset(name, args)
         if part.rows_read == 0:
             raise DataError(f"dataset '{name}' has no rows", "empty")
-        total.examples += part.examples
+        parts.append(part.examples)
         total.problems += part.problems
         total.rows_read += part.rows_read
+    total.examples = mix(parts, args.mix_strategy, args.interleave_probs, seed)
     if total.problems and on_bad_rows == "error":
         raise BadRowsError(total.problems, total.rows_read)
     return total
