@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
-from tuneforge.data.template import TokenizedExample, chat_template_for, render_with_loss_mask
+from tuneforge.data.template import (
+    TokenizedExample,
+    chat_template_for,
+    render_with_loss_mask,
+    template_mismatch,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -84,6 +89,9 @@ def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed
     data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
     data.skipped = loaded.problems
     _warn(data, args)
+    mismatch = template_mismatch(tokenizer, args.template)
+    if mismatch:
+        print(f"tuneforge: warning: {mismatch}", file=sys.stderr)
     if not data.train:
         raise DataError(
             f"no row has a trainable token within cutoff_len={args.cutoff_len}; raise cutoff_len", "empty"

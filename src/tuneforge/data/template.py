@@ -46,6 +46,38 @@ def chat_template_for(tokenizer: PreTrainedTokenizerBase, template: str | None) 
     return tokenizer.chat_template
 
 
+PROBE = [
+    {"role": "system", "content": "You are a probe."},
+    {"role": "user", "content": "Hello?"},
+    {"role": "assistant", "content": "Hi."},
+    {"role": "user", "content": "Bye?"},
+]
+
+
+def template_mismatch(tokenizer: PreTrainedTokenizerBase, template: str | None) -> str | None:
+    """When `template:` names a built-in that renders differently from the tokenizer's own chat_template,
+    a sentence showing where they part; None when they agree or there is nothing to compare."""
+    own = getattr(tokenizer, "chat_template", None)
+    if not template or not own:
+        return None
+    try:
+        theirs = _render(tokenizer, PROBE, own, gen=True)
+    except Exception:  # the model's own template may reject the probe (e.g. no system role)
+        return None
+    ours = _render(tokenizer, PROBE, _read_template(template), gen=True)
+    if ours == theirs:
+        return None
+    at = next(
+        (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs))
+    )
+    return (
+        f"template '{template}' renders differently from the tokenizer's own chat_template, from character {at}: "
+        f"built-in {ours[at : at + 40]!r} vs tokenizer {theirs[at : at + 40]!r}. A model trained with one "
+        "template and served with another may not stop or may ramble; leave `template` empty to use the "
+        "tokenizer's own"
+    )
+
+
 @dataclass
 class TokenizedExample:
     input_ids: list[int]
