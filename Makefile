@@ -4,7 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup quickstart test lint bench
 

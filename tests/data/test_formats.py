@@ -201,3 +201,16 @@ def test_interleave_probs_are_checked():
         DataArguments(dataset="a,b,c", mix_strategy="interleave_under", interleave_probs="0.5,0.5")
     with pytest.raises(ValidationError, match="sum to 1"):
         DataArguments(dataset="a,b", mix_strategy="interleave_under", interleave_probs="0.5,0.6")
+
+
+def test_worker_processes_give_the_same_tokens(tmp_path, smollm2_tokenizer):
+    from tuneforge.data import dataset
+
+    rows = [{"instruction": f"question {i}", "output": f"answer {i} " * (i % 7 + 1)} for i in range(2100)]
+    args = make(tmp_path, rows, {})
+    one = dataset.build_sft_data(args, smollm2_tokenizer)
+    two = dataset.build_sft_data(args.model_copy(update={"preprocessing_num_workers": 2}), smollm2_tokenizer)
+    assert len(one.train) == 2100
+    assert [(e.input_ids, e.labels, e.source) for e in one.train] == [
+        (e.input_ids, e.labels, e.source) for e in two.train
+    ]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
 from tuneforge.data.template import (
     TokenizedExample,
+    assistant_spans,
     chat_template_for,
-    render_with_loss_mask,
+    encode_with_loss_masks,
     template_mismatch,
 )
 
@@ -63,16 +64,45 @@ def conversations_only(loaded: LoadedData) -> list[Conversation]:
     return [e for e in loaded.examples if isinstance(e, Conversation)]
 
 
+CHUNK = 1024
+
+
+def _tokenize_chunk(
+    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
+) -> list[TokenizedExample]:
+    """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
+    items = []
+    specials = tokenizer.special_tokens_map
+    for conversation in conversations:
+        text, spans = assistant_spans(conversation, tokenizer, template, specials)
+        items.append((text, spans[-1:] if args.mask_history else spans, conversation.source))
+    return encode_with_loss_masks(items, tokenizer, args.cutoff_len, args.train_on_prompt)
+
+
+def _tokenize_in_worker(job: tuple[list[Conversation], DataArguments, Any, str]) -> list[TokenizedExample]:
+    return _tokenize_chunk(*job)
+
+
 def tokenize_conversations(
     conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase
 ) -> SFTData:
+    """Render and tokenize in chunks (one batched fast-tokenizer call each), across
+    `preprocessing_num_workers` processes when more than one is asked for."""
     template = chat_template_for(tokenizer, args.template)
     specials = [t for t in tokenizer.all_special_tokens if t]
+    chunks = [conversations[i : i + CHUNK] for i in range(0, len(conversations), CHUNK)]
+    workers = min(args.preprocessing_num_workers or 1, len(chunks))
+    if workers > 1:
+        import multiprocessing
+
+        # fork needs no `if __name__ == "__main__"` guard in the user's script; spawn where fork is missing
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            parts = pool.map(_tokenize_in_worker, [(c, args, tokenizer, template) for c in chunks])
+    else:
+        parts = [_tokenize_chunk(c, args, tokenizer, template) for c in chunks]
     data = SFTData(train=[])
-    for conversation in conversations:
-        example = render_with_loss_mask(
-            conversation, tokenizer, template, args.cutoff_len, args.train_on_prompt, args.mask_history
-        )
+    for conversation, example in zip(conversations, (e for part in parts for e in part), strict=True):
         data.truncated += example.truncated
         if special_tokens_in_prompts(conversation, specials):
             data.special_token_rows.append(conversation.source)
