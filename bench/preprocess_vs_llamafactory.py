@@ -1,8 +1,8 @@
 """Preprocessing speed: 50,000 alpaca rows templated and tokenized by tuneforge and by LLaMA-Factory.
 
 Both tokenize the same rows with SmolLM2's tokenizer and ChatML layout, cutoff 1024, one process
-each, no cache; the figure is rows per second of the preprocessing call alone (imports and
-tokenizer loading excluded).
+each; the figure is rows per second of the preprocessing call alone (imports and tokenizer loading
+excluded), for a first run (caches overwritten) and a second run that may use each tool's cache.
 
 Run as: python bench/preprocess_vs_llamafactory.py [--rows 50000] [--workers 1]
 LLaMA-Factory is installed into .bench/lf-venv on first use (see train_vs_llamafactory.py).
@@ -86,7 +86,7 @@ def write_rows(folder: Path, count: int) -> None:
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
 
 
-def time_tuneforge(folder: Path, model_dir: Path, workers: int) -> tuple[float, int]:
+def time_tuneforge(folder: Path, model_dir: Path, workers: int, fresh: bool) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
     from tuneforge.config import DataArguments
@@ -99,14 +99,16 @@ def time_tuneforge(folder: Path, model_dir: Path, workers: int) -> tuple[float, 
         template="chatml",
         cutoff_len=1024,
         preprocessing_num_workers=workers,
-        overwrite_cache=True,
+        overwrite_cache=fresh,
     )
     start = time.perf_counter()
     data = build_sft_data(args, tokenizer)
     return time.perf_counter() - start, len(data.train)
 
 
-def time_llamafactory(folder: Path, model_dir: Path, workers: int, out: Path) -> tuple[float, int]:
+def time_llamafactory(
+    folder: Path, model_dir: Path, workers: int, out: Path, fresh: bool
+) -> tuple[float, int]:
     ensure_llamafactory()
     args = {
         "model_name_or_path": str(model_dir),
@@ -117,7 +119,7 @@ def time_llamafactory(folder: Path, model_dir: Path, workers: int, out: Path) ->
         "dataset_dir": str(folder),
         "template": "chatml",
         "cutoff_len": 1024,
-        "overwrite_cache": True,
+        "overwrite_cache": fresh,
         "preprocessing_num_workers": workers,
         "output_dir": str(out),
         "report_to": "none",
@@ -148,12 +150,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_rows(folder, args.rows)
-        lf_s, lf_rows = time_llamafactory(folder, model_dir, args.workers, folder / "lf-out")
-        tf_s, tf_rows = time_tuneforge(folder, model_dir, args.workers)
+        figures = {}
+        for run, fresh in (("first run", True), ("second run (cache)", False)):
+            lf = time_llamafactory(folder, model_dir, args.workers, folder / "lf-out", fresh)
+            tf = time_tuneforge(folder, model_dir, args.workers, fresh)
+            figures[run] = (lf, tf)
     print(f"{args.rows} alpaca rows, SmolLM2 tokenizer, ChatML, cutoff 1024, {args.workers} worker(s)")
-    print(f"llamafactory  {lf_rows / lf_s:8.0f} rows/s  ({lf_s:.1f} s, {lf_rows} rows)")
-    print(f"tuneforge     {tf_rows / tf_s:8.0f} rows/s  ({tf_s:.1f} s, {tf_rows} rows)")
-    print(f"ratio         {(tf_rows / tf_s) / (lf_rows / lf_s):8.2f}x")
+    for run, ((lf_s, lf_rows), (tf_s, tf_rows)) in figures.items():
+        print(f"{run}:")
+        print(f"  llamafactory  {lf_rows / lf_s:8.0f} rows/s  ({lf_s:.1f} s, {lf_rows} rows)")
+        print(f"  tuneforge     {tf_rows / tf_s:8.0f} rows/s  ({tf_s:.1f} s, {tf_rows} rows)")
+        print(f"  ratio         {(tf_rows / tf_s) / (lf_rows / lf_s):8.2f}x")
 
 
 if __name__ == "__main__":

@@ -214,3 +214,31 @@ def test_worker_processes_give_the_same_tokens(tmp_path, smollm2_tokenizer):
     assert [(e.input_ids, e.labels, e.source) for e in one.train] == [
         (e.input_ids, e.labels, e.source) for e in two.train
     ]
+
+
+def test_tokenized_cache_is_reused_until_data_or_settings_change(tmp_path, smollm2_tokenizer, monkeypatch):
+    import os
+
+    from tuneforge.data import dataset
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
+    args = make(tmp_path, [{"instruction": "q", "output": "a"}, {"instruction": "q2", "output": "b"}], {})
+    calls = []
+    real = dataset.tokenize_conversations
+    monkeypatch.setattr(dataset, "tokenize_conversations", lambda *a: calls.append(1) or real(*a))
+    first = dataset.build_sft_data(args, smollm2_tokenizer)
+    again = dataset.build_sft_data(args, smollm2_tokenizer)
+    assert len(calls) == 1
+    assert [(e.input_ids, e.labels, e.source) for e in first.train] == [
+        (e.input_ids, e.labels, e.source) for e in again.train
+    ]
+    dataset.build_sft_data(args.model_copy(update={"cutoff_len": 64}), smollm2_tokenizer)
+    assert len(calls) == 2  # another cutoff, another key
+    dataset.build_sft_data(args.model_copy(update={"overwrite_cache": True}), smollm2_tokenizer)
+    assert len(calls) == 3
+    data_file = tmp_path / "d.json"
+    data_file.write_text(json.dumps([{"instruction": "q", "output": "changed"}]))
+    os.utime(data_file, ns=(1, 1))
+    changed = dataset.build_sft_data(args, smollm2_tokenizer)
+    assert len(calls) == 4 and len(changed.train) == 1
+    assert not list((tmp_path / "home" / "cache" / "tokenized").glob("*.partial-*"))

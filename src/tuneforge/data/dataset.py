@@ -114,10 +114,22 @@ def tokenize_conversations(
 
 
 def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> SFTData:
-    """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on."""
-    loaded = load_examples(args, args.on_bad_rows, seed)
-    data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
-    data.skipped = loaded.problems
+    """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on.
+
+    The result is cached (see `tuneforge.data.cache`); `overwrite_cache` tokenizes again.
+    """
+    from tuneforge.data import cache
+
+    key = cache.cache_key(args, tokenizer, chat_template_for(tokenizer, args.template), seed)
+    data = None if args.overwrite_cache else cache.load(key)
+    if data is not None:
+        print(f"tuneforge: using tokenized data cached in {cache.cache_dir(key)}", file=sys.stderr)
+    else:
+        loaded = load_examples(args, args.on_bad_rows, seed)
+        data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
+        data.skipped = loaded.problems
+        if data.train:
+            cache.save(data, key)
     _warn(data, args)
     mismatch = template_mismatch(tokenizer, args.template)
     if mismatch:

@@ -1,0 +1,117 @@
+"""Tokenized-data cache: a second run on the same data, template, tokenizer and cutoff starts at once.
+
+The key hashes everything that changes the tokens: each data file's path, size and modification
+time, the dataset_info entries, the chat template, the tokenizer's full definition and the data
+keys that shape examples. Tokens are stored as safetensors (no pickle), written to a temporary
+folder and renamed into place, so a crash never leaves a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.config import DataArguments
+from tuneforge.data.loader import RowProblem, dataset_spec
+from tuneforge.data.readers import data_files
+from tuneforge.data.template import TokenizedExample
+from tuneforge.utils.paths import tuneforge_home
+
+if TYPE_CHECKING:
+    from tuneforge.data.dataset import SFTData
+
+FORMAT_VERSION = 1
+SHAPING_KEYS = (
+    "dataset", "template", "cutoff_len", "max_samples", "train_on_prompt", "mask_history", "mix_strategy",
+    "interleave_probs", "on_bad_rows",
+)  # fmt: skip
+
+
+def cache_key(args: DataArguments, tokenizer: Any, template: str, seed: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: getattr(args, k) for k in SHAPING_KEYS}, sort_keys=True).encode())
+    digest.update(f"{FORMAT_VERSION}:{seed}:{template}".encode())
+    for name in args.dataset or []:
+        spec = dataset_spec(name, args.dataset_dir)
+        digest.update(json.dumps(spec.__dict__, sort_keys=True, default=str).encode())
+        for path in data_files(Path(args.dataset_dir), spec.file_name):
+            stat = path.stat()
+            digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    backend = getattr(tokenizer, "_tokenizer", None)
+    digest.update((backend.to_str() if backend is not None else repr(tokenizer)).encode())
+    digest.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
+
+
+def cache_dir(key: str) -> Path:
+    return tuneforge_home() / "cache" / "tokenized" / key
+
+
+def save(data: SFTData, key: str) -> Path:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    target = cache_dir(key)
+    tmp = target.with_name(f"{key}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    lengths = [len(e.input_ids) for e in data.train]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+
+    def flat(field: str) -> np.ndarray:
+        return np.fromiter(
+            (t for e in data.train for t in getattr(e, field)), dtype=np.int64, count=int(offsets[-1])
+        )
+
+    save_file(
+        {
+            "input_ids": flat("input_ids"),
+            "labels": flat("labels"),
+            "offsets": offsets,
+            "truncated": np.array([e.truncated for e in data.train], dtype=np.int8),
+        },
+        str(tmp / "tokens.safetensors"),
+    )
+    meta = {
+        "sources": [e.source for e in data.train],
+        "truncated": data.truncated,
+        "dropped_no_target": data.dropped_no_target,
+        "skipped": [p.__dict__ for p in data.skipped],
+        "special_token_rows": data.special_token_rows,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def load(key: str) -> SFTData | None:
+    """The cached data for `key`, or None when there is none (or it cannot be read)."""
+    from safetensors.numpy import load_file
+
+    from tuneforge.data.dataset import SFTData
+
+    folder = cache_dir(key)
+    try:
+        arrays = load_file(str(folder / "tokens.safetensors"))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ids, labels, offsets = arrays["input_ids"].tolist(), arrays["labels"].tolist(), arrays["offsets"].tolist()
+    truncated = arrays["truncated"].tolist()
+    train = [
+        TokenizedExample(ids[a:b], labels[a:b], source, bool(cut))
+        for a, b, source, cut in zip(offsets[:-1], offsets[1:], meta["sources"], truncated, strict=True)
+    ]
+    return SFTData(
+        train=train,
+        truncated=meta["truncated"],
+        dropped_no_target=meta["dropped_no_target"],
+        skipped=[RowProblem(**p) for p in meta["skipped"]],
+        special_token_rows=meta["special_token_rows"],
+    )
