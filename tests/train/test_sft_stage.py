@@ -108,3 +108,36 @@ def test_neat_packing_run_trains_on_every_token(tiny_model_dir, tmp_path):
     results = json.loads((out / "train_results.json").read_text())
     # the 24 identity rows (about 1,400 tokens) fit in 3 packed sequences, so 2 steps see all of them
     assert results["num_tokens_trained"] >= 1400
+
+
+def test_streaming_trains_for_max_steps_and_needs_them(tiny_model_dir, tmp_path):
+    from tuneforge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="set max_steps"):
+        config(tiny_model_dir, tmp_path / "x", streaming=True, max_steps=-1)
+    out = tmp_path / "stream"
+    # 24 rows in batches of 4, two per step: each pass over the stream is 3 whole steps
+    run_stage(config(tiny_model_dir, out, streaming=True, max_steps=4))
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_streaming_stops_at_a_bad_row_unless_skipping(tiny_model_dir, tmp_path):
+    from tuneforge.data.conversation import DataError
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(12)]
+    rows.insert(5, {"instruction": "no answer"})
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    keys = {"dataset": "d", "dataset_dir": str(tmp_path), "streaming": True, "max_steps": 2}
+    with pytest.raises(DataError, match="d.json:1: field 'output' is missing or null"):
+        run_stage(config(tiny_model_dir, tmp_path / "strict", **keys))
+    run_stage(config(tiny_model_dir, tmp_path / "lenient", on_bad_rows="skip", **keys))
+    assert (tmp_path / "lenient" / "adapter_model.safetensors").is_file()
+    with pytest.raises(DataError, match="fewer than one optimizer step takes"):
+        run_stage(
+            config(
+                tiny_model_dir, tmp_path / "tiny", on_bad_rows="skip", per_device_train_batch_size=16, **keys
+            )
+        )

@@ -101,7 +101,27 @@ def build_config(
             problems.extend(_describe(err))
     if problems:
         raise ConfigError(problems, source)
-    return RunConfig(**groups_built)
+    cfg = RunConfig(**groups_built)
+    problems = cross_group_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def cross_group_problems(cfg: RunConfig) -> list[str]:
+    """Rules that tie keys of different groups together."""
+    problems = []
+    data, training = cfg.data, cfg.training
+    if data.streaming:
+        if training.max_steps <= 0:
+            problems.append("key 'streaming': a stream has no known length, so set max_steps (> 0)")
+        if data.val_size:
+            problems.append("key 'val_size': evaluation is not available with streaming yet; set val_size: 0")
+        if data.packing or data.neat_packing:
+            problems.append("key 'packing': packing is not available with streaming yet")
+        if data.mix_strategy != "concat":
+            problems.append("key 'mix_strategy': streaming reads datasets one after another (concat) only")
+    return problems
 
 
 def _describe(err: ValidationError) -> list[str]:

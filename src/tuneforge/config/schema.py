@@ -88,6 +88,9 @@ class DataArguments(_Group):
         False,
         description="Pack without attention across rows (position ids restart per row); implies packing.",
     )
+    streaming: bool = Field(
+        False, description="Read and tokenize rows while training instead of all up front (needs max_steps)."
+    )
     on_bad_rows: Literal["error", "skip"] = Field(
         "error",
         description="Bad data rows: error stops before training (listing all), skip drops and counts them.",

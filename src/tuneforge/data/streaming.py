@@ -1,0 +1,105 @@
+"""`streaming: true`: rows are read, templated and tokenized while training runs, a chunk at a time.
+
+Memory stays flat however large the files are, and training starts at once. The stream restarts
+at the end of the data (the next epoch) until `max_steps` is reached. A bad row stops the run where
+it is met (`on_bad_rows: error`) or is skipped; run `tuneforge data validate` first to see them all.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tuneforge.config import DataArguments
+from tuneforge.data.conversation import Conversation, DataError
+from tuneforge.data.dataset import _tokenize_chunk
+from tuneforge.data.loader import RowProblem, dataset_spec
+from tuneforge.data.readers import data_files, iter_rows
+from tuneforge.data.template import chat_template_for
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+CHUNK = 256
+
+
+def iter_conversations(args: DataArguments, on_problem: Any) -> Iterator[Conversation]:
+    """Conversations of every dataset in order (`max_samples` each); bad rows go to `on_problem`."""
+    from pathlib import Path
+
+    for name in args.dataset or []:
+        spec = dataset_spec(name, args.dataset_dir)
+        count = 0
+        for path in data_files(Path(args.dataset_dir), spec.file_name):
+            for raw in iter_rows(path):
+                if args.max_samples is not None and count >= args.max_samples:
+                    break
+                count += 1
+                try:
+                    if raw.error is not None:
+                        raise raw.error
+                    example = spec.convert(raw.value, raw.source)
+                except DataError as err:
+                    on_problem(RowProblem(raw.source, err.category, str(err)))
+                    continue
+                if isinstance(example, Conversation):
+                    yield example
+
+
+class StreamingSFTDataset(torch.utils.data.IterableDataset):
+    """Yields `{"input_ids", "labels"}` rows, tokenizing `CHUNK` conversations per batched call."""
+
+    def __init__(self, args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows_per_step: int = 1):
+        self.args = args
+        self.tokenizer = tokenizer
+        self.template = chat_template_for(tokenizer, args.template)
+        self.rows_per_step = rows_per_step
+        self.skipped = 0
+
+    def _problem(self, problem: RowProblem) -> None:
+        if self.args.on_bad_rows == "error":
+            raise DataError(
+                f"{problem.message}\n(set on_bad_rows: skip to train without such rows)", problem.category
+            )
+        self.skipped += 1
+        print(f"tuneforge: warning: skipped bad row {problem.message}", file=sys.stderr)
+
+    def __iter__(self) -> Iterator[dict[str, list[int]]]:
+        chunk: list[Conversation] = []
+        yielded = 0
+        for conversation in iter_conversations(self.args, self._problem):
+            chunk.append(conversation)
+            if len(chunk) == CHUNK:
+                for row in self._tokenized(chunk):
+                    yielded += 1
+                    yield row
+                chunk = []
+        for row in self._tokenized(chunk):
+            yielded += 1
+            yield row
+        if yielded < self.rows_per_step:
+            # The Trainer would start pass after pass without ever completing an optimizer step.
+            raise DataError(
+                f"the stream holds {yielded} usable rows, fewer than one optimizer step takes "
+                f"({self.rows_per_step} = batch size x gradient_accumulation_steps); lower those or add data",
+                "empty",
+            )
+
+    def _tokenized(self, chunk: list[Conversation]) -> Iterator[dict[str, list[int]]]:
+        for example in _tokenize_chunk(chunk, self.args, self.tokenizer, self.template):
+            if example.trainable_tokens:
+                yield {"input_ids": example.input_ids, "labels": example.labels}
+
+    def first_rows(self, count: int) -> list[dict[str, list[int]]]:
+        """Read a few rows now, so format and template problems show before weights load."""
+        rows = []
+        for row in self:
+            rows.append(row)
+            if len(rows) == count:
+                break
+        if not rows:
+            raise DataError("the stream yields no row with a trainable token", "empty")
+        return rows
