@@ -134,3 +134,27 @@ def test_validate_command_exits_0_on_clean_data(smollm2_dir):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: no bad rows" in result.stdout
+
+
+def test_a_large_json_lines_file_streams_with_bounded_memory_and_progress(tmp_path, monkeypatch, capsys):
+    import json
+    import tracemalloc
+
+    from tuneforge.data import readers
+    from tuneforge.data.streaming import iter_conversations
+
+    row = json.dumps({"instruction": "q " * 40, "output": "a " * 200}) + "\n"
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as fh:
+        fh.writelines(row for _ in range(8000))  # about 5 MB
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"big": {"file_name": "big.jsonl"}}))
+    monkeypatch.setattr(readers, "PROGRESS_BYTES", 1024**2)
+    tracemalloc.start()
+    count = sum(
+        1 for _ in iter_conversations(DataArguments(dataset=["big"], dataset_dir=str(tmp_path)), print)
+    )
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 8000
+    assert peak < path.stat().st_size / 4  # rows are read one line at a time, not the whole file
+    assert "reading big.jsonl" in capsys.readouterr().err
