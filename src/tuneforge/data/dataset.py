@@ -67,7 +67,7 @@ def conversations_only(loaded: LoadedData) -> list[Conversation]:
 CHUNK = 1024
 
 
-def _tokenize_chunk(
+def tokenize_chunk(
     conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
 ) -> list[TokenizedExample]:
     """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
@@ -80,7 +80,7 @@ def _tokenize_chunk(
 
 
 def _tokenize_in_worker(job: tuple[list[Conversation], DataArguments, Any, str]) -> list[TokenizedExample]:
-    return _tokenize_chunk(*job)
+    return tokenize_chunk(*job)
 
 
 def tokenize_conversations(
@@ -100,7 +100,7 @@ def tokenize_conversations(
         with multiprocessing.get_context(method).Pool(workers) as pool:
             parts = pool.map(_tokenize_in_worker, [(c, args, tokenizer, template) for c in chunks])
     else:
-        parts = [_tokenize_chunk(c, args, tokenizer, template) for c in chunks]
+        parts = [tokenize_chunk(c, args, tokenizer, template) for c in chunks]
     data = SFTData(train=[])
     for conversation, example in zip(conversations, (e for part in parts for e in part), strict=True):
         data.truncated += example.truncated

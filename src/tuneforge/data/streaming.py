@@ -15,7 +15,7 @@ import torch
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError
-from tuneforge.data.dataset import _tokenize_chunk
+from tuneforge.data.dataset import tokenize_chunk
 from tuneforge.data.loader import RowProblem, dataset_spec
 from tuneforge.data.readers import data_files, iter_rows
 from tuneforge.data.template import chat_template_for
@@ -89,7 +89,7 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
             )
 
     def _tokenized(self, chunk: list[Conversation]) -> Iterator[dict[str, list[int]]]:
-        for example in _tokenize_chunk(chunk, self.args, self.tokenizer, self.template):
+        for example in tokenize_chunk(chunk, self.args, self.tokenizer, self.template):
             if example.trainable_tokens:
                 yield {"input_ids": example.input_ids, "labels": example.labels}
 
