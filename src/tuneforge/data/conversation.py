@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -47,7 +47,6 @@ class Conversation:
     tools: str | None = None
     rejected: Message | None = None
     kto_label: bool | None = None
-    tags: dict[str, str] = field(default_factory=dict)
 
     def as_chat(self) -> list[dict[str, Any]]:
         """The messages as `apply_chat_template` wants them, system first when present."""

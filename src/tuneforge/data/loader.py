@@ -34,9 +34,6 @@ class LoadedData:
     problems: list[RowProblem] = field(default_factory=list)
     rows_read: int = 0
 
-    def problem_counts(self) -> Counter[str]:
-        return Counter(p.category for p in self.problems)
-
 
 class BadRowsError(DataError):
     """Some rows are bad; the message lists them (the first `SHOWN_PROBLEMS`) with counts per category."""
