@@ -82,11 +82,14 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
             yield row
         if yielded < self.rows_per_step:
             # The Trainer would start pass after pass without ever completing an optimizer step.
-            raise DataError(
-                f"the stream holds {yielded} usable rows, fewer than one optimizer step takes "
-                f"({self.rows_per_step} = batch size x gradient_accumulation_steps); lower those or add data",
-                "empty",
-            )
+            raise self._too_small(yielded)
+
+    def _too_small(self, rows: int) -> DataError:
+        return DataError(
+            f"the stream holds {rows} usable rows, fewer than one optimizer step takes "
+            f"({self.rows_per_step} = batch size x gradient_accumulation_steps); lower those or add data",
+            "empty",
+        )
 
     def _tokenized(self, chunk: list[Conversation]) -> Iterator[dict[str, list[int]]]:
         for example in tokenize_chunk(chunk, self.args, self.tokenizer, self.template):
@@ -94,12 +97,18 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
                 yield {"input_ids": example.input_ids, "labels": example.labels}
 
     def first_rows(self, count: int) -> list[dict[str, list[int]]]:
-        """Read a few rows now, so format and template problems show before weights load."""
+        """Read the first rows (at least one optimizer step's worth) now, so format, template and size
+        problems show before weights load."""
+        count = max(count, self.rows_per_step)
         rows = []
-        for row in self:
-            rows.append(row)
-            if len(rows) == count:
-                break
-        if not rows:
-            raise DataError("the stream yields no row with a trainable token", "empty")
+        try:
+            for row in self:
+                rows.append(row)
+                if len(rows) == count:
+                    break
+        except DataError as err:
+            if err.category != "empty" or not rows:
+                raise
+        if len(rows) < self.rows_per_step:
+            raise self._too_small(len(rows))
         return rows
