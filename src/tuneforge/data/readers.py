@@ -123,33 +123,34 @@ def _json_lines_rows(path: Path) -> Iterator[RawRow]:
     progress = _progress(path, size)
     offset = 0
     seen_row = False
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            start, offset = offset, offset + len(raw)
-            if progress:
-                progress.update(len(raw))
-            if lineno == 1 and raw.startswith(BOM):
-                raw, start = raw[len(BOM) :], start + len(BOM)
-            if not raw.strip():
-                continue
-            source = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
-                continue
-            try:
-                yield RawRow(source, json.loads(line))
-            except json.JSONDecodeError as err:
-                if not seen_row:
-                    _reject_single_document(path, size)
-                yield RawRow(
-                    source,
-                    error=DataError(f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})", "invalid_json"),
-                )
-            seen_row = True
-    if progress:
-        progress.close()
+    try:
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                start, offset = offset, offset + len(raw)
+                if progress:
+                    progress.update(len(raw))
+                if lineno == 1 and raw.startswith(BOM):
+                    raw, start = raw[len(BOM) :], start + len(BOM)
+                if not raw.strip():
+                    continue
+                source = f"{path}:{lineno}"
+                try:
+                    value = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
+                    continue
+                except json.JSONDecodeError as err:
+                    if not seen_row:
+                        _reject_single_document(path, size)
+                    message = f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})"
+                    yield RawRow(source, error=DataError(message, "invalid_json"))
+                    seen_row = True
+                    continue
+                seen_row = True
+                yield RawRow(source, value)
+    finally:
+        if progress:
+            progress.close()
 
 
 def _reject_single_document(path: Path, size: int) -> None:
