@@ -116,8 +116,8 @@ def test_streaming_trains_for_max_steps_and_needs_them(tiny_model_dir, tmp_path)
     with pytest.raises(ConfigError, match="set max_steps"):
         config(tiny_model_dir, tmp_path / "x", streaming=True, max_steps=-1)
     out = tmp_path / "stream"
-    # 24 rows in batches of 4, two per step: each pass over the stream is 3 whole steps
-    run_stage(config(tiny_model_dir, out, streaming=True, max_steps=4))
+    # 24 rows in batches of 8, two per step: steps straddle the end of each pass over the data
+    run_stage(config(tiny_model_dir, out, streaming=True, max_steps=4, per_device_train_batch_size=8))
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert records[-1]["loss"] < records[0]["loss"]

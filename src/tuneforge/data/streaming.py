@@ -1,7 +1,7 @@
 """`streaming: true`: rows are read, templated and tokenized while training runs, a chunk at a time.
 
-Memory stays flat however large the files are, and training starts at once. The stream restarts
-at the end of the data (the next epoch) until `max_steps` is reached. A bad row stops the run where
+Memory stays flat however large the files are, and training starts at once. The stream starts over
+at the end of the data until `max_steps` is reached. A bad row stops the run where
 it is met (`on_bad_rows: error`) or is skipped; run `tuneforge data validate` first to see them all.
 """
 
@@ -68,21 +68,25 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
         print(f"tuneforge: warning: skipped bad row {problem.message}", file=sys.stderr)
 
     def __iter__(self) -> Iterator[dict[str, list[int]]]:
+        """Pass after pass over the data, without end: the Trainer stops at max_steps. One endless stream
+        keeps gradient accumulation whole; the Trainer cannot finish a step split across the end of an
+        iterable dataset of unknown length."""
+        while True:
+            yielded = 0
+            for row in self._one_pass():
+                yielded += 1
+                yield row
+            if yielded < self.rows_per_step:
+                raise self._too_small(yielded)
+
+    def _one_pass(self) -> Iterator[dict[str, list[int]]]:
         chunk: list[Conversation] = []
-        yielded = 0
         for conversation in iter_conversations(self.args, self._problem):
             chunk.append(conversation)
             if len(chunk) == CHUNK:
-                for row in self._tokenized(chunk):
-                    yielded += 1
-                    yield row
+                yield from self._tokenized(chunk)
                 chunk = []
-        for row in self._tokenized(chunk):
-            yielded += 1
-            yield row
-        if yielded < self.rows_per_step:
-            # The Trainer would start pass after pass without ever completing an optimizer step.
-            raise self._too_small(yielded)
+        yield from self._tokenized(chunk)
 
     def _too_small(self, rows: int) -> DataError:
         return DataError(
@@ -101,14 +105,10 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
         problems show before weights load."""
         count = max(count, self.rows_per_step)
         rows = []
-        try:
-            for row in self:
-                rows.append(row)
-                if len(rows) == count:
-                    break
-        except DataError as err:
-            if err.category != "empty" or not rows:
-                raise
+        for row in self._one_pass():
+            rows.append(row)
+            if len(rows) == count:
+                break
         if len(rows) < self.rows_per_step:
             raise self._too_small(len(rows))
         return rows
