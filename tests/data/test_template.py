@@ -102,3 +102,18 @@ def test_alpaca_template_masks_answers(smollm2_tokenizer):
 def test_unknown_template_lists_builtins(smollm2_tokenizer):
     with pytest.raises(DataError, match="chatml"):
         chat_template_for(smollm2_tokenizer, "no-such-template")
+
+
+def test_masks_and_parity_on_a_tiny_trained_tokenizer():
+    from tests.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    conversation = two_turns(system="Be brief.")
+    own = render_with_loss_mask(conversation, tok, chat_template_for(tok, None), 512)
+    assert (
+        own.input_ids
+        == tok.apply_chat_template(conversation.as_chat(), tokenize=True, return_dict=True)["input_ids"]
+    )
+    assert trained_text(tok, own) == ["Hello! How can I help?<|im_end|>", "春眠不觉晓。<|im_end|>"]
+    builtin = render_with_loss_mask(conversation, tok, chat_template_for(tok, "chatml"), 512)
+    assert (builtin.input_ids, builtin.labels) == (own.input_ids, own.labels)
