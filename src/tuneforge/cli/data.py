@@ -20,25 +20,17 @@ preview prints the first N rows as the model sees them, with the trained tokens 
 
 def run_data(argv: list[str]) -> int:
     from tuneforge.cli.main import split_args
-    from tuneforge.config import load_config, read_yaml
+    from tuneforge.config import load_subset
 
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("validate", "preview"):
         print(USAGE)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     action, rest = argv[0], argv[1:]
     config, overrides, options = split_args(rest, flags=("rows",))
-    keys = _data_keys()
-    flat = {k: v for k, v in (read_yaml(config) if config else {}).items() if k in keys}
-    cfg = load_config(None, overrides, extra=flat, groups=("model", "data"))
+    cfg = load_subset(config, overrides, ("model", "data"))
     if action == "validate":
         return validate(cfg)
     return preview(cfg, int(options.get("rows", 3)))
-
-
-def _data_keys() -> set[str]:
-    from tuneforge.config.schema import GROUPS
-
-    return set(GROUPS["model"].model_fields) | set(GROUPS["data"].model_fields)
 
 
 def validate(cfg: RunConfig) -> int:

@@ -86,19 +86,10 @@ def _chat(argv: list[str]) -> int:
         print("  template: as in training (see `tuneforge train --help`)")
         return 0
     from tuneforge.cli.chat import run_chat
-    from tuneforge.config import load_config, read_yaml
+    from tuneforge.config import load_subset
 
     config, overrides, options = split_args(argv, CHAT_FLAGS)
-    flat = read_yaml(config) if config else {}
-    keys = _chat_keys()
-    cfg = load_config(None, overrides, extra={k: v for k, v in flat.items() if k in keys}, groups=CHAT_GROUPS)
-    return run_chat(cfg, options.get("prompt"))
-
-
-def _chat_keys() -> set[str]:
-    from tuneforge.config.schema import GROUPS
-
-    return {k for g in CHAT_GROUPS for k in GROUPS[g].model_fields}
+    return run_chat(load_subset(config, overrides, CHAT_GROUPS), options.get("prompt"))
 
 
 def _data(argv: list[str]) -> int:

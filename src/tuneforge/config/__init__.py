@@ -1,6 +1,13 @@
 """Typed configuration: one pydantic tree, flat YAML keys, all problems reported at once."""
 
-from tuneforge.config.loader import ConfigError, build_config, dump_config, load_config, read_yaml
+from tuneforge.config.loader import (
+    ConfigError,
+    build_config,
+    dump_config,
+    load_config,
+    load_subset,
+    read_yaml,
+)
 from tuneforge.config.schema import (
     GROUPS,
     DataArguments,
@@ -23,5 +30,6 @@ __all__ = [
     "build_config",
     "dump_config",
     "load_config",
+    "load_subset",
     "read_yaml",
 ]

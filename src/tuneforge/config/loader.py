@@ -159,6 +159,15 @@ def load_config(
     return cfg
 
 
+def load_subset(path: str | Path | None, overrides: Sequence[str], groups: Iterable[str]) -> RunConfig:
+    """For commands that use some groups (chat: model, data, generating): a full training YAML is accepted
+    and its other keys ignored, while overrides must belong to `groups`."""
+    groups = tuple(groups)
+    keys = {k for k, g in known_keys().items() if g in groups}
+    flat = {k: v for k, v in (read_yaml(path) if path else {}).items() if k in keys}
+    return load_config(None, overrides, extra=flat, groups=groups)
+
+
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved flat config (every key) as YAML."""
     Path(path).write_text(
