@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -160,18 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_reporting_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
-    """Problems the user can fix are printed as sentences with exit status 2, never as tracebacks."""
+    """Problems the user can fix are printed as sentences, never as tracebacks; exit status 2 unless the
+    error says otherwise (1 for a run stopped by non-finite losses, 128+N for a run stopped by signal N)."""
     from tuneforge.config import ConfigError
     from tuneforge.data.conversation import DataError
     from tuneforge.utils.errors import UserError
 
     # raised inside PEFT on every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    # bitsandbytes announces on import that an optional CPU kernel package is absent; it falls back silently
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return command(argv)
     except (ConfigError, DataError, UserError) as err:
         print(f"tuneforge: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("\ntuneforge: interrupted", file=sys.stderr)
         return 130

@@ -121,6 +121,14 @@ def cross_group_problems(cfg: RunConfig) -> list[str]:
             problems.append("key 'packing': packing is not available with streaming yet")
         if data.mix_strategy != "concat":
             problems.append("key 'mix_strategy': streaming reads datasets one after another (concat) only")
+    finetuning, model = cfg.finetuning, cfg.model
+    if model.quantization_bit and finetuning.finetuning_type in ("freeze", "full"):
+        problems.append(
+            f"key 'quantization_bit': quantized weights cannot be trained directly; "
+            f"use finetuning_type: lora (QLoRA) instead of {finetuning.finetuning_type}"
+        )
+    if training.early_stopping_steps and not data.val_size:
+        problems.append("key 'early_stopping_steps': early stopping watches eval_loss, so set val_size (> 0)")
     return problems
 
 

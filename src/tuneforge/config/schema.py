@@ -11,7 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Stage = Literal["pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"]
-FinetuningType = Literal["lora", "freeze", "full"]
+FinetuningType = Literal["lora", "freeze", "full", "oft", "prefix", "prompt", "p_tuning"]
+# Methods that wrap the model in PEFT (an adapter is what gets saved).
+PEFT_METHODS = ("lora", "oft", "prefix", "prompt", "p_tuning")
 
 
 def _split_names(value: object) -> object:
@@ -44,6 +46,11 @@ class ModelArguments(_Group):
     cache_dir: str | None = Field(
         None, description="Where converted models are cached (default: $TUNEFORGE_HOME/models)."
     )
+    quantization_bit: Literal[4, 8] | None = Field(
+        None, description="QLoRA: store the frozen base weights in 4 or 8 bits (bitsandbytes)."
+    )
+    quantization_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: nf4 or fp4.")
+    double_quantization: bool = Field(True, description="4-bit: also quantize the quantization constants.")
 
     _split_adapters = field_validator("adapter_name_or_path", mode="before")(_split_names)
 
@@ -134,9 +141,83 @@ class FinetuningArguments(_Group):
         default_factory=lambda: ["all"],
         description="freeze: module names inside the trainable layers, or `all`.",
     )
+    use_dora: bool = Field(False, description="lora: weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(
+        False, description="lora: rank-stabilised scaling alpha/sqrt(r) instead of alpha/r."
+    )
+    pissa_init: bool = Field(
+        False, description="lora: initialise from the principal singular vectors of each weight (PiSSA)."
+    )
+    pissa_iter: int = Field(16, ge=-1, description="PiSSA: fast-SVD iterations (-1: exact SVD, slower).")
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (16 is typical)."
+    )
+    loraplus_lr_embedding: float = Field(
+        1e-6, gt=0, description="LoRA+: learning rate of LoRA on embeddings."
+    )
+    additional_target: list[str] | None = Field(
+        None,
+        description="Modules trained fully and saved with the adapter (e.g. embed_tokens,lm_head after adding tokens).",
+    )
+    create_new_adapter: bool = Field(
+        False,
+        description="With adapter_name_or_path: merge all given adapters and train a fresh one on top.",
+    )
+    oft_block_size: int = Field(32, gt=0, description="oft: size of each orthogonal block.")
+    num_virtual_tokens: int = Field(
+        20, gt=0, description="prefix/prompt/p_tuning: number of trained virtual tokens."
+    )
+    prefix_projection: bool = Field(
+        False, description="prefix: produce the prefix through a trained MLP (reparameterisation)."
+    )
+    encoder_hidden_size: int | None = Field(
+        None, gt=0, description="p_tuning: hidden size of the prompt encoder (default: the model's)."
+    )
+    prompt_tuning_init_text: str | None = Field(
+        None, description="prompt: initialise the virtual tokens from this text instead of randomly."
+    )
+    use_galore: bool = Field(False, description="GaLore: low-rank projected gradients for full tuning.")
+    galore_target: list[str] = Field(
+        default_factory=lambda: ["all"], description="GaLore: linear modules to project (`all` or names)."
+    )
+    galore_rank: int = Field(16, gt=0, description="GaLore: projection rank.")
+    galore_update_interval: int = Field(200, gt=0, description="GaLore: steps between projection updates.")
+    galore_scale: float = Field(2.0, gt=0, description="GaLore: scale of the projected update.")
+    galore_layerwise: bool = Field(
+        False, description="GaLore: step each layer during backward (less memory)."
+    )
+    use_apollo: bool = Field(False, description="APOLLO: memory-light AdamW for full tuning.")
+    apollo_target: list[str] = Field(
+        default_factory=lambda: ["all"], description="APOLLO: linear modules it applies to (`all` or names)."
+    )
+    apollo_rank: int = Field(16, gt=0, description="APOLLO: projection rank.")
+    apollo_update_interval: int = Field(200, gt=0, description="APOLLO: steps between projection updates.")
+    apollo_scale: float = Field(32.0, gt=0, description="APOLLO: scale of the update.")
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: noise on input embeddings while training (5 is typical)."
+    )
     plot_loss: bool = Field(False, description="Save loss.png in output_dir after training.")
 
-    _split_targets = field_validator("lora_target", "freeze_trainable_modules", mode="before")(_split_names)
+    _split_targets = field_validator(
+        "lora_target",
+        "freeze_trainable_modules",
+        "additional_target",
+        "galore_target",
+        "apollo_target",
+        mode="before",
+    )(_split_names)
+
+    @model_validator(mode="after")
+    def _one_optimizer(self) -> FinetuningArguments:
+        if self.use_galore and self.use_apollo:
+            raise ValueError("use_galore and use_apollo are both on; choose one")
+        if (self.use_galore or self.use_apollo) and self.finetuning_type != "full":
+            name = "use_galore" if self.use_galore else "use_apollo"
+            raise ValueError(
+                f"{name} projects the gradients of full weights, so it needs finetuning_type: full "
+                f"(got {self.finetuning_type}); with LoRA the weights are already low-rank"
+            )
+        return self
 
     @property
     def resolved_lora_alpha(self) -> int:
@@ -178,9 +259,32 @@ class TrainingArguments(_Group):
     report_to: list[str] = Field(
         default_factory=lambda: ["none"], description="Experiment trackers: none, tensorboard, wandb, ..."
     )
-    resume_from_checkpoint: str | None = Field(None, description="Checkpoint directory to resume from.")
+    resume_from_checkpoint: str | None = Field(
+        "auto",
+        description="auto: continue from the newest complete checkpoint in output_dir if there is one; "
+        "a path: that checkpoint; no: never resume.",
+    )
+    max_nonfinite_steps: int = Field(
+        3,
+        gt=0,
+        description="Stop (exit 1) after this many consecutive steps with a NaN/inf loss or gradient.",
+    )
+    early_stopping_steps: int | None = Field(
+        None,
+        gt=0,
+        description="Stop when eval_loss has not improved for this many evaluations (needs val_size).",
+    )
 
     _split_report = field_validator("report_to", mode="before")(_split_names)
+
+    @field_validator("resume_from_checkpoint", mode="before")
+    @classmethod
+    def _resume_off(cls, value: object) -> object:
+        if value is False or (isinstance(value, str) and value.lower() in ("no", "false", "none", "")):
+            return None
+        if value is True:
+            return "auto"
+        return value
 
     @model_validator(mode="after")
     def _one_precision(self) -> TrainingArguments:

@@ -33,6 +33,8 @@ class PaddingCollator:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         if "position_ids" in rows[0]:
             batch["position_ids"] = self._positions(rows, longest)
+        if "sample_id" in rows[0]:  # which training rows a batch held, for the numerics guard's report
+            batch["sample_ids"] = torch.tensor([row["sample_id"] for row in rows])
         return batch
 
     @staticmethod

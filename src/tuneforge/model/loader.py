@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from tuneforge.config import ModelArguments
 from tuneforge.model.zoo import resolve_model_path
+from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -39,27 +40,71 @@ def importlib_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_model(args: ModelArguments, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """The base causal LM (no adapters) in `dtype` (default float32)."""
+def quantization_config(args: ModelArguments) -> object | None:
+    """bitsandbytes settings for `quantization_bit`, or None. Works on CUDA and (bitsandbytes >= 0.48) on CPU."""
+    if not args.quantization_bit:
+        return None
+    import torch
+
+    if not importlib_available("bitsandbytes"):
+        raise UserError(
+            f"quantization_bit: {args.quantization_bit} needs bitsandbytes: pip install 'bitsandbytes>=0.48'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if args.quantization_bit == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=args.quantization_type,
+        bnb_4bit_use_double_quant=args.double_quantization,
+        # bf16 matmuls are fast on GPUs and very slow on most CPUs
+        bnb_4bit_compute_dtype=torch.bfloat16 if cuda_bf16 else torch.float32,
+    )
+
+
+def load_model(
+    args: ModelArguments, dtype: torch.dtype | None = None, for_training: bool = False
+) -> PreTrainedModel:
+    """The base causal LM (no adapters) in `dtype` (default float32), quantized if `quantization_bit` says so."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(args.model_name_or_path, args.cache_dir)
-    return AutoModelForCausalLM.from_pretrained(
+    quantization = quantization_config(args)
+    extra: dict[str, object] = {}
+    if quantization is not None:
+        extra = {
+            "quantization_config": quantization,
+            "device_map": {"": 0 if torch.cuda.is_available() else "cpu"},
+        }
+    model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype or torch.float32,
         trust_remote_code=args.trust_remote_code,
         attn_implementation=attention_implementation(args.flash_attn),
+        **extra,
     )
+    if quantization is not None and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        # float32 norms and head, inputs that carry gradients into the frozen quantized layers
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
 
 
 def load_for_inference(args: ModelArguments, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """Base model with `adapter_name_or_path` applied and merged, in eval mode."""
+    """Base model with `adapter_name_or_path` applied (merged where the method allows), in eval mode."""
     model = load_model(args, dtype)
     if args.adapter_name_or_path:
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
+        quantized = args.quantization_bit is not None
         for adapter in args.adapter_name_or_path:
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            model = PeftModel.from_pretrained(model, adapter)
+            # Prompt methods add virtual tokens (nothing to merge); quantized weights cannot absorb a delta.
+            if not (PeftConfig.from_pretrained(adapter).is_prompt_learning or quantized):
+                model = model.merge_and_unload()
     model.eval()
     return model

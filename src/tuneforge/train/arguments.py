@@ -32,10 +32,10 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         max_steps=t.max_steps,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio,
-        optim=t.optim,
+        **low_rank_optimizer(cfg),
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # rotation is tuneforge's (it never deletes the newest complete checkpoint)
         seed=t.seed,
         data_seed=t.seed,
         bf16=t.bf16,
@@ -47,6 +47,25 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         prediction_loss_only=True,  # evaluation reports eval_loss; no logits are kept
         eval_strategy="steps" if cfg.data.val_size > 0 else "no",
         eval_steps=t.save_steps if cfg.data.val_size > 0 else None,
+        load_best_model_at_end=bool(t.early_stopping_steps),
+        metric_for_best_model="eval_loss" if t.early_stopping_steps else None,
+        neftune_noise_alpha=cfg.finetuning.neftune_noise_alpha,
         logging_first_step=True,
         disable_tqdm=False,
     )
+
+
+def low_rank_optimizer(cfg: RunConfig) -> dict[str, object]:
+    """`optim` and, for GaLore/APOLLO, the Trainer's target-module and argument keys."""
+    f = cfg.finetuning
+    if not (f.use_galore or f.use_apollo):
+        return {"optim": cfg.training.optim}
+    name = "galore" if f.use_galore else "apollo"
+    targets = getattr(f, f"{name}_target")
+    rank, interval, scale = (getattr(f, f"{name}_{k}") for k in ("rank", "update_interval", "scale"))
+    layerwise = "_layerwise" if (f.use_galore and f.galore_layerwise) else ""
+    return {
+        "optim": f"{name}_adamw{layerwise}",
+        "optim_target_modules": "all-linear" if targets == ["all"] else targets,
+        "optim_args": f"rank={rank},update_proj_gap={interval},scale={scale}",
+    }

@@ -47,7 +47,63 @@ class MetricsJsonlCallback(TrainerCallback):
             fh.write(json.dumps(record) + "\n")
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: Path, skipped: bool = False) -> list[dict[str, Any]]:
+    """The logged records of metrics.jsonl; with `skipped`, only the records of skipped (non-finite) steps."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a last line cut short by a kill
+    return [r for r in records if bool(r.get("skipped")) == skipped]
+
+
+class GracefulStop(TrainerCallback):
+    """SIGTERM/SIGINT: finish the current step, write a checkpoint, stop. A second signal acts as usual.
+
+    Use as a context manager around `trainer.train()`; `signum` tells afterwards what stopped the run.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+        import sys
+
+        if self.signum is not None:  # asked twice: stop waiting for the checkpoint
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        print(
+            f"tuneforge: received {signal.Signals(signum).name}; saving a checkpoint after this step, then exiting",
+            file=sys.stderr,
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True

@@ -1,27 +1,142 @@
-"""The output directory: refuse to overwrite a finished run by accident; write run.yaml and loss.png."""
+"""The output directory: decide between a fresh start and a resume, never overwrite a finished run by accident.
+
+Files tuneforge itself writes while a run is in progress (run.yaml, metrics.jsonl, checkpoints and
+`.partial-*` folders) never block a restart: a run killed before its first checkpoint starts
+afresh, one killed later resumes from its newest complete checkpoint. Anything else in a non-empty
+output_dir (a finished model, a user's file) is kept, and the run refuses to start.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 
-from tuneforge.config import RunConfig, dump_config
+from tuneforge.config import RunConfig, dump_config, read_yaml
+from tuneforge.train.checkpoint import (
+    MANIFEST,
+    PARTIAL,
+    Checkpoint,
+    list_checkpoints,
+    newest_complete,
+    remove_partials,
+    verify,
+)
 from tuneforge.utils.errors import UserError
 
+RUN_FILES = ("run.yaml", "metrics.jsonl")
+# Keys that decide the shapes of what a checkpoint holds: resuming with different ones cannot work.
+IDENTITY_KEYS = (
+    "model_name_or_path",
+    "stage",
+    "finetuning_type",
+    "lora_rank",
+    "lora_target",
+    "quantization_bit",
+)
 
-def prepare_output_dir(cfg: RunConfig) -> Path:
-    out = Path(cfg.training.output_dir)
+
+def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
+    """Create output_dir and return it with the checkpoint to resume from (None: start afresh)."""
     t = cfg.training
-    if out.is_dir() and any(out.iterdir()) and not (t.overwrite_output_dir or t.resume_from_checkpoint):
-        raise UserError(
-            f"output_dir {out} is not empty; choose another output_dir, set overwrite_output_dir: true, "
-            "or set resume_from_checkpoint to continue a run"
-        )
+    out = Path(t.output_dir)
+    requested = t.resume_from_checkpoint
+    if requested not in (None, "auto"):
+        resume = _explicit_checkpoint(Path(requested))
+    elif t.overwrite_output_dir:
+        _clear_run_state(out)
+        resume = None
+    else:
+        resume = _auto_checkpoint(out) if requested == "auto" else None
+        if resume is None:
+            _refuse_foreign_files(out)
+    if resume is not None:
+        _check_same_run(cfg, resume.path)
+        print(f"tuneforge: resuming from {resume.path} (step {resume.step})", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = out / "metrics.jsonl"
-    if metrics.exists() and not t.resume_from_checkpoint:
-        metrics.unlink()
+    remove_partials(out)
+    trim_metrics(out / "metrics.jsonl", resume.step if resume else 0)
     dump_config(cfg, out / "run.yaml")
-    return out
+    return out, resume
+
+
+def _explicit_checkpoint(path: Path) -> Checkpoint:
+    problem = verify(path) if path.is_dir() else "it does not exist"
+    if problem:
+        raise UserError(f"resume_from_checkpoint {path}: {problem}")
+    step = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["step"]
+    return Checkpoint(path, int(step))
+
+
+def _auto_checkpoint(out: Path) -> Checkpoint | None:
+    resume, damaged = newest_complete(out)
+    for path, problem in damaged:
+        fallback = f"falling back to {resume.path.name}" if resume else "no earlier complete checkpoint"
+        print(
+            f"tuneforge: warning: skipping damaged checkpoint {path}: {problem}; {fallback}", file=sys.stderr
+        )
+    if resume is None and damaged:
+        names = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        raise UserError(
+            f"output_dir {out} holds checkpoints but none is complete ({names}); "
+            "set overwrite_output_dir: true to start afresh"
+        )
+    return resume
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    if not out.is_dir():
+        return
+    foreign = sorted(
+        p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.startswith(PARTIAL)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UserError(
+            f"output_dir {out} is not empty ({shown}) and holds no checkpoint to resume; choose another "
+            "output_dir, or set overwrite_output_dir: true to replace it"
+        )
+
+
+def _clear_run_state(out: Path) -> None:
+    """overwrite_output_dir: forget checkpoints and metrics of the previous run in `out`."""
+    for checkpoint in list_checkpoints(out):
+        shutil.rmtree(checkpoint.path)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _check_same_run(cfg: RunConfig, checkpoint: Path) -> None:
+    recorded = checkpoint.parent / "run.yaml"
+    if not recorded.is_file():
+        return
+    before = read_yaml(recorded)
+    now = cfg.to_flat()
+    changed = [k for k in IDENTITY_KEYS if k in before and before[k] != now.get(k)]
+    if changed:
+        details = ", ".join(f"{k}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
+        raise UserError(
+            f"cannot resume {checkpoint}: it was trained with different {details}; "
+            "set overwrite_output_dir: true (or another output_dir) to start a new run"
+        )
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records up to `last_step` (those after it will be trained again); drop a torn last line."""
+    if not path.is_file():
+        return
+    if last_step <= 0:
+        path.unlink()
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if record.get("step", 0) <= last_step:
+            kept.append(json.dumps(record))
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
 def save_run(cfg: RunConfig, out: Path) -> None:

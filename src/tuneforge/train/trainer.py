@@ -7,13 +7,29 @@ runs on the hidden states of answer tokens only: same loss, less time and memory
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from transformers.trainer_callback import ExportableState
 
 from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.train import checkpoint
+from tuneforge.utils.errors import UserError
+
+TUNEFORGE_STATE = "tuneforge_state.json"
+
+
+class NonFiniteTrainingError(UserError):
+    """Too many consecutive steps with a NaN/inf loss or gradient: the run stops, checkpoints stay as they are."""
+
+    exit_code = 1
 
 
 def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
@@ -49,7 +65,10 @@ def answer_only_loss(
     # No KV cache while training: it only costs memory, and transformers ignores packing when one exists.
     forward["use_cache"] = False
     if parts is None:  # e.g. prompt-learning adapters: the full forward is needed
-        picked = model(**forward).logits[:, :-1][keep]
+        logits = model(**forward).logits
+        # prompt/p-tuning return logits for their virtual tokens too, in front of the real ones
+        logits = logits[:, logits.shape[1] - labels.shape[1] :]
+        picked = logits[:, :-1][keep]
     else:
         decoder, head = parts
         picked = head(decoder(**forward).last_hidden_state[:, :-1][keep])
@@ -61,11 +80,33 @@ def answer_only_loss(
 
 
 class TuneforgeTrainer(Trainer):
-    """Trainer that counts non-padding tokens (for tokens/s) and uses `answer_only_loss`."""
+    """The Hugging Face Trainer with tuneforge's loss, checkpoints and numerics guard.
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    - `answer_only_loss`, and a count of non-padding tokens (for tokens/s).
+    - Checkpoints are staged, hashed and renamed into place (`tuneforge.train.checkpoint`);
+      rotation to `save_total_limit` never deletes the newest complete or the best checkpoint.
+    - A step whose loss or gradient norm is not finite leaves the weights, optimizer and scheduler
+      untouched, is recorded in metrics.jsonl with the ids of its rows, and `max_nonfinite_steps`
+      such steps in a row stop the run with `NonFiniteTrainingError`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        save_total_limit: int | None = None,
+        max_nonfinite_steps: int = 3,
+        metrics_path: Path | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.tokens_seen = 0
+        self.nonfinite_steps = 0
+        self.save_limit = save_total_limit
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.metrics_path = metrics_path
+        self._consecutive_bad = 0
+        self._step_problem: str | None = None
+        self._step_samples: list[int] = []
 
     def compute_loss(
         self,
@@ -75,10 +116,117 @@ class TuneforgeTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         real = inputs.pop("num_tokens", None)
+        sample_ids = inputs.pop("sample_ids", None)
         if real is None and "attention_mask" in inputs:
             real = inputs["attention_mask"].sum()
-        if model.training and real is not None:
-            self.tokens_seen += int(real)
         loss = answer_only_loss(model, inputs, num_items_in_batch)
+        if model.training:
+            if real is not None:
+                self.tokens_seen += int(real)
+            if sample_ids is not None:
+                self._step_samples.extend(int(i) for i in sample_ids)
+            if self._step_problem is None and not torch.isfinite(loss.detach()).item():
+                self._step_problem = f"loss is {float(loss)}"
         # Only the loss exists: the head never ran on every position, so there are no full logits to return.
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    # ---- numerics guard ----
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        value = float(grad_norm) if grad_norm is not None else 0.0
+        problem = self._step_problem or (None if math.isfinite(value) else f"gradient norm is {value}")
+        samples, self._step_samples, self._step_problem = self._step_samples, [], None
+        if problem is None:
+            self._consecutive_bad = 0
+        else:
+            self._skip_update(problem, samples)
+        return grad_norm
+
+    def _skip_update(self, problem: str, samples: list[int]) -> None:
+        """Make the coming optimizer and scheduler steps no-ops, record the step, stop if it keeps happening."""
+        for owner in (self.optimizer, self.lr_scheduler):
+            _skip_next_step(owner)
+        step = self.state.global_step + 1
+        self.nonfinite_steps += 1
+        self._consecutive_bad += 1
+        record = {
+            "step": step,
+            "skipped": True,
+            "reason": problem,
+            "sample_ids": sorted(set(samples)),
+            "nonfinite_steps": self.nonfinite_steps,
+        }
+        print(
+            f"tuneforge: warning: step {step} skipped: {problem} (rows {record['sample_ids']})",
+            file=sys.stderr,
+        )
+        if self.metrics_path is not None and self.args.should_save:
+            with self.metrics_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self._consecutive_bad >= self.max_nonfinite_steps:
+            newest, _ = checkpoint.newest_complete(Path(self.args.output_dir))
+            kept = f"the last good checkpoint is {newest.path}" if newest else "no checkpoint was written yet"
+            raise NonFiniteTrainingError(
+                f"training stopped at step {step}: {self._consecutive_bad} steps in a row had a non-finite "
+                f"loss or gradient (last: {problem}); {kept}. Lower learning_rate, check the rows listed "
+                "in metrics.jsonl, or use bf16/fp32 instead of fp16 (max_nonfinite_steps sets the limit)"
+            )
+
+    # ---- checkpoints ----
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Write checkpoint-N into a staging folder, manifest it, rename it into place, then rotate."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        step = self.state.global_step
+        final = run_dir / f"{checkpoint.PREFIX}{step}"
+        staging = run_dir / f"{checkpoint.PARTIAL}{final.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        best = self.state.best_global_step
+        if best and (best == step or (run_dir / f"{checkpoint.PREFIX}{best}").is_dir()):
+            self.state.best_model_checkpoint = str(run_dir / f"{checkpoint.PREFIX}{best}")
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if not self.args.should_save:
+            return
+        for cb in [
+            c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)
+        ]:
+            name = cb.__class__.__name__
+            if isinstance(self.state.stateful_callbacks.get(name), list):
+                self.state.stateful_callbacks[name].append(cb.state())
+            else:
+                self.state.stateful_callbacks[name] = cb.state()
+        self.state.save_to_json(str(staging / "trainer_state.json"))
+        own = {"tokens_seen": self.tokens_seen, "nonfinite_steps": self.nonfinite_steps}
+        (staging / TUNEFORGE_STATE).write_text(json.dumps(own), encoding="utf-8")
+        checkpoint.publish(staging, final, step)
+        keep = [self.state.best_model_checkpoint] if self.state.best_model_checkpoint else []
+        checkpoint.rotate(run_dir, self.save_limit, keep)
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict)
+        # training_args.bin is a pickle that only full unpickling could read; run.yaml records the run instead.
+        Path(output_dir or self.args.output_dir, "training_args.bin").unlink(missing_ok=True)
+
+    def restore_own_state(self, checkpoint_dir: Path) -> None:
+        """Counters tuneforge keeps beside the Trainer's state (tokens seen, skipped steps)."""
+        path = checkpoint_dir / TUNEFORGE_STATE
+        if path.is_file():
+            own = json.loads(path.read_text(encoding="utf-8"))
+            self.tokens_seen = int(own.get("tokens_seen", 0))
+            self.nonfinite_steps = int(own.get("nonfinite_steps", 0))
+
+
+def _skip_next_step(owner: Any) -> None:
+    """Replace `owner.step` with a no-op for one call (the Trainer calls it right after the grad norm)."""
+
+    def skip(*args: Any, **kwargs: Any) -> None:
+        del owner.step
+
+    owner.step = skip

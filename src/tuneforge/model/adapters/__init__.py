@@ -26,7 +26,7 @@ def apply_adapter(
     model: PreTrainedModel, finetuning: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
     """Make only the parameters of `finetuning.finetuning_type` trainable (wrapping the model if needed)."""
-    from tuneforge.model.adapters import freeze, lora  # noqa: F401 - registration side effect
+    from tuneforge.model.adapters import freeze, lora, prompt  # noqa: F401 - registration side effect
 
     try:
         builder = _BUILDERS[finetuning.finetuning_type]

@@ -8,7 +8,8 @@ from pathlib import Path
 from tuneforge.config import RunConfig
 from tuneforge.utils.errors import UserError
 
-_STAGES = {"sft": "tuneforge.train.stages.sft"}
+# pt is sft on raw text: the `text` format makes every token a label, and packing is on by default.
+_STAGES = {"pt": "tuneforge.train.stages.sft", "sft": "tuneforge.train.stages.sft"}
 
 
 def available_stages() -> list[str]:

@@ -1,0 +1,169 @@
+"""Checkpoints that cannot corrupt: staged, fsynced, hashed into a manifest, then renamed into place.
+
+A checkpoint directory `checkpoint-N` exists only once every file in it is on disk and listed,
+with its size and SHA-256, in `manifest.json`. A process killed at any moment leaves either the
+previous checkpoints untouched plus a `.partial-checkpoint-N` folder (ignored and removed on the
+next start) or a complete new checkpoint. Verification names what is wrong with a damaged one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "checkpoint-"
+PARTIAL = ".partial-"
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def _pause_between_files() -> None:
+    """No-op; fault-injection tests replace it to widen the window in which a write can be killed."""
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(directory: Path, step: int) -> None:
+    """fsync every file under `directory`, then write `manifest.json` (itself fsynced) listing them."""
+    entries = {}
+    for path in _files(directory):
+        _fsync_file(path)
+        entries[path.relative_to(directory).as_posix()] = {
+            "size": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+        _pause_between_files()
+    manifest = directory / MANIFEST
+    manifest.write_text(json.dumps({"step": step, "files": entries}, indent=1), encoding="utf-8")
+    _fsync_file(manifest)
+    _fsync_dir(directory)
+
+
+def publish(staging: Path, final: Path, step: int) -> Path:
+    """Manifest `staging`, then atomically make it `final` (replacing a damaged one of the same name)."""
+    write_manifest(staging, step)
+    if final.exists():  # e.g. a damaged checkpoint-N left by a crash, being rewritten after a resume
+        trash = final.with_name(f"{PARTIAL}trash-{final.name}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def verify(directory: Path) -> str | None:
+    """None when `directory` is a complete, intact checkpoint; otherwise what is wrong, in words."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return f"{manifest.name} is missing (the checkpoint was not completely written)"
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{manifest.name} is unreadable"
+    for name, expected in entries.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} is truncated or extended ({size} bytes, manifest says {expected['size']})"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{name} is corrupted (its SHA-256 does not match the manifest)"
+    return None
+
+
+def list_checkpoints(output_dir: Path) -> list[Checkpoint]:
+    """Every `checkpoint-N` folder under `output_dir`, oldest step first (complete or not)."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = _NAME.match(child.name)
+        if match and child.is_dir():
+            found.append(Checkpoint(child, int(match.group(1))))
+    return sorted(found, key=lambda c: c.step)
+
+
+def newest_complete(output_dir: Path) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the (path, problem) of each newer one that did not."""
+    damaged = []
+    for checkpoint in reversed(list_checkpoints(output_dir)):
+        problem = verify(checkpoint.path)
+        if problem is None:
+            return checkpoint, damaged
+        damaged.append((checkpoint.path, problem))
+    return None, damaged
+
+
+def remove_partials(output_dir: Path) -> None:
+    """Delete folders left by writes that never finished (they were never checkpoints)."""
+    if output_dir.is_dir():
+        for child in output_dir.iterdir():
+            if child.name.startswith(PARTIAL) and child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def rotate(output_dir: Path, limit: int | None, keep: Iterable[Path] = ()) -> list[Path]:
+    """Delete the oldest checkpoints beyond `limit`; never the newest complete one nor any in `keep`.
+
+    Damaged checkpoints count against the limit and go first. Returns the deleted paths.
+    """
+    if not limit:
+        return []
+    checkpoints = list_checkpoints(output_dir)
+    newest, _ = newest_complete(output_dir)
+    protected = {Path(p).resolve() for p in keep}
+    if newest is not None:
+        protected.add(newest.path.resolve())
+    damaged = [c for c in checkpoints if (c.path / MANIFEST).is_file() is False]
+    order = damaged + [c for c in checkpoints if c not in damaged]
+    excess = len(checkpoints) - limit
+    deleted = []
+    for checkpoint in order:
+        if excess <= 0:
+            break
+        if checkpoint.path.resolve() in protected:
+            continue
+        # Out of sight in one rename first, so a kill mid-delete never leaves a half-deleted checkpoint-N.
+        trash = checkpoint.path.with_name(f"{PARTIAL}trash-{checkpoint.path.name}")
+        os.replace(checkpoint.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        deleted.append(checkpoint.path)
+        excess -= 1
+    return deleted
