@@ -31,10 +31,10 @@ SHAPING_KEYS = (
 )  # fmt: skip
 
 
-def cache_key(args: DataArguments, tokenizer: Any, template: str, seed: int) -> str:
+def cache_key(args: DataArguments, tokenizer: Any, template: str, seed: int, stage: str = "sft") -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({k: getattr(args, k) for k in SHAPING_KEYS}, sort_keys=True).encode())
-    digest.update(f"{FORMAT_VERSION}:{seed}:{template}".encode())
+    digest.update(f"{FORMAT_VERSION}:{seed}:{stage}:{template}".encode())
     for name in args.dataset or []:
         spec = dataset_spec(name, args.dataset_dir)
         digest.update(json.dumps(spec.__dict__, sort_keys=True, default=str).encode())

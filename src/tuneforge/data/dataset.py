@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import DataArguments
-from tuneforge.data.conversation import Conversation, DataError
+from tuneforge.data.conversation import Conversation, DataError, Document
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
 from tuneforge.data.template import (
     TokenizedExample,
@@ -113,20 +113,27 @@ def tokenize_conversations(
     return data
 
 
-def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> SFTData:
+def build_sft_data(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42, stage: str = "sft"
+) -> SFTData:
     """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on.
 
-    The result is cached (see `tuneforge.data.cache`); `overwrite_cache` tokenizes again.
+    With `stage: pt`, plain-text rows become token blocks with every token trained on (chat rows are
+    rendered with their template and trained on whole). The result is cached (see
+    `tuneforge.data.cache`); `overwrite_cache` tokenizes again.
     """
     from tuneforge.data import cache
 
-    key = cache.cache_key(args, tokenizer, chat_template_for(tokenizer, args.template), seed)
+    key = cache.cache_key(args, tokenizer, chat_template_for(tokenizer, args.template), seed, stage)
     data = None if args.overwrite_cache else cache.load(key)
     if data is not None:
         print(f"tuneforge: using tokenized data cached in {cache.cache_dir(key)}", file=sys.stderr)
     else:
         loaded = load_examples(args, args.on_bad_rows, seed)
-        data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
+        if stage == "pt":
+            data = tokenize_for_pretraining(loaded.examples, args, tokenizer)
+        else:
+            data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
         data.skipped = loaded.problems
         if data.train:
             cache.save(data, key)
@@ -140,6 +147,30 @@ def build_sft_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed
         )
     if args.val_size > 0:
         data.train, data.eval = split_validation(data.train, args.val_size, seed)
+    return data
+
+
+def tokenize_for_pretraining(
+    examples: list[Conversation | Document], args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> SFTData:
+    """Each text (+ EOS, so documents stay apart when packed) cut into cutoff_len blocks; nothing is thrown away."""
+    documents = [e for e in examples if isinstance(e, Document)]
+    chats = [e for e in examples if isinstance(e, Conversation)]
+    data = SFTData(train=[])
+    if chats:  # chat rows in a pretraining mix: their rendered text, every token trained on
+        whole = tokenize_conversations(chats, args.model_copy(update={"train_on_prompt": True}), tokenizer)
+        data.train.extend(whole.train)
+        data.truncated += whole.truncated
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    size = args.cutoff_len
+    for start in range(0, len(documents), CHUNK):
+        chunk = documents[start : start + CHUNK]
+        encoded = tokenizer([d.text for d in chunk], add_special_tokens=False)["input_ids"]
+        for document, ids in zip(chunk, encoded, strict=True):
+            ids = ids + eos
+            for i in range(0, len(ids), size):
+                block = ids[i : i + size]
+                data.train.append(TokenizedExample(block, list(block), document.source))
     return data
 
 

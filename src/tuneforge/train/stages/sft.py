@@ -111,7 +111,7 @@ def prepare_rows(cfg: RunConfig, tokenizer: Any) -> tuple[Any, list[dict[str, li
         stream.first_rows(8)
         print("tuneforge: streaming the training data", file=sys.stderr)
         return stream, [], PaddingCollator(tokenizer.pad_token_id)
-    data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed)
+    data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed, stage=cfg.finetuning.stage)
     print(f"tuneforge: {data.summary()}", file=sys.stderr)
     stage = cfg.finetuning.stage
     train_rows, collator = training_rows(data.train, cfg.data, stage, tokenizer.pad_token_id)
