@@ -13,28 +13,42 @@ if TYPE_CHECKING:
     from tuneforge.config import FinetuningArguments, ModelArguments
 
 
-def _layer_count(model: PreTrainedModel) -> int:
+def decoder_layers(model: PreTrainedModel) -> tuple[str, int]:
+    """(name of the module list holding the decoder layers, layer count), for any architecture.
+
+    LLaMA-likes call it `model.layers`, GPT-2 `transformer.h`, GPT-NeoX `gpt_neox.layers`: it is the
+    first ModuleList as long as `config.num_hidden_layers`.
+    """
+    import torch
+
     count = getattr(model.config, "num_hidden_layers", None)
     if not count:
         raise UserError("freeze tuning needs config.num_hidden_layers, which this model does not define")
-    return int(count)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return name, int(count)
+    raise UserError(
+        f"could not find the {count} decoder layers of this {type(model).__name__} for freeze tuning"
+    )
 
 
 @register_adapter("freeze")
 def build_freeze(
     model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
-    total = _layer_count(model)
+    container, total = decoder_layers(model)
     n = args.freeze_trainable_layers
     if n == 0 or abs(n) > total:
         raise UserError(f"freeze_trainable_layers must be between -{total} and {total} and not 0 (got {n})")
     layers = range(total - n, total) if n > 0 else range(-n)
-    prefixes = {f".{i}." for i in layers}
+    prefixes = tuple(f"{container}.{i}." for i in layers)
     modules = args.freeze_trainable_modules
     for name, param in model.named_parameters():
-        in_layer = any(p in name for p in prefixes) and ".layers." in name
-        wanted = modules == ["all"] or any(f".{m}." in name for m in modules)
-        param.requires_grad_(in_layer and wanted)
+        inside = name[len(container) + 1 :].split(".", 1)[-1] if name.startswith(prefixes) else None
+        wanted = inside is not None and (
+            modules == ["all"] or any(inside.startswith(f"{m}.") or f".{m}." in f".{inside}" for m in modules)
+        )
+        param.requires_grad_(wanted)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"freeze_trainable_modules {modules} matched no parameter in the trainable layers")
     return model

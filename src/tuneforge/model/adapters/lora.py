@@ -14,15 +14,27 @@ if TYPE_CHECKING:
 
 
 def find_linear_targets(model: PreTrainedModel) -> list[str]:
-    """Names (last component) of every linear layer except the output head, for `lora_target: all`."""
+    """Names (last component) of every linear layer except the output head, for `lora_target: all`.
+
+    GPT-2-style models implement their linear layers as transformers' Conv1D; those count too.
+    Quantized layers (bitsandbytes) subclass nn.Linear. MoE experts stored as fused 3-D parameters
+    are not layers; they are trained by freeze/full tuning.
+    """
     import torch
+    from transformers.pytorch_utils import Conv1D
 
     output = model.get_output_embeddings()
     names = set()
     for full_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module is not output:
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not output:
             names.add(full_name.rsplit(".", 1)[-1])
     return sorted(names)
+
+
+def uses_conv1d(model: PreTrainedModel, targets: list[str]) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules())
 
 
 def resolve_targets(model: PreTrainedModel, requested: list[str]) -> list[str]:
@@ -81,12 +93,14 @@ def build_lora(
         if not args.create_new_adapter:
             return model
     quantized = getattr(model, "hf_quantizer", None) is not None
+    targets = resolve_targets(model, args.lora_target)
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=args.lora_rank,
         lora_alpha=args.resolved_lora_alpha,
         lora_dropout=args.lora_dropout,
-        target_modules=resolve_targets(model, args.lora_target),
+        target_modules=targets,
+        fan_in_fan_out=uses_conv1d(model, targets),  # Conv1D stores its weight transposed
         use_dora=args.use_dora,
         use_rslora=args.use_rslora,
         init_lora_weights=_init_weights(args, quantized),
