@@ -38,7 +38,11 @@ def apply_adapter(
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts; a 4-bit tensor packs two parameters per stored byte."""
+
+    def count(p: object) -> int:
+        return p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
+
+    trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(count(p) for p in model.parameters())
     return trainable, total
