@@ -150,7 +150,10 @@ def test_qlora_stores_the_base_quantized_and_trains_lora(bits, tmp_path):
     assert changed and all("lora_" in n for n in changed)
 
 
-def test_qlora_refuses_what_cannot_work():
+def test_qlora_refuses_what_cannot_work(tiny_model_dir):
+    if not torch.cuda.is_available():  # tiny_model_dir has 32-wide layers
+        with pytest.raises(UserError, match="multiples of 64 .*hidden_size=32"):
+            load_model(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization_bit=4))
     with pytest.raises(Exception, match="QLoRA"):
         load_config(extra={"quantization_bit": 4, "finetuning_type": "full"})
     with pytest.raises(Exception, match="finetuning_type: full"):

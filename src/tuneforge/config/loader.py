@@ -121,6 +121,8 @@ def cross_group_problems(cfg: RunConfig) -> list[str]:
             problems.append("key 'packing': packing is not available with streaming yet")
         if data.mix_strategy != "concat":
             problems.append("key 'mix_strategy': streaming reads datasets one after another (concat) only")
+        if cfg.finetuning.stage == "pt":
+            problems.append("key 'streaming': stage pt reads its text up front for now; set streaming: false")
     finetuning, model = cfg.finetuning, cfg.model
     if model.quantization_bit and finetuning.finetuning_type in ("freeze", "full"):
         problems.append(

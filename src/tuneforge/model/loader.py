@@ -74,6 +74,8 @@ def load_model(
     path = resolve_model_path(args.model_name_or_path, args.cache_dir)
     quantization = quantization_config(args)
     extra: dict[str, object] = {}
+    if quantization is not None and args.quantization_bit == 4 and not torch.cuda.is_available():
+        _check_cpu_4bit(path, args.trust_remote_code)
     if quantization is not None:
         extra = {
             "quantization_config": quantization,
@@ -92,6 +94,21 @@ def load_model(
         # float32 norms and head, inputs that carry gradients into the frozen quantized layers
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
+
+
+def _check_cpu_4bit(path: object, trust_remote_code: bool) -> None:
+    """bitsandbytes' CPU backend quantizes in blocks of 64 inputs; smaller layers fail deep inside it."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    sizes = {k: getattr(config, k, None) for k in ("hidden_size", "intermediate_size")}
+    odd = {k: v for k, v in sizes.items() if isinstance(v, int) and v % 64}
+    if odd:
+        shown = ", ".join(f"{k}={v}" for k, v in odd.items())
+        raise UserError(
+            f"quantization_bit: 4 on CPU needs layer sizes that are multiples of 64 (this model has {shown}); "
+            "use quantization_bit: 8, a GPU, or no quantization"
+        )
 
 
 def load_for_inference(args: ModelArguments, dtype: torch.dtype | None = None) -> PreTrainedModel:
