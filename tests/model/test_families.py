@@ -5,24 +5,13 @@ same logits."""
 import pytest
 import torch
 
+from tests.helpers import TINY
 from tests.train.test_adapters import train_steps
 from tuneforge.config import FinetuningArguments, ModelArguments
 from tuneforge.model.adapters import apply_adapter
 from tuneforge.model.adapters.lora import find_linear_targets
 
-SMALL = dict(
-    vocab_size=128,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=128,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
+SMALL = {**TINY, "vocab_size": 128}
 
 FAMILIES = {
     "llama": ("LlamaConfig", {}),
