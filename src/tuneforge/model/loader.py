@@ -122,63 +122,11 @@ def load_for_inference(args: ModelArguments, dtype: torch.dtype | None = None) -
             model = PeftModel.from_pretrained(model, adapter)
             # Prompt methods add virtual tokens (nothing to merge); quantized weights cannot absorb a delta.
             config = PeftConfig.from_pretrained(adapter)
-            if config.peft_type == "PREFIX_TUNING":
-                fix_prefix_generation(model)
-            elif config.is_prompt_learning:
-                generate_after_virtual_tokens(model)
+            if config.is_prompt_learning:
+                from tuneforge.model.patches import peft_prompt_generation
+
+                peft_prompt_generation.apply(model)
             elif not quantized:
                 model = model.merge_and_unload()
     model.eval()
     return model
-
-
-def fix_prefix_generation(model: PreTrainedModel) -> None:
-    """Make `generate` see a prefix-tuning adapter's prefix (PEFT 0.21 with transformers 5).
-
-    PEFT hands the trained prefix to the model as `past_key_values`, but transformers 5 generation
-    passes its own (empty) `cache` as well and the model then ignores `past_key_values`: the
-    adapter silently has no effect. Moving the prefix into `cache` on the first step fixes that.
-    """
-    original = model.prepare_inputs_for_generation
-
-    def prepare(*args: object, **kwargs: object) -> dict[str, object]:
-        inputs = original(*args, **kwargs)
-        prefix, cache = inputs.get("past_key_values"), inputs.get("cache")
-        if prefix is not None and cache is not None:
-            inputs.pop("past_key_values")
-            if cache.get_seq_length() == 0:
-                inputs["cache"] = prefix
-        return inputs
-
-    model.prepare_inputs_for_generation = prepare
-
-
-def generate_after_virtual_tokens(model: PreTrainedModel) -> None:
-    """Generation for prompt tuning and P-tuning that matches their training forward pass.
-
-    PEFT 0.21's generation path does not recognise transformers 5's `cache` argument, treats every
-    decoding step as the first and inserts the virtual tokens again before each new token. Here
-    the virtual token embeddings go in front of the prompt's embeddings once, and the base model
-    generates from those; the result has the usual shape (prompt ids, then new ids).
-    """
-    import torch
-
-    base = model.get_base_model()
-    n_virtual = model.active_peft_config.num_virtual_tokens
-
-    def generate(
-        input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object
-    ) -> object:
-        batch = input_ids.shape[0]
-        embeds = base.get_input_embeddings()(input_ids)
-        virtual = model.get_prompt(batch_size=batch).to(embeds.dtype)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = torch.cat([attention_mask.new_ones(batch, n_virtual), attention_mask], dim=1)
-        out = base.generate(inputs_embeds=torch.cat([virtual, embeds], dim=1), attention_mask=mask, **kwargs)
-        if isinstance(out, torch.Tensor):
-            return torch.cat([input_ids, out], dim=1)
-        out.sequences = torch.cat([input_ids, out.sequences], dim=1)
-        return out
-
-    model.generate = generate
