@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from tuneforge.config import load_config
-from tuneforge.inference.engine import ChatEngine
+from tuneforge.inference.engine import InferenceEngine
 
 # (question, a word a correct answer contains): only answers that are right and finished are kept.
 QUESTIONS = [
@@ -42,7 +42,7 @@ QUESTIONS = [
 
 def main() -> None:
     cfg = load_config(extra={"do_sample": False, "max_new_tokens": 96})
-    engine = ChatEngine(cfg)
+    engine = InferenceEngine.from_config(cfg)
     rows = []
     for question, expected in QUESTIONS:
         answer = engine.chat([{"role": "user", "content": question}]).strip()

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from tuneforge.config import load_config
-from tuneforge.inference.engine import ChatEngine
+from tuneforge.inference.engine import InferenceEngine
 from tuneforge.train.stages import run_stage
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
@@ -27,7 +27,9 @@ QUESTIONS = [
 
 
 def answers(config: dict[str, object]) -> list[str]:
-    engine = ChatEngine(load_config(extra={**config, "do_sample": False, "max_new_tokens": 48}))
+    engine = InferenceEngine.from_config(
+        load_config(extra={**config, "do_sample": False, "max_new_tokens": 48})
+    )
     return [engine.chat([{"role": "user", "content": q}]).strip() for q in QUESTIONS]
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "tuneforge"
 LAYER = {
-    "cli": 4,
+    # The CLI is the one entry point: `tuneforge serve` and `tuneforge board` start the other front
+    # doors, so cli sits just above them; serve and board never import cli or each other.
+    "cli": 5,
     "board": 4,
     "serve": 4,
     "train": 3,

@@ -80,17 +80,37 @@ def test_split_args_accepts_every_spelling():
     assert options == {"prompt": "hi there"}
 
 
-def test_interactive_chat_streams_answers_and_exits(tiny_model_dir):
+def test_interactive_chat_switches_adapters_system_and_resets(tiny_model_dir, tmp_path):
+    from tests.inference.test_engine import make_lora
+
+    adapter = make_lora(tiny_model_dir, tmp_path / "a", seed=1, scale=30)
     result = tuneforge(
         "chat",
         "--model_name_or_path",
         str(tiny_model_dir),
+        "--adapters",
+        f"a={adapter}",
         "--max_new_tokens",
-        "4",
+        "6",
         "--do_sample",
         "false",
-        input="Hello\nclear\n你好\nexit\n",
+        input=(
+            "Hello\n/reset\n/adapter a\nHello\n/adapter nope\n/reset\n/adapter base\nHello\n"
+            "/system Be brief.\n你好\n/exit\n"
+        ),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("Assistant: ") == 2
-    assert "(history cleared)" in result.stdout
+    answers = [
+        line.split("Assistant: ", 1)[1] for line in result.stdout.splitlines() if "Assistant: " in line
+    ]
+    assert len(answers) == 4
+    assert answers[0] != answers[1]  # the adapter changes the answer ...
+    assert answers[2] == answers[0]  # ... and switching back to the base restores it
+    for note in (
+        "(now answering with a)",
+        "(no adapter 'nope'",
+        "(system prompt set",
+        "(conversation reset)",
+    ):
+        assert note in result.stdout
+    assert "User [a]: " in result.stdout

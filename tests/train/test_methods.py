@@ -235,7 +235,7 @@ def test_qlora_stage_trains_and_saves_an_adapter(smollm2_tokenizer, tmp_path):
 @pytest.mark.parametrize("method", ["prompt", "p_tuning", "prefix"])
 def test_prompt_method_adapters_load_for_chat(method, tiny_model_dir, tmp_path):
     from tuneforge.config import load_subset
-    from tuneforge.inference.engine import ChatEngine
+    from tuneforge.inference.engine import InferenceEngine
 
     out = run_stage(
         config(tiny_model_dir, tmp_path / "run", finetuning_type=method, num_virtual_tokens=4, max_steps=2)
@@ -246,9 +246,9 @@ def test_prompt_method_adapters_load_for_chat(method, tiny_model_dir, tmp_path):
         "do_sample=false",
         "max_new_tokens=5",
     ]
-    engine = ChatEngine(load_subset(None, keys, ("model", "data", "generating")))
+    engine = InferenceEngine.from_config(load_subset(None, keys, ("model", "data", "generating")))
     assert type(engine.model).__name__.startswith("Peft")  # virtual tokens cannot be merged away
-    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "hi"}])])
+    ids = torch.tensor([engine.render([{"role": "user", "content": "hi"}])])
     mask = torch.ones_like(ids)
     with torch.no_grad():
         out = engine.model.generate(
@@ -263,3 +263,9 @@ def test_prompt_method_adapters_load_for_chat(method, tiny_model_dir, tmp_path):
             seq = out.sequences[:, : ids.shape[1] + k]
             forward = engine.model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[:, -1]
             assert torch.allclose(scores, forward, atol=1e-4), k
+    # the engine decodes such adapters through the patched generate(): same greedy tokens
+    params = engine.sampling_params(max_new_tokens=3, temperature=0.0)
+    assert engine.generate(ids[0].tolist(), params).text == engine.tokenizer.decode(
+        out.sequences[0, ids.shape[1] :], skip_special_tokens=True
+    )
+    engine.close()

@@ -12,6 +12,7 @@ USAGE = """usage: tuneforge <command> [args]
 commands:
   train CONFIG.yaml [key=value ...]   fine-tune as the YAML file says (overrides win)
   chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
+  serve [CONFIG.yaml] [--adapters ..] OpenAI-compatible API (127.0.0.1:8000 by default)
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and what is cached
   env                                 versions of Python, torch, transformers, ... and the device
@@ -71,7 +72,7 @@ def _train(argv: list[str]) -> int:
 
 
 CHAT_GROUPS = ("model", "data", "generating")
-CHAT_FLAGS = ("prompt",)
+CHAT_FLAGS = ("prompt", "adapters", "adapter")
 
 
 def _chat(argv: list[str]) -> int:
@@ -79,9 +80,11 @@ def _chat(argv: list[str]) -> int:
         from tuneforge.config.help import describe_keys
 
         print(
-            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--key value ...]\n\n"
-            "Without --prompt: an interactive chat (type 'clear' to start over, 'exit' to leave).\n"
-            "With --prompt: answer once and exit.\n\nKeys:\n"
+            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--adapters name=path,...] [--adapter NAME]\n"
+            "                      [--key value ...]\n\n"
+            "Without --prompt: an interactive chat; in it /adapter NAME (or base) switches adapter,\n"
+            "/system TEXT sets the system prompt, /reset starts over, /exit leaves.\n"
+            "With --prompt: answer once and exit. --adapter picks one of --adapters to start with.\n\nKeys:\n"
         )
         print(describe_keys(("model", "generating")))
         print("  template: as in training (see `tuneforge train --help`)")
@@ -90,7 +93,24 @@ def _chat(argv: list[str]) -> int:
     from tuneforge.config import load_subset
 
     config, overrides, options = split_args(argv, CHAT_FLAGS)
-    return run_chat(load_subset(config, overrides, CHAT_GROUPS), options.get("prompt"))
+    cfg = load_subset(config, overrides, CHAT_GROUPS)
+    return run_chat(cfg, options.get("prompt"), options.get("adapters"), options.get("adapter"))
+
+
+def _serve(argv: list[str]) -> int:
+    from tuneforge.cli.serve import SERVE_FLAGS, SERVE_HELP
+
+    if argv and argv[0] in ("-h", "--help"):
+        from tuneforge.config.help import describe_keys
+
+        print(SERVE_HELP)
+        print(describe_keys(("model", "generating")))
+        return 0
+    from tuneforge.cli.serve import run_serve
+    from tuneforge.config import load_subset
+
+    config, overrides, options = split_args(argv, SERVE_FLAGS)
+    return run_serve(load_subset(config, overrides, CHAT_GROUPS), options)
 
 
 def _data(argv: list[str]) -> int:
@@ -134,6 +154,7 @@ def _version(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "chat": _chat,
+    "serve": _serve,
     "data": _data,
     "models": _models,
     "env": _env,

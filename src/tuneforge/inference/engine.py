@@ -1,71 +1,572 @@
-"""One base model (with adapters merged in) answering chats, streamed token by token."""
+"""One inference engine for chat, the server, evaluation and the board.
+
+It loads a base model once, attaches any number of named LoRA adapters, and decodes requests in
+batches: requests waiting together start together (left-padded), each with its own adapter (PEFT
+mixed-adapter batches: one forward pass, each row through its own adapter or none), sampling
+settings, seed and stop conditions. A finished or cancelled request leaves the batch at once.
+Results arrive as events on the request's handle, so callers can stream or wait.
+"""
 
 from __future__ import annotations
 
+import itertools
+import queue
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from tuneforge.config import RunConfig
+from tuneforge.config import GeneratingArguments, ModelArguments, RunConfig
 from tuneforge.data.template import chat_template_for, render_prompt
+from tuneforge.inference.batch import Batch
+from tuneforge.inference.detokenize import IncrementalDetokenizer
+from tuneforge.inference.sampling import SamplingParams, next_tokens
 from tuneforge.model.loader import load_for_inference, load_tokenizer
+from tuneforge.utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
-class ChatEngine:
-    """Loads the model once; `stream` yields text pieces of the answer, `chat` returns it whole."""
+class QueueFull(Exception):
+    """More requests are waiting than the engine accepts; try again shortly."""
 
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.model)
-        self.template = chat_template_for(self.tokenizer, cfg.data.template)
-        self.model = load_for_inference(cfg.model)
 
-    def _generation_kwargs(self) -> dict[str, object]:
-        g = self.cfg.generating
-        kwargs: dict[str, object] = {"max_new_tokens": g.max_new_tokens, "do_sample": g.do_sample}
-        if g.do_sample:
-            kwargs.update(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k)
-        if g.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = g.repetition_penalty
-        eos = {self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id}
-        flat = set()
-        for e in eos:
-            flat.update(e if isinstance(e, list) else [e])
-        kwargs["eos_token_id"] = sorted(x for x in flat if x is not None)
-        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
-        return kwargs
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled" or "error"
+    prompt_tokens: int
+    completion_tokens: int
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        return render_prompt(messages, self.tokenizer, self.template, self.cfg.generating.default_system)
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Answer the last user message; yields decoded text pieces (never a broken multi-byte character)."""
+@dataclass
+class Event:
+    """A text piece (`finish_reason` None) or the end of a request (`finish_reason` set)."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None = None
+    emit: Callable[[Event], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.monotonic)
+    started: bool = False  # picked up by the decoding thread
+    finished: bool = False
+
+
+class RequestHandle:
+    """What `InferenceEngine.submit` returns: iterate for text pieces, or `result()` to wait."""
+
+    def __init__(
+        self, request: Request, events: queue.Queue[Event] | None, on_cancel: Callable[[Request], None]
+    ):
+        self.request = request
+        self._events = events
+        self._on_cancel = on_cancel
+        self._pieces: list[str] = []
+        self.final: Event | None = None
+
+    def cancel(self) -> None:
+        """Stop the request: a waiting one frees its slot now, a running one at its next token."""
+        self.request.cancelled.set()
+        self._on_cancel(self.request)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._events is None:
+            raise RuntimeError("this request delivers its events to a callback")
+        while self.final is None:
+            event = self._events.get()
+            if event.finish_reason is not None:
+                self.final = event
+                if event.error:
+                    raise RuntimeError(event.error)
+            if event.text:
+                self._pieces.append(event.text)
+                yield event.text
+
+    def result(self) -> Completion:
+        for _ in self:
+            pass
+        assert self.final is not None
+        return Completion(
+            "".join(self._pieces),
+            self.final.finish_reason or "stop",
+            len(self.request.prompt_ids),
+            self.final.completion_tokens,
+        )
+
+
+@dataclass
+class _Row:
+    """A request while it is being decoded."""
+
+    request: Request
+    detok: IncrementalDetokenizer
+    generator: torch.Generator | None
+    seen: list[int]
+    generated: int = 0
+
+
+class InferenceEngine:
+    """Base model + named adapters + a decoding thread. Thread-safe `submit`; `close` stops the thread."""
+
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        generating: GeneratingArguments | None = None,
+        template: str | None = None,
+        adapters: dict[str, str] | None = None,
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        batch_wait_s: float = 0.005,
+    ):
         import torch
-        from transformers import GenerationConfig, TextIteratorStreamer
 
-        ids = torch.tensor([self.prompt_ids(messages)])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        config = GenerationConfig(**self._generation_kwargs())
-        errors: list[BaseException] = []
+        self.model_args = model_args
+        self.generating = generating or GeneratingArguments()
+        self.tokenizer = load_tokenizer(model_args)
+        self.template = chat_template_for(self.tokenizer, template)
+        self.adapters = dict(adapters or {})
+        self.model = load_with_adapters(model_args, self.adapters)
+        # Prompt-learning adapters change the input sequence itself; they decode through generate().
+        self.sequential = bool(
+            getattr(getattr(self.model, "active_peft_config", None), "is_prompt_learning", False)
+        )
+        self.device = next(self.model.parameters()).device
+        self.context_length = context_length(self.model)
+        self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.batch_wait_s = batch_wait_s  # after a request arrives, how long to wait for others to join it
+        self.batch_sizes: list[int] = []  # size of every batch decoded so far (for tests and benchmarks)
+        self._pending: queue.Queue[Request] = queue.Queue()
+        self._active = 0  # requests accepted and not finished (waiting or decoding)
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._torch = torch
+        self._worker = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
+        self._worker.start()
 
-        def work() -> None:
+    @classmethod
+    def from_config(
+        cls, cfg: RunConfig, adapters: dict[str, str] | None = None, **options: Any
+    ) -> InferenceEngine:
+        return cls(cfg.model, cfg.generating, cfg.data.template, adapters, **options)
+
+    # ---- public API ----
+
+    def model_names(self) -> list[str]:
+        """The base model's name, then each adapter's."""
+        return [self.base_name, *self.adapters]
+
+    @property
+    def base_name(self) -> str:
+        name = self.model_args.model_name_or_path.rstrip("/")
+        return name.rsplit("/", 1)[-1]
+
+    def sampling_params(self, **overrides: Any) -> SamplingParams:
+        """The config's generating defaults, with `overrides` (None values ignored)."""
+        g = self.generating
+        params = SamplingParams(
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature if g.do_sample else 0.0,
+            top_p=g.top_p,
+            top_k=g.top_k,
+            repetition_penalty=g.repetition_penalty,
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(params, key, value)
+        return params
+
+    def render(self, messages: list[dict[str, str]], system: str | None = None) -> list[int]:
+        """Prompt ids for a conversation, rendered exactly as in training, ending where the answer starts."""
+        return render_prompt(
+            messages, self.tokenizer, self.template, system or self.generating.default_system
+        )
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams | None = None,
+        adapter: str | None = None,
+        emit: Callable[[Event], None] | None = None,
+    ) -> RequestHandle:
+        """Queue a request. `emit` receives its events on the engine's thread (else iterate the handle).
+
+        Raises QueueFull when `max_queue` requests are already waiting or running, and ValueError for
+        an unknown adapter or a prompt that leaves no room in the context.
+        """
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter '{adapter}'; loaded: {', '.join(self.adapters) or 'none'}")
+        params = params or self.sampling_params()
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) + params.max_new_tokens > self.context_length:
+            raise ValueError(
+                f"the prompt has {len(prompt_ids)} tokens and {params.max_new_tokens} more were asked for, "
+                f"over this model's context length of {self.context_length}"
+            )
+        events: queue.Queue[Event] | None = None
+        if emit is None:
+            events = queue.Queue()
+            emit = events.put
+        request = Request(list(prompt_ids), params, adapter, emit)
+        with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("the engine is closed")
+            if self._active >= self.max_queue:
+                raise QueueFull(f"{self._active} requests are already queued or running")
+            self._active += 1
+        self._pending.put(request)
+        return RequestHandle(request, events, self._cancel_waiting)
+
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams | None = None, adapter: str | None = None
+    ) -> Completion:
+        return self.submit(prompt_ids, params, adapter).result()
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], adapter: str | None = None, params: SamplingParams | None = None
+    ) -> Iterator[str]:
+        """Answer the conversation's last user message, piece by piece (never a broken character)."""
+        handle = self.submit(self.render(messages), params, adapter)
+        try:
+            yield from handle
+        finally:
+            handle.cancel()
+
+    def chat(
+        self, messages: list[dict[str, str]], adapter: str | None = None, params: SamplingParams | None = None
+    ) -> str:
+        return "".join(self.stream_chat(messages, adapter, params))
+
+    @property
+    def load(self) -> int:
+        """Requests accepted and not finished."""
+        return self._active
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pending.put(None)  # type: ignore[arg-type]  # wakes the worker
+        self._worker.join(timeout=10)
+
+    # ---- the decoding thread ----
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch_size:
+                try:
+                    nxt = self._pending.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._closed.set()
+                    break
+                batch.append(nxt)
+            live = [r for r in batch if not self._drop_if_cancelled(r)]
+            if not live:
+                continue
+            self.batch_sizes.append(len(live))
             try:
-                with torch.no_grad():
-                    self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        generation_config=config,
-                        streamer=streamer,
-                    )
-            except BaseException as err:  # surfaced in the caller's thread below
-                errors.append(err)
-                streamer.end()
+                with self._torch.inference_mode():
+                    if self.sequential:
+                        for request in live:
+                            self._decode_with_generate(request)
+                    else:
+                        self._decode(live)
+            except Exception as err:  # report to every caller instead of killing the thread
+                print(f"tuneforge: generation failed: {err!r}", file=sys.stderr)
+                for request in live:
+                    self._finish(request, Event(finish_reason="error", error=str(err)))
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
-        if errors:
-            raise errors[0]
+    def _cancel_waiting(self, request: Request) -> None:
+        with self._lock:
+            waiting = not request.started
+        if waiting:
+            self._finish(request, Event(finish_reason="cancelled"))
 
-    def chat(self, messages: list[dict[str, str]]) -> str:
-        return "".join(self.stream(messages))
+    def _drop_if_cancelled(self, request: Request) -> bool:
+        """Mark `request` as started; True (and reported) if it was cancelled while waiting."""
+        with self._lock:
+            request.started = True
+        if request.cancelled.is_set():
+            self._finish(request, Event(finish_reason="cancelled"))
+            return True
+        return False
+
+    def _finish(self, request: Request, event: Event) -> None:
+        """Report the end of `request` once, and free its slot."""
+        with self._lock:
+            if request.finished:
+                return
+            request.finished = True
+            self._active -= 1
+        request.emit(event)
+
+    def _decode(self, requests: list[Request]) -> None:
+        """Prefill, then one token per live row per step until all are done; requests that arrive
+        meanwhile join the running batch at a step boundary while there is room."""
+        batch = self._prefill(requests)
+        while batch.rows:
+            room = self.max_batch_size - len(batch.rows)
+            if room > 0 and batch.can_join():
+                joining = self._take_waiting(room)
+                if joining:
+                    newcomers = self._prefill(joining)
+                    if newcomers.rows:
+                        batch.join(newcomers)
+                        self.batch_sizes.append(len(batch.rows))
+            self._step(batch)
+
+    def _take_waiting(self, limit: int) -> list[Request]:
+        taken: list[Request] = []
+        while len(taken) < limit:
+            try:
+                request = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:  # close() was called
+                self._closed.set()
+                break
+            if not self._drop_if_cancelled(request):
+                taken.append(request)
+        return taken
+
+    def _prefill(self, requests: list[Request]) -> Batch:
+        """A new batch for `requests`, after its first forward pass (finished rows already gone)."""
+        rows = [self._start_row(r) for r in requests]
+        batch = Batch.start(
+            rows, [r.prompt_ids for r in requests], self.tokenizer.pad_token_id or 0, self._new_cache()
+        )
+        self._step(batch)
+        return batch
+
+    def _step(self, batch: Batch) -> None:
+        """One forward pass: a token for every row; finished rows leave, the rest get their token as next input."""
+        adapters = [row.request.adapter for row in batch.rows]
+        logits = self._forward(batch.next_input, batch.mask, batch.positions, batch.cache, adapters)
+        rows = batch.rows
+        chosen = next_tokens(
+            logits, [r.request.params for r in rows], [r.seen for r in rows], [r.generator for r in rows]
+        )
+        keep = [
+            i
+            for i, (row, token) in enumerate(zip(rows, chosen, strict=True))
+            if not self._advance(row, token)
+        ]
+        batch.keep(keep)
+        if keep:
+            batch.advance([chosen[i] for i in keep])
+
+    def _decode_with_generate(self, request: Request) -> None:
+        """One request through `model.generate` (prompt-learning adapters), tokens fed to `_advance`."""
+        from transformers.generation.streamers import BaseStreamer
+
+        torch, row, params = self._torch, self._start_row(request), request.params
+        advance = self._advance
+
+        class Sink(BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value: torch.Tensor) -> None:
+                if not self.prompt_seen:  # generate passes the prompt first
+                    self.prompt_seen = True
+                    return
+                for token in value.flatten().tolist():
+                    if advance(row, token):
+                        raise _Finished
+
+            def end(self) -> None:
+                pass
+
+        if not params.greedy:
+            torch.manual_seed(params.seed if params.seed is not None else _fresh_seed())
+        ids = torch.tensor([request.prompt_ids], device=self.device)
+        sampling = {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
+        try:
+            self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=params.max_new_tokens + 1,  # _advance ends the request at its own limit
+                do_sample=not params.greedy,
+                repetition_penalty=params.repetition_penalty,
+                eos_token_id=sorted(self.stop_ids) or None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=Sink(),
+                **(sampling if not params.greedy else {}),
+            )
+        except _Finished:
+            return
+        self._emit_rest(row)
+        self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+
+    def _start_row(self, request: Request) -> _Row:
+        seed = request.params.seed
+        generator = None
+        if not request.params.greedy:
+            generator = self._torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
+        return _Row(
+            request,
+            IncrementalDetokenizer(self.tokenizer, request.params.stop),
+            generator,
+            list(request.prompt_ids),
+        )
+
+    def _advance(self, row: _Row, token: int) -> bool:
+        """Add `token` to `row` and emit its text; True when the row is finished (and has been reported)."""
+        request = row.request
+        if request.cancelled.is_set():
+            self._finish(request, Event(finish_reason="cancelled", completion_tokens=row.generated))
+            return True
+        if token in self.stop_ids:
+            self._emit_rest(row)
+            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+            return True
+        row.generated += 1
+        row.seen.append(token)
+        piece = row.detok.push(token)
+        if piece:
+            request.emit(Event(text=piece))
+        if row.detok.stopped:
+            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+            return True
+        if row.generated >= request.params.max_new_tokens:
+            self._emit_rest(row)
+            self._finish(request, Event(finish_reason="length", completion_tokens=row.generated))
+            return True
+        return False
+
+    @staticmethod
+    def _emit_rest(row: _Row) -> None:
+        rest = row.detok.flush()
+        if rest:
+            row.request.emit(Event(text=rest))
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        adapters: list[str | None],
+    ) -> torch.Tensor:
+        """Logits `[batch, vocab]` of the last position; each row through its own adapter."""
+        device = self.device
+        kwargs: dict[str, Any] = {
+            "input_ids": ids.to(device),
+            "attention_mask": mask.to(device),
+            "position_ids": positions.to(device),
+            "use_cache": True,
+            "logits_to_keep": 1,
+            CACHE_ARGUMENT: cache,
+        }
+        if self.adapters:
+            kwargs["adapter_names"] = [a or BASE for a in adapters]
+        return self.model(**kwargs).logits[:, -1]
+
+
+class _Finished(Exception):
+    """Raised from a streamer to end generate() once a request is done."""
+
+
+def _fresh_seed() -> int:
+    import random
+
+    return random.SystemRandom().randrange(2**63)
+
+
+def _cache_argument() -> str:
+    """transformers 5.2x calls the KV cache argument `cache`; earlier releases `past_key_values`."""
+    import inspect
+
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+CACHE_ARGUMENT = _cache_argument()
+
+
+def load_with_adapters(model_args: ModelArguments, adapters: dict[str, str]) -> Any:
+    """The base (with `adapter_name_or_path` merged, as in chat) plus each named LoRA adapter, unmerged."""
+    model = load_for_inference(model_args)
+    if not adapters:
+        return model
+    from peft import PeftConfig, PeftModel
+
+    for name, path in adapters.items():
+        config = PeftConfig.from_pretrained(path)
+        if config.peft_type != "LORA":
+            raise UserError(
+                f"adapter '{name}' ({path}) is {config.peft_type}; named adapters served side by side must be LoRA "
+                "(load other kinds with adapter_name_or_path)"
+            )
+    names = iter(adapters.items())
+    first, path = next(names)
+    model = PeftModel.from_pretrained(model, path, adapter_name=first)
+    for name, path in names:
+        model.load_adapter(path, adapter_name=name)
+    model.eval()
+    return model
+
+
+def context_length(model: Any) -> int:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-turn ids: the tokenizer's EOS and every EOS the model's generation config lists."""
+    ids: set[int] = set()
+    for value in (
+        tokenizer.eos_token_id,
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def parse_adapters(text: str | None) -> dict[str, str]:
+    """`name=path,name2=path2` as a dict, checked."""
+    adapters: dict[str, str] = {}
+    for part in itertools.filterfalse(str.isspace, (text or "").split(",")):
+        if not part:
+            continue
+        name, eq, path = part.partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not name or not path:
+            raise UserError(f"--adapters takes name=path pairs separated by commas (got '{part}')")
+        if name in adapters:
+            raise UserError(f"adapter name '{name}' is given twice")
+        adapters[name] = path
+    return adapters
