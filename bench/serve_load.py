@@ -117,7 +117,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     with BackgroundServer(engine) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=600)
-        one_stream(client, engine.base_name, "Hello", 4)  # warm-up
+        one_stream(client, engine.base_name, "Hello", 32)  # warm-up: the first passes are slower
         results = [run_level(client, engine.base_name, n, args.requests, args.max_tokens) for n in levels]
     engine.close()
 

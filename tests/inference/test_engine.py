@@ -210,3 +210,13 @@ def test_a_request_arriving_mid_batch_joins_it_and_gets_what_it_gets_alone(tiny_
     results = [first.result(), second.result()]
     assert tiny_engine.batch_sizes[before:] == [1, 2]  # started alone, then joined
     assert [r.text for r in results] == [c.text for c in alone]
+
+
+def test_vllm_backend_is_refused_with_a_reason(tiny_model_dir):
+    from tuneforge.config import load_subset
+
+    cfg = load_subset(
+        None, [f"model_name_or_path={tiny_model_dir}", "infer_backend=vllm"], ("model", "data", "generating")
+    )
+    with pytest.raises(UserError, match="infer_backend: vllm is not available"):
+        InferenceEngine.from_config(cfg)

@@ -46,6 +46,9 @@ class ModelArguments(_Group):
     cache_dir: str | None = Field(
         None, description="Where converted models are cached (default: $TUNEFORGE_HOME/models)."
     )
+    infer_backend: Literal["huggingface", "vllm"] = Field(
+        "huggingface", description="Engine for chat and serving: huggingface (any device) or vllm (CUDA)."
+    )
     quantization_bit: Literal[4, 8] | None = Field(
         None, description="QLoRA: store the frozen base weights in 4 or 8 bits (bitsandbytes)."
     )

@@ -163,6 +163,12 @@ class InferenceEngine:
     def from_config(
         cls, cfg: RunConfig, adapters: dict[str, str] | None = None, **options: Any
     ) -> InferenceEngine:
+        """The engine `infer_backend` names, for the config's model, template and generating defaults."""
+        if cfg.model.infer_backend != "huggingface":
+            raise UserError(
+                f"infer_backend: {cfg.model.infer_backend} is not available in this version of tuneforge: the vLLM "
+                "engine needs a CUDA machine to be built and tested on. Use infer_backend: huggingface."
+            )
         return cls(cfg.model, cfg.generating, cfg.data.template, adapters, **options)
 
     # ---- public API ----
