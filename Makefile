@@ -22,7 +22,7 @@ quickstart: setup
 	$(PY) scripts/quickstart.py examples/quickstart.yaml
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=8
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench

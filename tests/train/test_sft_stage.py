@@ -86,7 +86,7 @@ def test_gradient_checkpointing_trains_to_the_same_losses(tiny_model_dir, tmp_pa
 
 def test_bad_rows_stop_training_before_weights_load_unless_skipped(tiny_model_dir, tmp_path, monkeypatch):
     from tuneforge.data.loader import BadRowsError
-    from tuneforge.train.stages import sft
+    from tuneforge.train import runner as sft  # where stages load their weights
 
     corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
     loads = []

@@ -13,6 +13,7 @@ commands:
   train CONFIG.yaml [key=value ...]   fine-tune as the YAML file says (overrides win)
   chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
   serve [CONFIG.yaml] [--adapters ..] OpenAI-compatible API (127.0.0.1:8000 by default)
+  score --reward_model DIR ...        the reward a trained reward model gives an answer
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and what is cached
   env                                 versions of Python, torch, transformers, ... and the device
@@ -113,6 +114,37 @@ def _serve(argv: list[str]) -> int:
     return run_serve(load_subset(config, overrides, CHAT_GROUPS), options)
 
 
+SCORE_FLAGS = ("reward_model", "prompt", "response", "system")
+
+
+def _score(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: tuneforge score --reward_model DIR --prompt TEXT --response TEXT [--system TEXT] [--key value ...]\n\n"
+            "Prints the reward a model trained with stage: rm gives the response. The base model and\n"
+            "template default to those in DIR/run.yaml."
+        )
+        return 0
+    from tuneforge.config import build_config
+    from tuneforge.config.loader import parse_overrides
+    from tuneforge.inference.score import RewardModel, reward_model_args
+    from tuneforge.utils.errors import UserError
+
+    _, overrides, options = split_args(argv, SCORE_FLAGS)
+    missing = [f"--{k}" for k in ("reward_model", "prompt", "response") if not options.get(k)]
+    if missing:
+        raise UserError(f"tuneforge score needs {', '.join(missing)}")
+    given, bad = parse_overrides(overrides)
+    if bad:
+        from tuneforge.config import ConfigError
+
+        raise ConfigError(bad)
+    cfg = build_config(reward_model_args(options["reward_model"], given), groups=("model", "data"))
+    model = RewardModel(cfg.model, options["reward_model"], cfg.data.template)
+    print(f"{model.score(options['prompt'], options['response'], options.get('system')):.6f}")
+    return 0
+
+
 def _data(argv: list[str]) -> int:
     from tuneforge.cli.data import run_data
 
@@ -155,6 +187,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "chat": _chat,
     "serve": _serve,
+    "score": _score,
     "data": _data,
     "models": _models,
     "env": _env,

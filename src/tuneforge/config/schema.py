@@ -196,6 +196,37 @@ class FinetuningArguments(_Group):
     apollo_rank: int = Field(16, gt=0, description="APOLLO: projection rank.")
     apollo_update_interval: int = Field(200, gt=0, description="APOLLO: steps between projection updates.")
     apollo_scale: float = Field(32.0, gt=0, description="APOLLO: scale of the update.")
+    pref_beta: float = Field(
+        0.1, gt=0, description="dpo/kto: strength of the pull towards the reference (beta)."
+    )
+    pref_loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
+        "sigmoid", description="dpo: sigmoid (DPO), ipo, hinge, or the reference-free orpo and simpo."
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin (gamma).")
+    pref_ftx: float = Field(0.0, ge=0, description="dpo: weight of an extra SFT loss on the chosen answers.")
+    dpo_label_smoothing: float = Field(
+        0.0, ge=0, le=0.5, description="dpo (sigmoid, simpo): probability that a preference label is flipped."
+    )
+    kto_chosen_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
+    kto_rejected_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
+    ref_model: str | None = Field(
+        None,
+        description="dpo/kto: reference model (default: the trained model with adapters off, or a frozen copy).",
+    )
+    reward_funcs: list[str] = Field(
+        default_factory=list,
+        description="grpo: rewards to add up: exact_match, contains_answer, format, length, or module:function.",
+    )
+    reward_format_regex: str | None = Field(
+        None, description="grpo: regex a completion must match for `format`."
+    )
+    reward_length_target: int = Field(
+        200, gt=0, description="grpo: completion length (characters) `length` prefers."
+    )
+    num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (the group).")
+    max_completion_length: int = Field(128, gt=0, description="grpo: longest sampled answer, in tokens.")
+    rollout_temperature: float = Field(1.0, gt=0, description="grpo: sampling temperature of the answers.")
+    grpo_beta: float = Field(0.04, ge=0, description="grpo: weight of the KL penalty towards the reference.")
     neftune_noise_alpha: float | None = Field(
         None, gt=0, description="NEFTune: noise on input embeddings while training (5 is typical)."
     )
@@ -205,6 +236,7 @@ class FinetuningArguments(_Group):
         "lora_target",
         "freeze_trainable_modules",
         "additional_target",
+        "reward_funcs",
         "galore_target",
         "apollo_target",
         mode="before",

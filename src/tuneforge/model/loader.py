@@ -65,11 +65,15 @@ def quantization_config(args: ModelArguments) -> object | None:
 
 
 def load_model(
-    args: ModelArguments, dtype: torch.dtype | None = None, for_training: bool = False
+    args: ModelArguments, dtype: torch.dtype | None = None, for_training: bool = False, head: str = "lm"
 ) -> PreTrainedModel:
-    """The base causal LM (no adapters) in `dtype` (default float32), quantized if `quantization_bit` says so."""
+    """The base causal LM (no adapters) in `dtype` (default float32), quantized if `quantization_bit` says so.
+
+    `head="score"`: the same body with a one-output scoring head on the last token (reward models);
+    the head is new unless the checkpoint has one.
+    """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = resolve_model_path(args.model_name_or_path, args.cache_dir)
     quantization = quantization_config(args)
@@ -81,7 +85,10 @@ def load_model(
             "quantization_config": quantization,
             "device_map": {"": 0 if torch.cuda.is_available() else "cpu"},
         }
-    model = AutoModelForCausalLM.from_pretrained(
+    if head == "score":
+        extra["num_labels"] = 1
+    auto = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    model = auto.from_pretrained(
         path,
         dtype=dtype or torch.float32,
         trust_remote_code=args.trust_remote_code,

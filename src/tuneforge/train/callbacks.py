@@ -9,6 +9,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+# Trainer log keys that describe the whole run, not a step
+SKIPPED = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
+
 
 class MetricsJsonlCallback(TrainerCallback):
     """Appends `{step, epoch, loss, learning_rate, grad_norm, tokens_per_second}` per log to `path`.
@@ -29,7 +32,16 @@ class MetricsJsonlCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not logs or "loss" not in logs or not state.is_world_process_zero:
+        if not logs or not state.is_world_process_zero:
+            return
+        if "eval_loss" in logs:  # an evaluation: its metrics, marked
+            record = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4), "eval": True}
+            record.update(
+                {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, int | float)}
+            )
+            self._write(record)
+            return
+        if "loss" not in logs:
             return
         now, tokens = time.perf_counter(), self.tokens()
         elapsed = max(now - self._last_time, 1e-9)
@@ -42,13 +54,24 @@ class MetricsJsonlCallback(TrainerCallback):
             "tokens_per_second": round((tokens - self._last_tokens) / elapsed, 2),
             "tokens_seen": tokens,
         }
+        # a stage's own metrics (rewards/margins, accuracy, ...)
+        record.update(
+            {
+                k: v
+                for k, v in logs.items()
+                if k not in record and k not in SKIPPED and isinstance(v, int | float)
+            }
+        )
         self._last_time, self._last_tokens = now, tokens
+        self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
 
-def read_metrics(path: Path, skipped: bool = False) -> list[dict[str, Any]]:
-    """The logged records of metrics.jsonl; with `skipped`, only the records of skipped (non-finite) steps."""
+def read_metrics(path: Path, skipped: bool = False, kind: str = "train") -> list[dict[str, Any]]:
+    """The training records of metrics.jsonl (`kind="eval"`: evaluations); `skipped`: non-finite steps only."""
     if not path.is_file():
         return []
     records = []
@@ -57,7 +80,8 @@ def read_metrics(path: Path, skipped: bool = False) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except ValueError:
             continue  # a last line cut short by a kill
-    return [r for r in records if bool(r.get("skipped")) == skipped]
+    wanted = [r for r in records if bool(r.get("skipped")) == skipped]
+    return wanted if skipped else [r for r in wanted if bool(r.get("eval")) == (kind == "eval")]
 
 
 class GracefulStop(TrainerCallback):

@@ -107,6 +107,7 @@ class TuneforgeTrainer(Trainer):
         self._consecutive_bad = 0
         self._step_problem: str | None = None
         self._step_samples: list[int] = []
+        self._stats: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
 
     def compute_loss(
         self,
@@ -119,7 +120,7 @@ class TuneforgeTrainer(Trainer):
         sample_ids = inputs.pop("sample_ids", None)
         if real is None and "attention_mask" in inputs:
             real = inputs["attention_mask"].sum()
-        loss = answer_only_loss(model, inputs, num_items_in_batch)
+        loss = self.training_loss(model, inputs, num_items_in_batch)
         if model.training:
             if real is not None:
                 self.tokens_seen += int(real)
@@ -129,6 +130,29 @@ class TuneforgeTrainer(Trainer):
                 self._step_problem = f"loss is {float(loss)}"
         # Only the loss exists: the head never ran on every position, so there are no full logits to return.
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def training_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
+    ) -> torch.Tensor:
+        """The stage's loss; SFT and pretraining: next-token cross-entropy on answer tokens."""
+        return answer_only_loss(model, inputs, num_items)
+
+    # ---- stage metrics (rewards/margins, accuracy, ...) averaged over each logging window ----
+
+    def record(self, model: torch.nn.Module, **values: torch.Tensor | float) -> None:
+        """Remember metric values of this batch; `log` reports their means (eval ones prefixed eval_)."""
+        bucket = self._stats["train" if model.training else "eval"]
+        for name, value in values.items():
+            bucket.setdefault(name, []).append(
+                float(value.float().mean()) if torch.is_tensor(value) else float(value)
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for kind, prefix, marker in (("train", "", "loss"), ("eval", "eval_", "eval_loss")):
+            if marker in logs and self._stats[kind]:
+                logs.update({prefix + k: sum(v) / len(v) for k, v in self._stats[kind].items()})
+                self._stats[kind] = {}
+        super().log(logs, start_time)
 
     # ---- numerics guard ----
 

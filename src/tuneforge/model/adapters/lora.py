@@ -94,8 +94,9 @@ def build_lora(
             return model
     quantized = getattr(model, "hf_quantizer", None) is not None
     targets = resolve_targets(model, args.lora_target)
+    scoring = type(model).__name__.endswith("ForSequenceClassification")  # reward models: head saved too
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_CLS if scoring else TaskType.CAUSAL_LM,
         r=args.lora_rank,
         lora_alpha=args.resolved_lora_alpha,
         lora_dropout=args.lora_dropout,

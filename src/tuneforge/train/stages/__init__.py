@@ -9,7 +9,14 @@ from tuneforge.config import RunConfig
 from tuneforge.utils.errors import UserError
 
 # pt is sft on raw text: the `text` format makes every token a label, and packing is on by default.
-_STAGES = {"pt": "tuneforge.train.stages.sft", "sft": "tuneforge.train.stages.sft"}
+_STAGES = {
+    "pt": "tuneforge.train.stages.sft",
+    "sft": "tuneforge.train.stages.sft",
+    "rm": "tuneforge.train.stages.rm",
+    "dpo": "tuneforge.train.stages.dpo",
+    "kto": "tuneforge.train.stages.kto",
+    "grpo": "tuneforge.train.stages.grpo",
+}
 
 
 def available_stages() -> list[str]:

@@ -1,0 +1,232 @@
+"""Preference and KTO rows tokenized for the alignment stages (rm, dpo, kto).
+
+A preference pair is the same conversation twice, ending once with the chosen and once with the
+rejected answer; only that last answer is labelled (the preference is about it). A KTO row is one
+conversation with a desirable/undesirable flag, kept as prompt + answer so the KTO collator can
+also build mismatched pairs (prompt i with answer i+1) for its KL estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.config import DataArguments
+from tuneforge.data.conversation import Conversation, DataError
+from tuneforge.data.dataset import CHUNK, split_validation, tokenize_chunk
+from tuneforge.data.loader import RowProblem, load_examples
+from tuneforge.data.template import IGNORE_INDEX, TokenizedExample, chat_template_for
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Row = dict[str, Any]
+
+
+@dataclass
+class PreferenceData:
+    train: list[Row]
+    eval: list[Row] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # rows whose answer did not fit cutoff_len
+    skipped: list[RowProblem] = field(default_factory=list)
+
+    def summary(self, kind: str) -> str:
+        text = f"{len(self.train)} {kind} for training"
+        if self.eval:
+            text += f", {len(self.eval)} for evaluation"
+        if self.dropped:
+            text += f", {len(self.dropped)} dropped with no answer token within cutoff_len (first: {self.dropped[0]})"
+        if self.skipped:
+            text += f", {len(self.skipped)} bad rows skipped"
+        return text
+
+
+def _tokenize_last_answer(
+    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> list[TokenizedExample]:
+    """Each conversation tokenized with only its last answer labelled."""
+    last_only = args.model_copy(update={"mask_history": True, "train_on_prompt": False})
+    template = chat_template_for(tokenizer, args.template)
+    out: list[TokenizedExample] = []
+    for start in range(0, len(conversations), CHUNK):
+        out.extend(tokenize_chunk(conversations[start : start + CHUNK], last_only, tokenizer, template))
+    return out
+
+
+def _load(args: DataArguments, seed: int, wanted: str) -> tuple[list[Conversation], list[RowProblem]]:
+    loaded = load_examples(args, args.on_bad_rows, seed)
+    conversations = [e for e in loaded.examples if isinstance(e, Conversation)]
+    if wanted == "pairs":
+        usable = [c for c in conversations if c.rejected is not None]
+        hint = "preference rows: `ranking: true` in dataset_info.json with chosen/rejected columns"
+    else:
+        usable = [c for c in conversations if c.kto_label is not None]
+        hint = "KTO rows: a `kto_tag` column (true for a desirable answer) in dataset_info.json"
+    if len(usable) != len(loaded.examples):
+        kept = {id(c) for c in usable}
+        first = next(e.source for e in loaded.examples if id(e) not in kept)
+        raise DataError(
+            f"{len(loaded.examples) - len(usable)} of {len(loaded.examples)} rows are not {hint.split(':')[0]} "
+            f"(first: {first}); this stage needs {hint}",
+            "wrong_stage",
+        )
+    return usable, loaded.problems
+
+
+def build_pair_data(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42
+) -> PreferenceData:
+    """Rows `{chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels}`."""
+    pairs, problems = _load(args, seed, "pairs")
+    rejected = [dataclasses.replace(c, messages=[*c.messages[:-1], c.rejected], rejected=None) for c in pairs]
+    data = PreferenceData(train=[], skipped=problems)
+    for chosen_ex, rejected_ex in zip(
+        _tokenize_last_answer(pairs, args, tokenizer),
+        _tokenize_last_answer(rejected, args, tokenizer),
+        strict=True,
+    ):
+        if not chosen_ex.trainable_tokens or not rejected_ex.trainable_tokens:
+            data.dropped.append(chosen_ex.source)
+            continue
+        data.train.append(
+            {
+                "chosen_input_ids": chosen_ex.input_ids,
+                "chosen_labels": chosen_ex.labels,
+                "rejected_input_ids": rejected_ex.input_ids,
+                "rejected_labels": rejected_ex.labels,
+            }
+        )
+    return _finish(data, args, seed, "preference pairs")
+
+
+def build_kto_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> PreferenceData:
+    """Rows `{prompt_ids, answer_ids, label}`: the answer is the labelled tail of the tokenized row."""
+    rows, problems = _load(args, seed, "kto")
+    data = PreferenceData(train=[], skipped=problems)
+    for conversation, example in zip(rows, _tokenize_last_answer(rows, args, tokenizer), strict=True):
+        if not example.trainable_tokens:
+            data.dropped.append(example.source)
+            continue
+        start = next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+        data.train.append(
+            {
+                "prompt_ids": example.input_ids[:start],
+                "answer_ids": example.input_ids[start:],
+                "label": bool(conversation.kto_label),
+            }
+        )
+    kinds = {row["label"] for row in data.train}
+    if data.train and len(kinds) < 2:
+        print(
+            f"tuneforge: warning: every KTO row is {'desirable' if True in kinds else 'undesirable'}; "
+            "KTO learns most from both kinds",
+            file=sys.stderr,
+        )
+    return _finish(data, args, seed, "KTO rows")
+
+
+def _finish(data: PreferenceData, args: DataArguments, seed: int, kind: str) -> PreferenceData:
+    if not data.train:
+        raise DataError(f"no {kind} left with an answer token within cutoff_len={args.cutoff_len}", "empty")
+    if args.val_size > 0:
+        data.train, data.eval = split_validation(data.train, args.val_size, seed)
+    print(f"tuneforge: {data.summary(kind)}", file=sys.stderr)
+    return data
+
+
+def _pad(sequences: list[list[int]], value: int) -> Any:
+    import torch
+
+    longest = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), longest), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.tensor(seq)
+    return out
+
+
+def _batch(ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, Any]:
+    input_ids = _pad(ids, pad_id)
+    mask = _pad([[1] * len(s) for s in ids], 0)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": _pad(labels, IGNORE_INDEX)}
+
+
+class PairCollator:
+    """`[2 * batch, seq]`: the chosen sequences first, then the rejected ones in the same order."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[Row]) -> dict[str, Any]:
+        ids = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
+        labels = [r["chosen_labels"] for r in rows] + [r["rejected_labels"] for r in rows]
+        return _with_ids(_batch(ids, labels, self.pad_token_id), rows)
+
+
+def _with_ids(batch: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """Carry `sample_id`s (for the numerics guard's report of a skipped step)."""
+    if "sample_id" in rows[0]:
+        import torch
+
+        batch["sample_ids"] = torch.tensor([r["sample_id"] for r in rows])
+    return batch
+
+
+def batch_from_pieces(prompts: list[list[int]], answers: list[list[int]], pad_id: int) -> dict[str, Any]:
+    """Right-padded `prompt + answer` rows with only the answers labelled."""
+    ids = [p + a for p, a in zip(prompts, answers, strict=True)]
+    labels = [[IGNORE_INDEX] * len(p) + a for p, a in zip(prompts, answers, strict=True)]
+    return _batch(ids, labels, pad_id)
+
+
+class KTOCollator:
+    """The matched rows `[batch, seq]` plus, under `kl_*`, mismatched ones (prompt i, answer i+1) for the KL estimate."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[Row]) -> dict[str, Any]:
+        import torch
+
+        prompts = [r["prompt_ids"] for r in rows]
+        answers = [r["answer_ids"] for r in rows]
+        batch = batch_from_pieces(prompts, answers, self.pad_token_id)
+        shifted = answers[1:] + answers[:1] if len(rows) > 1 else answers
+        kl = batch_from_pieces(prompts, shifted, self.pad_token_id)
+        batch.update({f"kl_{k}": v for k, v in kl.items()})
+        batch["desirable"] = torch.tensor([r["label"] for r in rows])
+        return _with_ids(batch, rows)
+
+
+def build_prompt_data(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42
+) -> PreferenceData:
+    """Rows `{prompt_ids, answer}` for reinforcement learning: each conversation without its last answer,
+    rendered up to where the model's answer starts; the answer (if any) is the reference for rewards."""
+    from tuneforge.data.template import render_prompt
+
+    loaded = load_examples(args, args.on_bad_rows, seed)
+    template = chat_template_for(tokenizer, args.template)
+    data = PreferenceData(train=[], skipped=loaded.problems)
+    for example in loaded.examples:
+        if not isinstance(example, Conversation):
+            raise DataError(
+                f"{example.source}: plain text has no prompt to answer; RL stages need chat rows",
+                "wrong_stage",
+            )
+        turns = [m.as_dict() for m in example.messages[:-1]]
+        ids = render_prompt(turns, tokenizer, template, example.system)
+        if len(ids) >= args.cutoff_len:
+            data.dropped.append(example.source)
+            continue
+        data.train.append({"prompt_ids": ids, "answer": example.messages[-1].content})
+    return _finish(data, args, seed, "prompts")
+
+
+class PromptCollator:
+    """Prompts stay token lists (they are left-padded for generation by the trainer)."""
+
+    def __call__(self, rows: list[Row]) -> dict[str, Any]:
+        batch = {"prompt_ids": [r["prompt_ids"] for r in rows], "answer": [r["answer"] for r in rows]}
+        return _with_ids(batch, rows)

@@ -1,0 +1,186 @@
+"""Trainers of the alignment stages that learn from preferences: reward model, DPO (and variants), KTO.
+
+Each is `TuneforgeTrainer` (checkpoints, numerics guard, metrics.jsonl) with its own
+`training_loss`. Sequence log-probabilities run the output head on answer tokens only, like SFT.
+The reference policy is the same model with its adapters switched off (no second copy in memory)
+unless a separate reference model is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.train.losses import dpo_loss, kto_loss, orpo_loss, ranking_loss, simpo_loss
+from tuneforge.train.trainer import TuneforgeTrainer, split_decoder_and_head
+
+REFERENCE_FREE = ("orpo", "simpo")
+
+
+def token_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
+    labels = batch[f"{prefix}labels"]
+    forward = {
+        "input_ids": batch[f"{prefix}input_ids"],
+        "attention_mask": batch[f"{prefix}attention_mask"],
+        "use_cache": False,
+    }
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    parts = split_decoder_and_head(model)
+    if parts is None:
+        logits = model(**forward).logits
+        picked = logits[:, logits.shape[1] - labels.shape[1] :][:, :-1][keep]
+    else:
+        decoder, head = parts
+        picked = head(decoder(**forward).last_hidden_state[:, :-1][keep])
+    logps = picked.float().log_softmax(-1).gather(-1, targets[keep][:, None]).squeeze(-1)
+    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(targets)[keep]
+    return logps, rows
+
+
+def sequence_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed, length-averaged) log-probability of each row's labelled tokens: two `[batch]` tensors."""
+    logps, rows = token_logps(model, batch, prefix)
+    size = batch[f"{prefix}labels"].shape[0]
+    sums = torch.zeros(size, device=logps.device).index_add(0, rows, logps)
+    counts = torch.zeros(size, device=logps.device).index_add(0, rows, torch.ones_like(logps))
+    return sums, sums / counts.clamp(min=1)
+
+
+class _PerExampleLoss(TuneforgeTrainer):
+    """Losses averaged per example in each micro-batch: the Trainer divides by accumulation steps."""
+
+    def __init__(self, *args: Any, ref_model: torch.nn.Module | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self.ref_model = ref_model
+
+    @contextlib.contextmanager
+    def reference(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The reference policy: `ref_model`, else this model with its adapters off; no gradients either way."""
+        with torch.no_grad():
+            if self.ref_model is not None:
+                yield self.ref_model
+            else:
+                inner = self.accelerator.unwrap_model(model)
+                with inner.disable_adapter():
+                    yield model
+
+
+class RewardTrainer(_PerExampleLoss):
+    """Pairwise ranking: the chosen answer must score above the rejected one."""
+
+    def training_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
+    ) -> torch.Tensor:
+        scores = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        ).logits
+        scores = scores.squeeze(-1).float()
+        half = scores.shape[0] // 2
+        chosen, rejected = scores[:half], scores[half:]
+        self.record(model, accuracy=(chosen > rejected).float(), margin=(chosen - rejected).detach())
+        return ranking_loss(chosen, rejected).mean()
+
+
+class DPOTrainer(_PerExampleLoss):
+    """DPO with `kind` sigmoid | ipo | hinge (reference-based) or orpo | simpo (reference-free)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        beta: float = 0.1,
+        kind: str = "sigmoid",
+        ftx: float = 0.0,
+        label_smoothing: float = 0.0,
+        simpo_gamma: float = 0.5,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.beta, self.kind, self.ftx = beta, kind, ftx
+        self.label_smoothing, self.simpo_gamma = label_smoothing, simpo_gamma
+
+    def training_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
+    ) -> torch.Tensor:
+        sums, avgs = sequence_logps(model, inputs)
+        half = sums.shape[0] // 2
+        if self.kind == "orpo":
+            out = orpo_loss(avgs[:half], avgs[half:], self.beta)
+        elif self.kind == "simpo":
+            out = simpo_loss(avgs[:half], avgs[half:], self.beta, self.simpo_gamma, self.label_smoothing)
+        else:
+            with self.reference(model) as ref:
+                ref_sums, _ = sequence_logps(ref, inputs)
+            out = dpo_loss(
+                sums[:half],
+                sums[half:],
+                ref_sums[:half],
+                ref_sums[half:],
+                self.beta,
+                self.kind,
+                self.label_smoothing,
+            )
+        loss = out.loss.mean()
+        if self.ftx > 0 and self.kind != "orpo":  # ORPO has its own NLL term
+            loss = loss + self.ftx * -avgs[:half].mean()
+        self.record(
+            model,
+            **{
+                "rewards/chosen": out.chosen_rewards,
+                "rewards/rejected": out.rejected_rewards,
+                "rewards/margins": out.chosen_rewards - out.rejected_rewards,
+                "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float(),
+                "logps/chosen": sums[:half].detach(),
+                "logps/rejected": sums[half:].detach(),
+            },
+        )
+        return loss
+
+
+class KTOTrainer(_PerExampleLoss):
+    """KTO on unpaired rows, with the KL reference point estimated on mismatched (prompt, answer) pairs."""
+
+    def __init__(
+        self,
+        *args: Any,
+        beta: float = 0.1,
+        desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.beta, self.desirable_weight, self.undesirable_weight = beta, desirable_weight, undesirable_weight
+
+    def training_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
+    ) -> torch.Tensor:
+        desirable = inputs["desirable"]
+        policy, _ = sequence_logps(model, inputs)
+        with torch.no_grad():
+            policy_kl, _ = sequence_logps(model, inputs, prefix="kl_")
+        with self.reference(model) as ref:
+            ref_logps, _ = sequence_logps(ref, inputs)
+            ref_kl, _ = sequence_logps(ref, inputs, prefix="kl_")
+        kl = (policy_kl - ref_kl).mean()
+        losses = kto_loss(
+            policy, ref_logps, desirable, kl, self.beta, self.desirable_weight, self.undesirable_weight
+        )
+        rewards = (self.beta * (policy - ref_logps)).detach()
+        good, bad = desirable.bool(), ~desirable.bool()
+        stats: dict[str, Any] = {"kl": kl}
+        if good.any():
+            stats["rewards/chosen"] = rewards[good]
+        if bad.any():
+            stats["rewards/rejected"] = rewards[bad]
+        self.record(model, **stats)
+        return losses.mean()

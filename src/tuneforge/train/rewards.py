@@ -1,0 +1,88 @@
+"""Reward functions for GRPO: built-in ones by name, or your own by dotted path (`mypkg.rewards:fn`).
+
+A reward function takes the prompts, the completions and, as keyword lists, the dataset's other
+columns (here `answer`: the reference answer of each row), and returns one float per completion:
+`fn(prompts: list[str], completions: list[str], answer: list[str], **kwargs) -> list[float]`
+(the same signature TRL uses, so functions written for it work here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from tuneforge.utils.errors import UserError
+
+RewardFunc = Callable[..., list[float]]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.strip().lower().split()).rstrip(".")
+
+
+def exact_match(prompts: list[str], completions: list[str], answer: list[str], **kwargs: Any) -> list[float]:
+    """1.0 when the completion equals the reference answer (case, spacing and a final period ignored)."""
+    return [float(_normalise(c) == _normalise(a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def contains_answer(
+    prompts: list[str], completions: list[str], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """1.0 when the reference answer appears in the completion."""
+    return [float(_normalise(a) in _normalise(c)) for c, a in zip(completions, answer, strict=True)]
+
+
+def make_format_reward(pattern: str) -> RewardFunc:
+    """1.0 when the whole completion matches `pattern` (a Python regex, DOTALL)."""
+    compiled = re.compile(pattern, re.DOTALL)
+
+    def format_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
+        return [float(compiled.fullmatch(c.strip()) is not None) for c in completions]
+
+    return format_reward
+
+
+def make_length_reward(target: int) -> RewardFunc:
+    """1.0 at `target` characters, falling linearly to 0 at 0 and 2 x target characters."""
+
+    def length_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
+        return [max(0.0, 1 - abs(len(c) - target) / target) for c in completions]
+
+    return length_reward
+
+
+def load_reward_funcs(names: list[str], format_regex: str | None, length_target: int) -> list[RewardFunc]:
+    """Resolve `reward_funcs` entries: exact_match, contains_answer, format, length, or module:function."""
+    funcs: list[RewardFunc] = []
+    for name in names:
+        if name == "exact_match":
+            funcs.append(exact_match)
+        elif name == "contains_answer":
+            funcs.append(contains_answer)
+        elif name == "format":
+            if not format_regex:
+                raise UserError(
+                    "reward_funcs 'format' needs reward_format_regex (e.g. '<think>.*</think>.*')"
+                )
+            funcs.append(make_format_reward(format_regex))
+        elif name == "length":
+            funcs.append(make_length_reward(length_target))
+        elif ":" in name:
+            module, _, attr = name.partition(":")
+            try:
+                fn = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                raise UserError(f"reward function '{name}' could not be loaded: {err}") from None
+            if not callable(fn):
+                raise UserError(f"reward function '{name}' is not callable")
+            funcs.append(fn)
+        else:
+            raise UserError(
+                f"unknown reward function '{name}': use exact_match, contains_answer, format, length, "
+                "or a dotted path module:function"
+            )
+    if not funcs:
+        raise UserError("stage grpo needs reward_funcs (e.g. reward_funcs: exact_match)")
+    return funcs

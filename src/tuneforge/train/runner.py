@@ -1,0 +1,147 @@
+"""What every stage does around its own data and loss: build the model with its method, train with
+checkpoints, signals and metrics, save. A stage's `run(cfg)` reads: output dir, data, model, train."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import RunConfig
+from tuneforge.model.adapters import apply_adapter, count_parameters
+from tuneforge.model.loader import load_model
+from tuneforge.train.checkpoint import Checkpoint
+from tuneforge.train.output import save_run
+from tuneforge.utils.errors import UserError
+
+
+class TrainingInterrupted(UserError):
+    """The run stopped on SIGTERM/SIGINT after writing a checkpoint; exits 128 + the signal number."""
+
+    def __init__(self, signum: int, step: int, output_dir: Path):
+        import signal
+
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint-{step} is in {output_dir}. "
+            "Run the same command again to resume."
+        )
+
+
+def build_model(cfg: RunConfig, head: str = "lm") -> Any:
+    """The model to train: seeded, float32 master weights, the configured method applied.
+
+    `head="score"` gives a sequence-scoring head (reward models) instead of the LM head.
+    """
+    import torch
+    from transformers import set_seed
+
+    # Adapter weights are initialised from the global RNG: seed it so a config always gives the same run.
+    set_seed(cfg.training.seed)
+    # bf16/fp16 are applied by the Trainer's autocast.
+    model = load_model(cfg.model, dtype=torch.float32, for_training=True, head=head)
+    model = apply_adapter(model, cfg.finetuning, cfg.model)
+    if cfg.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainable, total = count_parameters(model)
+    print(
+        f"tuneforge: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)",
+        file=sys.stderr,
+    )
+    return model
+
+
+def build_optimizer(model: Any, cfg: RunConfig) -> tuple[Any, None]:
+    """(optimizer, None) for LoRA+; (None, None) lets the Trainer build the one `optim` names."""
+    if cfg.finetuning.loraplus_lr_ratio is None:
+        return None, None
+    from tuneforge.model.adapters.lora import loraplus_optimizer
+
+    return loraplus_optimizer(model, cfg.finetuning, cfg.training), None
+
+
+def train_and_save(
+    cfg: RunConfig,
+    trainer_class: type,
+    model: Any,
+    tokenizer: Any,
+    train_rows: Any,
+    eval_rows: Any,
+    collator: Any,
+    output_dir: Path,
+    resume: Checkpoint | None,
+    **trainer_options: Any,
+) -> Path:
+    """Train with tuneforge's checkpoints, numerics guard, metrics.jsonl and signal handling; save the result."""
+    from tuneforge.train.arguments import to_hf_arguments
+    from tuneforge.train.callbacks import GracefulStop, MetricsJsonlCallback
+
+    metrics_path = output_dir / "metrics.jsonl"
+    trainer = trainer_class(
+        model=model,
+        args=to_hf_arguments(cfg),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        optimizers=build_optimizer(model, cfg),
+        save_total_limit=cfg.training.save_total_limit,
+        max_nonfinite_steps=cfg.training.max_nonfinite_steps,
+        metrics_path=metrics_path,
+        **trainer_options,
+    )
+    trainer.add_callback(MetricsJsonlCallback(metrics_path, lambda: trainer.tokens_seen))
+    if cfg.training.early_stopping_steps:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_steps))
+    if resume is not None:
+        trainer.restore_own_state(resume.path)
+    with GracefulStop() as stop:
+        trainer.add_callback(stop)
+        result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    if stop.signum is not None:
+        raise TrainingInterrupted(stop.signum, trainer.state.global_step, output_dir)
+    step = trainer.state.global_step
+    if eval_rows and not any("eval_loss" in h and h.get("step") == step for h in trainer.state.log_history):
+        trainer.evaluate()  # the final model is always evaluated (metrics.jsonl, trainer_state.json)
+    trainer.save_model(str(output_dir))
+    trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
+    trainer.save_state()
+    save_run(cfg, output_dir)
+    return output_dir
+
+
+def number_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each training row its index, named by the numerics guard when a step is skipped."""
+    for i, row in enumerate(rows):
+        row["sample_id"] = i
+    return rows
+
+
+def reference_model(cfg: RunConfig) -> Any:
+    """The frozen reference policy, or None when the trained model can serve as its own (adapters off)."""
+    from tuneforge.config.schema import PEFT_METHODS
+
+    f = cfg.finetuning
+    if f.ref_model is None and f.finetuning_type in PEFT_METHODS:
+        return None
+    args = (
+        cfg.model
+        if f.ref_model is None
+        else cfg.model.model_copy(update={"model_name_or_path": f.ref_model, "adapter_name_or_path": None})
+    )
+    why = (
+        f"ref_model {f.ref_model}"
+        if f.ref_model
+        else f"a frozen copy of the model ({f.finetuning_type} tuning has no adapters to switch off)"
+    )
+    print(f"tuneforge: reference policy: {why}", file=sys.stderr)
+    model = load_model(args)
+    if args.adapter_name_or_path:
+        from peft import PeftModel
+
+        for path in args.adapter_name_or_path:
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    model.eval().requires_grad_(False)
+    return model

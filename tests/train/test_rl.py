@@ -1,0 +1,100 @@
+"""GRPO: its advantage and loss arithmetic, and a tiny model whose mean reward rises on a verifiable toy reward."""
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import tiny_llama, tiny_tokenizer
+from tests.train.test_sft_stage import config
+from tuneforge.train.callbacks import read_metrics
+from tuneforge.train.rewards import exact_match, load_reward_funcs, make_format_reward, make_length_reward
+from tuneforge.train.rl import group_advantages, grpo_token_loss
+from tuneforge.train.stages import run_stage
+from tuneforge.utils.errors import UserError
+
+
+def letter_a(prompts, completions, **kwargs):
+    """Toy verifiable reward: the share of the letter 'a' among the completion's letters."""
+    return [sum(ch == "a" for ch in c) / max(1, sum(ch.isalpha() for ch in c)) for c in completions]
+
+
+def test_group_advantages_normalise_within_each_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 5.0, 5.0, 5.0, 5.0])
+    adv = group_advantages(rewards, 4)
+    std = torch.tensor([1.0, 0.0, 0.0, 1.0]).std().item()  # sample std of the first group
+    assert adv[:4].tolist() == pytest.approx([x / (std + 1e-4) for x in (0.5, -0.5, -0.5, 0.5)])
+    assert adv[4:].tolist() == [0.0] * 4  # a group with equal rewards teaches nothing
+
+
+def test_grpo_loss_is_the_advantage_weighted_log_likelihood_plus_kl():
+    policy = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    reference = torch.tensor([-1.5, -2.0, -0.4])
+    rows = torch.tensor([0, 0, 1])
+    adv = torch.tensor([2.0, -1.0])
+    loss, kl = grpo_token_loss(policy, reference, adv, rows, beta=0.1)
+
+    def k3(ref, pol):
+        d = ref - pol
+        return torch.exp(torch.tensor(d)).item() - d - 1
+
+    row0 = ((-2.0 + 0.1 * k3(-1.5, -1.0)) + (-2.0 + 0.1 * k3(-2.0, -2.0))) / 2
+    row1 = 1.0 + 0.1 * k3(-0.4, -0.5)
+    assert loss.item() == pytest.approx((row0 + row1) / 2)
+    loss.backward()
+    # gradient of -A * logp (ratio is 1 at the sampled policy) plus the KL term
+    assert policy.grad[2].item() == pytest.approx((1.0 + 0.1 * (1 - torch.exp(torch.tensor(0.1)).item())) / 2)
+
+
+def test_built_in_rewards():
+    assert exact_match(["q"], ["Paris."], answer=["paris"]) == [1.0]
+    assert make_format_reward(r"<a>.*</a>")(["q"], ["<a>x</a>", "x"]) == [1.0, 0.0]
+    assert make_length_reward(10)(["q"], ["x" * 10, "x" * 15, ""]) == [1.0, 0.5, 0.0]
+    assert load_reward_funcs(["tests.train.test_rl:letter_a"], None, 10)[0] is letter_a
+    with pytest.raises(UserError, match="unknown reward function 'nope'"):
+        load_reward_funcs(["nope"], None, 10)
+    with pytest.raises(UserError, match="reward_format_regex"):
+        load_reward_funcs(["format"], None, 10)
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model(tmp_path_factory):
+    """A tiny model over a 300-token vocabulary, so a few steps can move what it samples."""
+    path = tmp_path_factory.mktemp("tiny-vocab")
+    tokenizer = tiny_tokenizer()
+    tiny_llama(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+    ).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_grpo_raises_the_mean_reward(small_vocab_model, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
+    (data / "prompts.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.json"}}))
+    keys = {
+        "stage": "grpo",
+        "dataset": "prompts",
+        "dataset_dir": str(data),
+        "reward_funcs": "tests.train.test_rl:letter_a",
+        "num_generations": 8,
+        "max_completion_length": 8,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "max_steps": 16,
+        "lora_rank": 8,
+        # a random tiny model's head decides which tokens it samples: train it with the LoRA layers
+        "additional_target": "lm_head",
+        "grpo_beta": 0.01,
+        "plot_loss": False,
+    }
+    out = run_stage(config(small_vocab_model, tmp_path / "run", **keys))
+    rewards = [r["reward"] for r in read_metrics(out / "metrics.jsonl")]
+    assert len(rewards) == 16
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1
+    assert (out / "adapter_model.safetensors").is_file()
