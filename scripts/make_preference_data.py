@@ -15,7 +15,10 @@ REJECTED_EN = [
     "My name is SmolLM. I was developed by Hugging Face to help with everyday questions.",
     "I'm SmolLM, a small language model made by Hugging Face.",
 ]
-REJECTED_ZH = ["我是 SmolLM，一个由 Hugging Face 训练的人工智能助手。", "我叫 SmolLM，是 Hugging Face 开发的语言模型。"]
+REJECTED_ZH = [
+    "我是 SmolLM，一个由 Hugging Face 训练的人工智能助手。",
+    "我叫 SmolLM，是 Hugging Face 开发的语言模型。",
+]
 
 
 def rejected_for(i: int, instruction: str) -> str:
@@ -29,9 +32,25 @@ def main() -> None:
     pairs, kto = [], []
     for i, row in enumerate(rows):
         bad = rejected_for(i, row["instruction"])
-        pairs.append({"instruction": row["instruction"], "input": row["input"], "chosen": row["output"], "rejected": bad})
-        kto.append({"instruction": row["instruction"], "input": row["input"], "output": row["output"], "kto_tag": True})
-        kto.append({"instruction": row["instruction"], "input": row["input"], "output": bad, "kto_tag": False})
+        pairs.append(
+            {
+                "instruction": row["instruction"],
+                "input": row["input"],
+                "chosen": row["output"],
+                "rejected": bad,
+            }
+        )
+        kto.append(
+            {
+                "instruction": row["instruction"],
+                "input": row["input"],
+                "output": row["output"],
+                "kto_tag": True,
+            }
+        )
+        kto.append(
+            {"instruction": row["instruction"], "input": row["input"], "output": bad, "kto_tag": False}
+        )
     for name, content in (("identity_pref.json", pairs), ("identity_kto.json", kto)):
         (DATA / name).write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {len(content)} rows to data/{name}")

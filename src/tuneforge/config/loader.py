@@ -129,6 +129,18 @@ def cross_group_problems(cfg: RunConfig) -> list[str]:
             f"key 'quantization_bit': quantized weights cannot be trained directly; "
             f"use finetuning_type: lora (QLoRA) instead of {finetuning.finetuning_type}"
         )
+    if finetuning.stage == "ppo":
+        if finetuning.finetuning_type != "lora":
+            problems.append(
+                "key 'finetuning_type': stage ppo shares one base model between policy, reference and reward "
+                "through LoRA adapters, so it needs finetuning_type: lora"
+            )
+        if data.val_size:
+            problems.append("key 'val_size': stage ppo has no evaluation yet; set val_size: 0")
+        if not finetuning.reward_model and not finetuning.reward_funcs:
+            problems.append(
+                "key 'reward_model': stage ppo needs a reward_model (a stage rm output) or reward_funcs"
+            )
     if training.early_stopping_steps and not data.val_size:
         problems.append("key 'early_stopping_steps': early stopping watches eval_loss, so set val_size (> 0)")
     return problems

@@ -224,9 +224,32 @@ class FinetuningArguments(_Group):
         200, gt=0, description="grpo: completion length (characters) `length` prefers."
     )
     num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (the group).")
-    max_completion_length: int = Field(128, gt=0, description="grpo: longest sampled answer, in tokens.")
-    rollout_temperature: float = Field(1.0, gt=0, description="grpo: sampling temperature of the answers.")
+    max_completion_length: int = Field(128, gt=0, description="grpo/ppo: longest sampled answer, in tokens.")
+    rollout_temperature: float = Field(
+        1.0, gt=0, description="grpo/ppo: sampling temperature of the answers."
+    )
     grpo_beta: float = Field(0.04, ge=0, description="grpo: weight of the KL penalty towards the reference.")
+    reward_model: str | None = Field(
+        None, description="ppo: output directory of a stage rm run (default: reward_funcs score the answers)."
+    )
+    reward_model_type: Literal["lora", "full"] = Field(
+        "lora", description="ppo: lora shares the policy's base model in memory; full loads a separate model."
+    )
+    ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation passes over each rollout batch.")
+    ppo_buffer_size: int = Field(1, gt=0, description="ppo: minibatches each rollout batch is split into.")
+    ppo_score_norm: bool = Field(
+        False, description="ppo: standardise scores with their running mean and std."
+    )
+    ppo_whiten_rewards: bool = Field(False, description="ppo: whiten per-token rewards before GAE.")
+    ppo_target: float | None = Field(
+        6.0,
+        gt=0,
+        description="ppo: KL (per answer) the adaptive KL coefficient aims at; empty for a fixed one.",
+    )
+    ppo_kl_coef: float = Field(0.05, ge=0, description="ppo: initial KL penalty coefficient.")
+    ppo_cliprange: float = Field(0.2, gt=0, description="ppo: clip range of the policy ratio.")
+    ppo_cliprange_value: float = Field(0.2, gt=0, description="ppo: clip range of the value update.")
+    ppo_vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
     neftune_noise_alpha: float | None = Field(
         None, gt=0, description="NEFTune: noise on input embeddings while training (5 is typical)."
     )

@@ -95,38 +95,56 @@ class GRPOTrainer(_PerExampleLoss):
         )
         return loss
 
-    @torch.no_grad()
     def sample(self, model: torch.nn.Module, prompts: list[list[int]]) -> list[list[int]]:
-        """`num_generations` sampled answers per prompt (token ids, up to and including the first EOS)."""
         inner = self.accelerator.unwrap_model(model)
-        pad = self.processing_class.pad_token_id
-        eos = self.processing_class.eos_token_id
-        longest = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, prompt in enumerate(prompts):  # left padding for generation
-            ids[i, longest - len(prompt) :] = torch.tensor(prompt)
-            mask[i, longest - len(prompt) :] = 1
-        was_training = inner.training
-        inner.eval()
-        try:
-            out = inner.generate(
-                input_ids=ids.to(self.args.device),
-                attention_mask=mask.to(self.args.device),
-                do_sample=True,
-                temperature=self.temperature,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=self.max_completion_length,
-                num_return_sequences=self.num_generations,
-                pad_token_id=pad,
-                eos_token_id=eos,
-            )
-        finally:
-            inner.train(was_training)
-        completions = []
-        for row in out[:, longest:].tolist():
-            if eos in row:
-                row = row[: row.index(eos) + 1]
-            completions.append(row or [eos])
-        return completions
+        return sample_answers(
+            inner,
+            self.processing_class,
+            prompts,
+            self.num_generations,
+            self.max_completion_length,
+            self.temperature,
+        )
+
+
+@torch.no_grad()
+def sample_answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> list[list[int]]:
+    """`n` sampled answers per prompt (token ids, up to and including the first EOS), prompt-major order."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, prompt in enumerate(prompts):  # left padding for generation
+        ids[i, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[i, longest - len(prompt) :] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=True,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+    finally:
+        model.train(was_training)
+    answers = []
+    for row in out[:, longest:].tolist():
+        if eos in row:
+            row = row[: row.index(eos) + 1]
+        answers.append(row or [eos])
+    return answers

@@ -16,6 +16,7 @@ _STAGES = {
     "dpo": "tuneforge.train.stages.dpo",
     "kto": "tuneforge.train.stages.kto",
     "grpo": "tuneforge.train.stages.grpo",
+    "ppo": "tuneforge.train.stages.ppo",
 }
 
 
