@@ -87,24 +87,19 @@ def test_two_adapters_in_one_batch_answer_as_they_do_alone(client, server):
 
 
 def test_completion_and_n_choices(client):
-    reply = client.completions.create(
-        model="smollm2-135m-instruct",
-        prompt="The capital of France is",
-        max_tokens=5,
-        temperature=0.8,
-        n=2,
-        seed=3,
-    )
+    def complete():
+        return client.completions.create(
+            model="smollm2-135m-instruct",
+            prompt="The capital of France is",
+            max_tokens=5,
+            temperature=0.8,
+            n=2,
+            seed=3,
+        )
+
+    reply = complete()
     assert len(reply.choices) == 2 and all(c.text for c in reply.choices)
-    again = client.completions.create(
-        model="smollm2-135m-instruct",
-        prompt="The capital of France is",
-        max_tokens=5,
-        temperature=0.8,
-        n=2,
-        seed=3,
-    )
-    assert [c.text for c in again.choices] == [c.text for c in reply.choices]  # seeded
+    assert [c.text for c in complete().choices] == [c.text for c in reply.choices]  # seeded
     assert reply.usage.completion_tokens <= 10
 
 

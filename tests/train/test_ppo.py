@@ -129,3 +129,28 @@ def test_ppo_shares_the_base_with_a_lora_reward_model_and_resumes(tiny_model_dir
     after = load_file(rm / "adapter_model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)  # the reward model is only read
     assert (out / "checkpoint-4" / "value_head.safetensors").is_file()
+
+
+def test_ppo_with_a_separate_full_reward_model(tiny_model_dir, tmp_path):
+    rm = run_stage(
+        config(
+            tiny_model_dir,
+            tmp_path / "rm",
+            stage="rm",
+            dataset="identity_pref",
+            finetuning_type="full",
+            max_steps=2,
+        )
+    )
+    assert (rm / "model.safetensors").is_file()
+    keys = {
+        **{k: v for k, v in PPO_KEYS.items() if k not in ("reward_funcs", "additional_target")},
+        "dataset": "identity",
+        "reward_model": str(rm),
+        "reward_model_type": "full",
+        "per_device_train_batch_size": 4,
+        "max_steps": 2,
+    }
+    out = run_stage(config(tiny_model_dir, tmp_path / "ppo", **keys))
+    rewards = [r["reward"] for r in read_metrics(out / "metrics.jsonl") if "reward" in r]
+    assert rewards and all(math.isfinite(r) for r in rewards)
