@@ -14,6 +14,7 @@ commands:
   chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
   serve [CONFIG.yaml] [--adapters ..] OpenAI-compatible API (127.0.0.1:8000 by default)
   score --reward_model DIR ...        the reward a trained reward model gives an answer
+  board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and what is cached
   env                                 versions of Python, torch, transformers, ... and the device
@@ -65,9 +66,11 @@ def _train(argv: list[str]) -> int:
         return 0
     config, overrides, _ = split_args(argv)
     cfg = load_config(config, overrides)
+    from tuneforge.runs.tracking import tracked_run
     from tuneforge.train.stages import run_stage
 
-    out = run_stage(cfg)
+    with tracked_run(cfg.to_flat()):
+        out = run_stage(cfg)
     print(f"tuneforge: done; adapter, run.yaml and metrics.jsonl are in {out}")
     return 0
 
@@ -112,6 +115,39 @@ def _serve(argv: list[str]) -> int:
 
     config, overrides, options = split_args(argv, SERVE_FLAGS)
     return run_serve(load_subset(config, overrides, CHAT_GROUPS), options)
+
+
+BOARD_FLAGS = ("host", "port", "token", "max_concurrent", "root")
+
+
+def _board(argv: list[str]) -> int:
+    import os
+    from pathlib import Path
+
+    if argv and argv[0] in ("-h", "--help"):
+        print(
+            "usage: tuneforge board [--host 127.0.0.1] [--port 7860] [--token T] [--max_concurrent 1] [--root DIR]\n\n"
+            "The run registry's API: GET/POST /api/runs, GET /api/runs/ID[/metrics|/events], POST\n"
+            "/api/runs/ID/stop|resume. Runs may only use paths under --root (default: this folder) and\n"
+            "TUNEFORGE_HOME. --token (or TUNEFORGE_BOARD_TOKEN) requires 'Authorization: Bearer T'."
+        )
+        return 0
+    from tuneforge.board.main import run_board
+    from tuneforge.utils.errors import UserError
+    from tuneforge.utils.paths import tuneforge_home
+
+    _, extra, options = split_args(argv, BOARD_FLAGS)
+    if extra:
+        raise UserError(
+            f"tuneforge board takes only --host, --port, --token, --max_concurrent, --root (got {extra})"
+        )
+    try:
+        port, limit = int(options.get("port", 7860)), int(options.get("max_concurrent", 1))
+    except ValueError:
+        raise UserError("--port and --max_concurrent take whole numbers") from None
+    token = options.get("token") or os.environ.get("TUNEFORGE_BOARD_TOKEN") or None
+    roots = [Path(options.get("root", ".")).resolve(), tuneforge_home().resolve()]
+    return run_board(options.get("host", "127.0.0.1"), port, token, limit, roots)
 
 
 SCORE_FLAGS = ("reward_model", "prompt", "response", "system")
@@ -188,6 +224,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "chat": _chat,
     "serve": _serve,
     "score": _score,
+    "board": _board,
     "data": _data,
     "models": _models,
     "env": _env,

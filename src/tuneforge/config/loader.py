@@ -16,6 +16,8 @@ from tuneforge.config.schema import GROUPS, RunConfig
 class ConfigError(Exception):
     """One or more problems in a config; `problems` lists each as a sentence for people."""
 
+    exit_code = 2
+
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
         self.source = source

@@ -15,6 +15,8 @@ class DataError(Exception):
     `category` groups problems in reports (`missing_field`, `wrong_type`, `turn_order`, ...).
     """
 
+    exit_code = 2
+
     def __init__(self, message: str, category: str = "invalid"):
         super().__init__(message)
         self.category = category

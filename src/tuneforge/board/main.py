@@ -1,0 +1,29 @@
+"""`tuneforge board`: the run registry's JSON API on 127.0.0.1 (the pages are not built yet)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tuneforge.board.app import create_board_app
+from tuneforge.board.launcher import Launcher
+from tuneforge.runs.registry import RunRegistry
+from tuneforge.utils.paths import tuneforge_home
+
+
+def run_board(host: str, port: int, token: str | None, max_concurrent: int, roots: list[Path]) -> int:
+    import uvicorn
+
+    registry = RunRegistry()
+    launcher = Launcher(registry, tuneforge_home() / "board-runs", max_concurrent=max_concurrent)
+    app = create_board_app(registry, launcher, roots, token)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(
+            f"tuneforge: warning: the board on {host} without --token lets anyone start runs", file=sys.stderr
+        )
+    print(f"tuneforge board: http://{host}:{port}/api/runs (runs in {registry.path})", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        launcher.close()
+    return 0

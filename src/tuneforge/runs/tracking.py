@@ -1,0 +1,42 @@
+"""`tuneforge train` reports itself to the run registry: running, then done, stopped or failed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tuneforge.runs.registry import RUN_ID_ENV, RunRegistry
+
+
+@contextmanager
+def tracked_run(config: dict[str, Any]) -> Iterator[str | None]:
+    """Register this process's run (or take over the one the board created) for the duration of the block.
+
+    The registry never stops a run: if it cannot be opened, training goes on with a warning.
+    """
+    try:
+        registry = RunRegistry()
+        run_id = os.environ.get(RUN_ID_ENV)
+        if not run_id:
+            run_id = registry.create(config, status="running").id
+        registry.started(run_id, os.getpid())
+    except Exception as err:  # a read-only home, a locked file: not a reason to lose a training run
+        print(
+            f"tuneforge: warning: the run registry is unavailable ({err}); this run is not listed",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    try:
+        yield run_id
+    except BaseException as err:
+        code = getattr(err, "exit_code", 1)
+        status = "stopped" if isinstance(code, int) and code > 128 else "failed"
+        if isinstance(err, KeyboardInterrupt):
+            status, code = "stopped", 130
+        registry.finished(run_id, status, code, f"{type(err).__name__}: {err}")
+        raise
+    registry.finished(run_id, "done", 0)
