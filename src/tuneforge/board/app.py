@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from starlette.staticfiles import StaticFiles
 
 from tuneforge.board.launcher import Launcher
 from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
 from tuneforge.runs.registry import RunRegistry
 
+HERE = Path(__file__).resolve().parent
 PATH_KEYS = ("output_dir", "dataset_dir")
+LANGUAGES = ("en", "zh")
 FINAL = ("done", "failed", "stopped")
 
 
@@ -63,6 +68,55 @@ def create_board_app(
             return registry.get(run_id)
         except KeyError:
             raise HTTPException(404, f"no run {run_id}") from None
+
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    pages = _templates()
+
+    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        lang = request.query_params.get("lang") or request.cookies.get("tuneforge_lang") or "en"
+        lang = lang if lang in LANGUAGES else "en"
+        html = pages.get_template(name).render(lang=lang, t=_strings(lang), **context)
+        response = HTMLResponse(html)
+        if request.query_params.get("lang") in LANGUAGES:
+            response.set_cookie("tuneforge_lang", lang, samesite="strict")
+        return response
+
+    @app.get("/")
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/runs")
+
+    @app.get("/runs")
+    async def runs_page(request: Request) -> HTMLResponse:
+        return page(request, "runs.html", runs=[_summary(r) for r in registry.list()])
+
+    @app.get("/runs/{run_id}")
+    async def run_page(request: Request, run_id: str) -> HTMLResponse:
+        return page(request, "run.html", run=run_or_404(run_id))
+
+    @app.get("/train")
+    async def train_page(request: Request) -> HTMLResponse:
+        from tuneforge.config.help import form_sections
+
+        return page(request, "train.html", sections=form_sections())
+
+    @app.post("/api/yaml")
+    async def to_yaml(request: Request) -> dict[str, str]:
+        flat = {k: v for k, v in (await request.json()).items() if v is not None}
+        return {"yaml": yaml.safe_dump(flat, sort_keys=False, allow_unicode=True)}
+
+    @app.post("/api/parse-yaml")
+    async def parse_yaml(request: Request) -> Any:
+        text = (await request.json()).get("yaml", "")
+        try:
+            flat = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            return JSONResponse({"problems": [f"not valid YAML: {err}"]}, status_code=422)
+        if not isinstance(flat, dict):
+            return JSONResponse({"problems": ["the YAML must be a mapping of config keys"]}, status_code=422)
+        try:
+            return {"config": build_config(flat).to_flat()}
+        except ConfigError as err:
+            return JSONResponse({"problems": err.problems}, status_code=422)
 
     @app.get("/api/runs")
     async def list_runs() -> list[dict[str, Any]]:
@@ -119,6 +173,30 @@ def create_board_app(
         return StreamingResponse(_events(registry, run_id, poll), media_type="text/event-stream")
 
     return app
+
+
+def _templates() -> Any:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+
+
+def _strings(lang: str) -> dict[str, str]:
+    return json.loads((HERE / "locales" / f"{lang}.json").read_text(encoding="utf-8"))
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    """A run's row on the runs page: progress (steps) and a naive ETA from the time per step so far."""
+    records, _ = read_records(Path(run.output_dir) / "metrics.jsonl")
+    steps = [r["step"] for r in records if "loss" in r]
+    total = run.config.get("max_steps") if isinstance(run.config.get("max_steps"), int) else -1
+    done = max(steps, default=0)
+    progress = f"{done}/{total}" if total and total > 0 else str(done)
+    eta = ""
+    if run.status == "running" and run.started and done and total and total > done:
+        eta = f"{(time.time() - run.started) / done * (total - done):.0f} s"
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
+    return {**run.as_dict(), "progress": progress, "eta": eta, "created_text": created}
 
 
 async def _events(registry: RunRegistry, run_id: str, poll: float) -> AsyncIterator[str]:

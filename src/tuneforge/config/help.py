@@ -41,3 +41,57 @@ def describe_keys(groups: Iterable[str] | None = None) -> str:
             lines.append(f"      {field.description or ''}")
         lines.append("")
     return "\n".join(lines)
+
+
+# The board's train form: the schema's groups under the names users think in.
+FORM_SECTIONS = (
+    ("model", "model", None),
+    ("method", "finetuning", None),
+    ("data", "data", None),
+    ("training", "training", lambda key: not key.startswith(("output", "overwrite", "logging", "save"))),
+    ("output", "training", lambda key: key.startswith(("output", "overwrite", "logging", "save"))),
+)
+
+
+def _kind(annotation: object) -> tuple[str, list[str]]:
+    """(input kind, choices) for a field type: bool, int, float, choice, list or text."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if (
+        typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and args
+    ):
+        annotation = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        return "choice", [str(a) for a in typing.get_args(annotation)]
+    if annotation is bool:
+        return "bool", []
+    if annotation is int:
+        return "int", []
+    if annotation is float:
+        return "float", []
+    if typing.get_origin(annotation) is list:
+        return "list", []
+    return "text", []
+
+
+def form_sections() -> list[dict[str, object]]:
+    """Every config key as a form field (key, kind, choices, default, doc), in the board's sections."""
+    sections = []
+    for title, group, keep in FORM_SECTIONS:
+        fields = []
+        for key, field in GROUPS[group].model_fields.items():
+            if keep is not None and not keep(key):
+                continue
+            kind, choices = _kind(field.annotation)
+            default = field.get_default(call_default_factory=True)
+            fields.append(
+                {
+                    "key": key,
+                    "kind": kind,
+                    "choices": choices,
+                    "default": default,
+                    "doc": field.description or "",
+                }
+            )
+        sections.append({"title": title, "fields": fields})
+    return sections

@@ -1,0 +1,133 @@
+// The board's pages: plain JavaScript, no framework, no network beyond this server.
+"use strict";
+const Board = (() => {
+  const COLORS = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989"];
+
+  function draw(svg, series) {
+    // series: [{name, points: [[x, y], ...]}]; one polyline each, scaled to the box, with min/max labels
+    const W = 600, H = 260, P = 36;
+    const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
+    svg.innerHTML = "";
+    if (!all.length) return;
+    const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+    const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(...ys), y1 = Math.max(...ys, y0 + 1e-9);
+    const sx = (x) => P + ((x - x0) / (x1 - x0)) * (W - 2 * P);
+    const sy = (y) => H - P - ((y - y0) / (y1 - y0)) * (H - 2 * P);
+    const ns = "http://www.w3.org/2000/svg";
+    const text = (x, y, s) => { const t = document.createElementNS(ns, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "11"); t.textContent = s; svg.appendChild(t); };
+    text(2, P, y1.toPrecision(3)); text(2, H - P, y0.toPrecision(3)); text(P, H - 8, String(x0)); text(W - P - 20, H - 8, String(x1));
+    series.forEach((s, i) => {
+      const pts = s.points.filter((p) => Number.isFinite(p[1]));
+      if (!pts.length) return;
+      const path = document.createElementNS(ns, "path");
+      path.setAttribute("d", pts.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
+      path.setAttribute("stroke", COLORS[i % COLORS.length]);
+      path.setAttribute("class", "series");
+      path.dataset.points = String(pts.length);
+      svg.appendChild(path);
+      if (series.length > 1) text(W - 150, 14 + 13 * i, s.name).setAttribute?.("fill", COLORS[i % COLORS.length]);
+    });
+  }
+
+  async function post(url, body) {
+    const reply = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: reply.status, data: await reply.json().catch(() => ({})) };
+  }
+
+  function runPage(id) {
+    const loss = [], lr = [];
+    const log = document.getElementById("log");
+    const status = document.getElementById("run-status");
+    const source = new EventSource(`/api/runs/${id}/events`);
+    source.addEventListener("metric", (e) => {
+      const m = JSON.parse(e.data);
+      if (m.loss === undefined) return;
+      loss.push([m.step, m.loss]); lr.push([m.step, m.learning_rate]);
+      draw(document.getElementById("loss-chart"), [{ name: "loss", points: loss }]);
+      draw(document.getElementById("lr-chart"), [{ name: "learning_rate", points: lr }]);
+    });
+    source.addEventListener("log", (e) => { log.textContent += JSON.parse(e.data) + "\n"; log.scrollTop = log.scrollHeight; });
+    source.addEventListener("status", (e) => {
+      const s = JSON.parse(e.data);
+      status.textContent = s.status; status.className = `status status-${s.status}`;
+      if (s.reason) document.getElementById("run-reason").textContent = s.reason;
+      if (["done", "failed", "stopped"].includes(s.status)) source.close();
+    });
+    document.getElementById("stop").onclick = () => post(`/api/runs/${id}/stop`);
+    document.getElementById("resume").onclick = async () => { await post(`/api/runs/${id}/resume`); location.reload(); };
+  }
+
+  function runsPage() {
+    const button = document.getElementById("compare");
+    if (!button) return;
+    button.onclick = async () => {
+      const ids = [...document.querySelectorAll(".compare:checked")].map((c) => c.value);
+      const series = await Promise.all(ids.map(async (id) => {
+        const records = await (await fetch(`/api/runs/${id}/metrics`)).json();
+        return { name: id, points: records.filter((r) => r.loss !== undefined).map((r) => [r.step, r.loss]) };
+      }));
+      draw(document.getElementById("compare-chart"), series);
+    };
+  }
+
+  function formValues(form) {
+    const flat = {};
+    for (const el of form.querySelectorAll("[name]")) {
+      const kind = el.dataset.kind;
+      if (kind === "bool") { flat[el.name] = el.checked; continue; }
+      const raw = el.value.trim();
+      if (raw === "") { flat[el.name] = null; continue; }
+      if (kind === "int" || kind === "float") flat[el.name] = Number(raw);
+      else if (kind === "list") flat[el.name] = raw.split(",").map((s) => s.trim()).filter(Boolean);
+      else flat[el.name] = raw;
+    }
+    return flat;
+  }
+
+  function fill(form, flat) {
+    for (const [key, value] of Object.entries(flat)) {
+      const el = form.querySelector(`[name="${CSS.escape(key)}"]`);
+      if (!el) continue;
+      if (el.dataset.kind === "bool") el.checked = Boolean(value);
+      else el.value = value === null ? "" : Array.isArray(value) ? value.join(",") : String(value);
+    }
+  }
+
+  function trainPage() {
+    const form = document.getElementById("train-form");
+    const yaml = document.getElementById("yaml");
+    const problems = document.getElementById("problems");
+    const refresh = async () => {
+      const { data } = await post("/api/yaml", formValues(form));
+      yaml.textContent = data.yaml || "";
+      document.getElementById("download-yaml").href = "data:text/yaml;charset=utf-8," + encodeURIComponent(yaml.textContent);
+    };
+    form.addEventListener("input", refresh);
+    refresh();
+    document.getElementById("copy-yaml").onclick = () => navigator.clipboard?.writeText(yaml.textContent);
+    document.getElementById("load-yaml").onclick = async () => {
+      const { status, data } = await post("/api/parse-yaml", { yaml: document.getElementById("yaml-input").value });
+      if (status === 200) { fill(form, data.config); refresh(); } else show(data.problems || ["not valid YAML"]);
+    };
+    const show = (list) => {
+      problems.hidden = !list.length;
+      problems.querySelector("ul").innerHTML = "";
+      for (const el of form.querySelectorAll("label")) el.classList.remove("invalid");
+      for (const p of list) {
+        const li = document.createElement("li"); li.textContent = p; problems.querySelector("ul").appendChild(li);
+        const key = (p.match(/key '([^']+)'/) || [])[1];
+        const field = key && form.querySelector(`[name="${CSS.escape(key)}"]`);
+        if (field) field.closest("label").classList.add("invalid");
+      }
+    };
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
+      const { status, data } = await post("/api/runs", flat);
+      if (status === 201) location.href = `/runs/${data.id}`;
+      else show(data.problems || [data.detail || "error"]);
+    });
+  }
+
+  return { draw, runPage, runsPage, trainPage };
+})();
