@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench
+.PHONY: setup quickstart test lint bench browser
 
 setup: $(VENV)/.setup-done
 
@@ -21,7 +21,15 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 quickstart: setup
 	$(PY) scripts/quickstart.py examples/quickstart.yaml
 
-test: setup
+# The board's browser tests drive Debian's chromium (never a browser download at test time).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
+	  echo "warning: could not install chromium with apt-get; the board's browser tests will be skipped"; }
+
+test: setup browser
 	$(PY) -m pytest -q --durations=8
 
 lint: setup

@@ -84,6 +84,8 @@ def form_sections() -> list[dict[str, object]]:
                 continue
             kind, choices = _kind(field.annotation)
             default = field.get_default(call_default_factory=True)
+            literal = [a for a in typing.get_args(field.annotation) if typing.get_origin(a) is typing.Literal]
+            values = typing.get_args(literal[0] if literal else field.annotation)
             fields.append(
                 {
                     "key": key,
@@ -91,6 +93,9 @@ def form_sections() -> list[dict[str, object]]:
                     "choices": choices,
                     "default": default,
                     "doc": field.description or "",
+                    "optional": type(None) in typing.get_args(field.annotation),
+                    # choices that are numbers (quantization_bit: 4 | 8) are sent as numbers
+                    "numeric": kind == "choice" and all(isinstance(v, int) for v in values),
                 }
             )
         sections.append({"title": title, "fields": fields})

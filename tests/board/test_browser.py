@@ -1,0 +1,65 @@
+"""The board in headless Chromium (Debian's, driven by Playwright): fill the train form for a tiny
+model, start it, watch the loss curve grow, switch to Chinese. Screenshots go to
+.cache/test-artifacts/ for people to look at."""
+
+import shutil
+
+import pytest
+
+from tests.board.test_api import REPO, board  # noqa: F401 - fixture
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / ".cache" / "test-artifacts"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make setup installs it)")
+
+
+def points(page) -> int:
+    return page.evaluate("() => Number(document.querySelector('#loss-chart path')?.dataset.points || 0)")
+
+
+def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{board.url}/train")
+        fields = {
+            "model_name_or_path": str(tiny_model_dir),
+            "dataset": "identity",
+            "dataset_dir": str(REPO / "data"),
+            "cutoff_len": "128",
+            "lora_rank": "4",
+            "output_dir": str(board.tmp / "from-browser"),
+            "per_device_train_batch_size": "4",
+            "gradient_accumulation_steps": "2",
+            "learning_rate": "0.005",
+            "max_steps": "40",
+            "logging_steps": "1",
+        }
+        for key, value in fields.items():
+            page.fill(f'[name="{key}"]', value)
+        page.wait_for_function("() => document.querySelector('#yaml').textContent.includes('max_steps: 40')")
+        page.screenshot(path=str(ARTIFACTS / "board-train-form.png"), full_page=True)
+        page.click("#start")
+        page.wait_for_url("**/runs/*", timeout=30_000)
+        page.wait_for_function(
+            "() => Number(document.querySelector('#loss-chart path')?.dataset.points || 0) >= 2",
+            timeout=90_000,
+        )
+        first = points(page)
+        page.wait_for_function(
+            f"() => Number(document.querySelector('#loss-chart path')?.dataset.points || 0) > {first}",
+            timeout=90_000,
+        )
+        assert points(page) > first  # the curve grows while the run trains
+        page.screenshot(path=str(ARTIFACTS / "board-run-live.png"), full_page=True)
+        page.wait_for_selector("#run-status.status-done", timeout=120_000)
+        assert points(page) == 40
+        page.click("#switch-language")
+        page.wait_for_selector("text=运行")
+        page.screenshot(path=str(ARTIFACTS / "board-run-zh.png"), full_page=True)
+        page.goto(f"{board.url}/runs")
+        assert "运行记录" in page.content() and "40/40" in page.content()
+        browser.close()
