@@ -47,11 +47,12 @@ class Server:
 def board(tmp_path, tiny_model_dir):
     registry = RunRegistry(tmp_path / "runs.sqlite")
     launcher = Launcher(registry, tmp_path / "board-runs", max_concurrent=2, poll_s=0.2)
-    app = create_board_app(registry, launcher, roots=[tmp_path, REPO])
+    app = create_board_app(registry, launcher, roots=[tmp_path, REPO, tiny_model_dir])
     with Server(app) as server:
         server.registry, server.launcher, server.tmp = registry, launcher, tmp_path
         yield server
     launcher.close()
+    app.state.chats.close()
 
 
 def run_config(tiny_model_dir: Path, out: Path, **extra) -> dict:
@@ -171,3 +172,41 @@ def test_a_run_started_in_a_terminal_is_registered(tmp_path, tiny_model_dir, mon
     runs = RunRegistry(tmp_path / "runs.sqlite").list()
     assert [(r.status, r.exit_code) for r in runs] == [("failed", 2), ("done", 0)]  # newest first
     assert runs[1].pid == os.getpid() and runs[1].output_dir == str(tmp_path / "cli")
+
+
+def test_chat_streams_the_answer_of_a_finished_runs_adapter(board, tiny_model_dir):
+    from tuneforge.config import ModelArguments
+    from tuneforge.inference.engine import InferenceEngine
+    from tuneforge.inference.sampling import SamplingParams
+
+    run_id = httpx.post(
+        f"{board.url}/api/runs", json=run_config(tiny_model_dir, board.tmp / "chat", max_steps=2)
+    ).json()["id"]
+    wait_status(board.url, run_id, {"done"})
+    messages = [{"role": "user", "content": "Who are you?"}]
+    body = {
+        "model": str(tiny_model_dir),
+        "adapters": [run_id],
+        "adapter": run_id,
+        "messages": messages,
+        "temperature": 0,
+        "max_new_tokens": 12,
+    }
+    pieces = []
+    with httpx.stream("POST", f"{board.url}/api/chat", json=body, timeout=60) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                pieces.append(json.loads(line[6:])["text"])
+    engine = InferenceEngine(
+        ModelArguments(model_name_or_path=str(tiny_model_dir)), adapters={run_id: str(board.tmp / "chat")}
+    )
+    try:
+        expected = engine.generate(
+            engine.render(messages), SamplingParams(max_new_tokens=12, temperature=0), run_id
+        ).text
+    finally:
+        engine.close()
+    assert len(pieces) > 1 and "".join(pieces) == expected
+    bad = httpx.post(f"{board.url}/api/chat", json={**body, "adapters": ["nope"], "model": "/etc"})
+    assert bad.status_code == 422 and len(bad.json()["problems"]) == 3  # unknown run, outside roots, adapter

@@ -62,4 +62,12 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         page.screenshot(path=str(ARTIFACTS / "board-run-zh.png"), full_page=True)
         page.goto(f"{board.url}/runs")
         assert "运行记录" in page.content() and "40/40" in page.content()
+
+        page.goto(f"{board.url}/chat?lang=en")  # the finished run's adapter is offered and picked
+        assert page.locator(".chat-adapter").count() == 1
+        page.fill("#chat-input", "Who are you?")
+        page.click("#send")
+        page.wait_for_selector(".turn-assistant.finished", timeout=60_000)
+        assert page.locator(".turn-assistant").inner_text().strip()
+        page.screenshot(path=str(ARTIFACTS / "board-chat.png"), full_page=True)
         browser.close()

@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
+from tuneforge.board.chat import ChatEngines, stream_answer
 from tuneforge.board.launcher import Launcher
 from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
@@ -98,6 +99,50 @@ def create_board_app(
         from tuneforge.config.help import form_sections
 
         return page(request, "train.html", sections=form_sections())
+
+    chats = ChatEngines(registry, roots)
+    app.state.chats = chats
+
+    @app.get("/chat")
+    async def chat_page(request: Request) -> HTMLResponse:
+        return page(request, "chat.html", adapters=chats.adapters_available())
+
+    @app.post("/api/chat")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        model = str(body.get("model") or "smollm2-135m-instruct")
+        run_ids = [str(r) for r in body.get("adapters") or []]
+        known = {a["id"] for a in chats.adapters_available()}
+        problems = [f"run {r} has no finished adapter" for r in run_ids if r not in known]
+        problem = chats.check_model(model)
+        messages = body.get("messages")
+        if problem:
+            problems.append(problem)
+        if not isinstance(messages, list) or not messages:
+            problems.append("messages must be a non-empty list of {role, content}")
+        adapter = body.get("adapter") or None
+        if adapter is not None and adapter not in run_ids:
+            problems.append(f"adapter {adapter} is not among the loaded adapters")
+        if problems:
+            return JSONResponse({"problems": problems}, status_code=422)
+        engine = await asyncio.to_thread(chats.engine, model, run_ids)
+        turns = [{"role": str(m.get("role")), "content": str(m.get("content", ""))} for m in messages]
+        try:
+            prompt = engine.render(turns)
+        except Exception as err:  # e.g. turns out of order
+            return JSONResponse({"problems": [f"cannot render these messages: {err}"]}, status_code=422)
+        room = engine.context_length - len(prompt)
+        if room < 1:
+            return JSONResponse(
+                {"problems": [f"the conversation fills the context ({len(prompt)} tokens)"]}, status_code=422
+            )
+        params = engine.sampling_params(
+            max_new_tokens=min(int(body.get("max_new_tokens") or 256), room),
+            temperature=float(body["temperature"]) if body.get("temperature") is not None else None,
+        )
+        return StreamingResponse(
+            stream_answer(engine, prompt, adapter, params), media_type="text/event-stream"
+        )
 
     @app.post("/api/yaml")
     async def to_yaml(request: Request) -> dict[str, str]:

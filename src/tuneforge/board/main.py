@@ -26,4 +26,5 @@ def run_board(host: str, port: int, token: str | None, max_concurrent: int, root
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         launcher.close()
+        app.state.chats.close()
     return 0

@@ -129,5 +129,47 @@ const Board = (() => {
     });
   }
 
-  return { draw, runPage, runsPage, trainPage };
+  function chatPage() {
+    const transcript = document.getElementById("transcript");
+    const history = [];
+    const line = (who, text) => { const p = document.createElement("p"); p.className = `turn turn-${who}`; p.textContent = text; transcript.appendChild(p); return p; };
+    document.getElementById("chat-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const input = document.getElementById("chat-input");
+      const text = input.value.trim();
+      if (!text) return;
+      input.value = "";
+      history.push({ role: "user", content: text });
+      line("user", text);
+      const answer = line("assistant", "");
+      const body = {
+        model: document.getElementById("chat-model").value,
+        adapters: [...document.querySelectorAll(".chat-adapter:checked")].map((c) => c.value),
+        adapter: document.getElementById("chat-active").value || null,
+        messages: history,
+      };
+      const reply = await fetch("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      if (reply.status !== 200) { document.getElementById("chat-problems").textContent = ((await reply.json()).problems || []).join("; "); return; }
+      const reader = reply.body.getReader(), decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const data = buffer.slice(0, cut).replace(/^data: /, "");
+          buffer = buffer.slice(cut + 2);
+          if (data === "[DONE]") continue;
+          const piece = JSON.parse(data);
+          if (piece.text) answer.textContent += piece.text;
+          if (piece.error) document.getElementById("chat-problems").textContent = piece.error;
+        }
+      }
+      answer.classList.add("finished");
+      history.push({ role: "assistant", content: answer.textContent });
+    });
+  }
+
+  return { draw, runPage, runsPage, trainPage, chatPage };
 })();

@@ -1,0 +1,93 @@
+"""The board's chat: one inference engine at a time, for the base model and adapters picked on the page.
+
+Adapters are named by run id and loaded from that run's output directory, so a page can only load
+what the registry knows; the base model is a zoo name or a path under the board's allowed roots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import GeneratingArguments, ModelArguments
+from tuneforge.runs.registry import RunRegistry
+
+
+class ChatEngines:
+    def __init__(self, registry: RunRegistry, roots: list[Path]):
+        self.registry, self.roots = registry, roots
+        self._engine: Any = None
+        self._key: tuple[str, tuple[str, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def adapters_available(self) -> list[dict[str, str]]:
+        """Finished runs whose output holds an adapter."""
+        return [
+            {"id": r.id, "name": r.name, "model": str(r.config.get("model_name_or_path", ""))}
+            for r in self.registry.list()
+            if r.status == "done" and (Path(r.output_dir) / "adapter_config.json").is_file()
+        ]
+
+    def check_model(self, model: str) -> str | None:
+        """A problem with the base model name, or None (zoo names and paths under the roots are fine)."""
+        from tuneforge.model.zoo import zoo
+
+        if model in zoo():
+            return None
+        resolved = Path(model).expanduser().resolve()
+        if any(resolved == root or root in resolved.parents for root in self.roots):
+            return None
+        return f"model {model} is neither a zoo model nor under the folders this board may use"
+
+    def engine(self, model: str, run_ids: list[str]) -> Any:
+        """The engine for this base model and these runs' adapters (built on first use, then reused)."""
+        from tuneforge.inference.engine import InferenceEngine
+
+        key = (model, tuple(run_ids))
+        with self._lock:
+            if self._key != key:
+                if self._engine is not None:
+                    self._engine.close()
+                adapters = {run_id: self.registry.get(run_id).output_dir for run_id in run_ids}
+                self._engine = InferenceEngine(
+                    ModelArguments(model_name_or_path=model), GeneratingArguments(), adapters=adapters
+                )
+                self._key = key
+            return self._engine
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.close()
+
+
+async def stream_answer(
+    engine: Any, prompt: list[int], adapter: str | None, params: Any
+) -> AsyncIterator[str]:
+    """Server-sent `data: {"text": ...}` pieces, then `data: [DONE]`; a closed page cancels the request."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    try:
+        handle = engine.submit(
+            prompt, params, adapter, emit=lambda e: loop.call_soon_threadsafe(queue.put_nowait, e)
+        )
+    except Exception as err:  # a full queue, an unknown adapter: said in the stream, not a broken page
+        yield f"data: {json.dumps({'error': str(err)})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    try:
+        while True:
+            event = await queue.get()
+            if event.text:
+                yield f"data: {json.dumps({'text': event.text}, ensure_ascii=False)}\n\n"
+            if event.finish_reason is not None:
+                if event.error:
+                    yield f"data: {json.dumps({'error': event.error})}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        handle.cancel()
