@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.train.test_sft_stage import tiny_run_keys
 from tuneforge.board.app import create_board_app
 from tuneforge.board.launcher import Launcher
 from tuneforge.runs.registry import RunRegistry
@@ -56,20 +57,7 @@ def board(tmp_path, tiny_model_dir):
 
 
 def run_config(tiny_model_dir: Path, out: Path, **extra) -> dict:
-    return {
-        "model_name_or_path": str(tiny_model_dir),
-        "dataset": "identity",
-        "dataset_dir": str(REPO / "data"),
-        "cutoff_len": 128,
-        "output_dir": str(out),
-        "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2,
-        "learning_rate": 5e-3,
-        "max_steps": 4,
-        "logging_steps": 1,
-        "lora_rank": 4,
-        **extra,
-    }
+    return tiny_run_keys(tiny_model_dir, out, **extra)
 
 
 def events(url: str, run_id: str) -> list[tuple[str, object]]:

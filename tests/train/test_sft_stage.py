@@ -13,7 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def config(tiny_model_dir: Path, out: Path, **extra):
-    keys = {
+    return load_config(
+        extra=tiny_run_keys(tiny_model_dir, out, **{"plot_loss": True, "max_steps": 6, **extra})
+    )
+
+
+def tiny_run_keys(tiny_model_dir: Path, out: Path, **extra) -> dict:
+    """Flat keys of a seconds-long LoRA SFT run of a tiny model on the shipped identity data."""
+    return {
         "model_name_or_path": str(tiny_model_dir),
         "dataset": "identity",
         "dataset_dir": str(REPO / "data"),
@@ -22,13 +29,11 @@ def config(tiny_model_dir: Path, out: Path, **extra):
         "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 2,
         "learning_rate": 5e-3,
-        "max_steps": 6,
+        "max_steps": 4,
         "logging_steps": 1,
         "lora_rank": 4,
-        "plot_loss": True,
         **extra,
     }
-    return load_config(extra=keys)
 
 
 def test_sft_run_writes_adapter_config_metrics_and_plot(tiny_model_dir, tmp_path):
