@@ -137,10 +137,16 @@ def test_a_killed_run_is_marked_failed_with_its_last_log_lines(board, tiny_model
 
 
 def test_form_fields_never_reach_a_shell(board, tiny_model_dir):
-    for hostile in ("x; touch pwned", "$(touch pwned)", "`touch pwned`"):
-        config = run_config(tiny_model_dir, board.tmp / hostile, dataset=hostile, max_steps=1)
-        run_id = httpx.post(f"{board.url}/api/runs", json=config).json()["id"]
-        assert wait_status(board.url, run_id, {"failed", "done"})["status"] == "failed"  # unknown dataset
+    # every field is YAML data for the child process; the dataset name fails the run at load time
+    config = run_config(
+        tiny_model_dir,
+        board.tmp / "$(touch pwned)",
+        dataset="x; touch pwned",
+        template="`touch pwned`",
+        max_steps=1,
+    )
+    run_id = httpx.post(f"{board.url}/api/runs", json=config).json()["id"]
+    assert wait_status(board.url, run_id, {"failed", "done"})["status"] == "failed"
     for root in (board.tmp, REPO, Path.cwd(), Path("/tmp")):
         assert not list(root.rglob("pwned")) if root != Path("/tmp") else not (root / "pwned").exists()
 
