@@ -44,7 +44,7 @@ def main() -> None:
     cfg = load_config(extra={"do_sample": False, "max_new_tokens": 96})
     engine = InferenceEngine.from_config(cfg)
     rows = []
-    for question, expected in QUESTIONS:
+    for question, expected in QUESTIONS:  # the engine stops its thread when the script ends
         answer = engine.chat([{"role": "user", "content": question}]).strip()
         finished = len(engine.tokenizer(answer)["input_ids"]) < cfg.generating.max_new_tokens - 2
         keep = finished and expected.lower() in answer.lower()

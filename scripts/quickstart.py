@@ -27,10 +27,9 @@ QUESTIONS = [
 
 
 def answers(config: dict[str, object]) -> list[str]:
-    engine = InferenceEngine.from_config(
-        load_config(extra={**config, "do_sample": False, "max_new_tokens": 48})
-    )
-    return [engine.chat([{"role": "user", "content": q}]).strip() for q in QUESTIONS]
+    cfg = load_config(extra={**config, "do_sample": False, "max_new_tokens": 48})
+    with InferenceEngine.from_config(cfg) as engine:
+        return [engine.chat([{"role": "user", "content": q}]).strip() for q in QUESTIONS]
 
 
 def main() -> int:

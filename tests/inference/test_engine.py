@@ -220,3 +220,10 @@ def test_vllm_backend_is_refused_with_a_reason(tiny_model_dir):
     )
     with pytest.raises(UserError, match="infer_backend: vllm is not available"):
         InferenceEngine.from_config(cfg)
+
+
+def test_chat_defaults_are_cut_to_the_context(tiny_engine):
+    params = tiny_engine.sampling_params(max_new_tokens=1024, temperature=0.0)  # the chat default
+    prompt = tiny_engine.render([{"role": "user", "content": "hi"}])
+    assert tiny_engine.fit(params, len(prompt)).max_new_tokens == 256 - len(prompt)
+    assert tiny_engine.chat([{"role": "user", "content": "hi"}], params=params)  # no error, an answer

@@ -34,8 +34,8 @@ def run_chat(
 
 
 def _answer(engine: object, history: list[dict[str, str]], adapter: str | None, system: str | None) -> str:
-    params = engine.sampling_params()
-    handle = engine.submit(engine.render(history, system), params, adapter)
+    prompt = engine.render(history, system)
+    handle = engine.submit(prompt, engine.fit(engine.sampling_params(), len(prompt)), adapter)
     pieces = []
     try:
         for piece in handle:

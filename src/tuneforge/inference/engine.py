@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,9 @@ class InferenceEngine:
         self._torch = torch
         self._worker = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
         self._worker.start()
+        # An engine never closed (a script that just ends) still stops its thread before the interpreter
+        # tears torch down; a thread killed inside a torch call aborts the process at exit.
+        self._finalizer = weakref.finalize(self, _shutdown, self._pending, self._closed, self._worker)
 
     @classmethod
     def from_config(
@@ -196,6 +200,13 @@ class InferenceEngine:
             if value is not None:
                 setattr(params, key, value)
         return params
+
+    def fit(self, params: SamplingParams, prompt_tokens: int) -> SamplingParams:
+        """`params` with max_new_tokens cut to the room the context leaves (chat defaults may ask for more)."""
+        room = max(1, self.context_length - prompt_tokens)
+        if params.max_new_tokens <= room:
+            return params
+        return SamplingParams(**{**params.__dict__, "max_new_tokens": room})
 
     def render(self, messages: list[dict[str, str]], system: str | None = None) -> list[int]:
         """Prompt ids for a conversation, rendered exactly as in training, ending where the answer starts."""
@@ -248,7 +259,8 @@ class InferenceEngine:
         self, messages: list[dict[str, str]], adapter: str | None = None, params: SamplingParams | None = None
     ) -> Iterator[str]:
         """Answer the conversation's last user message, piece by piece (never a broken character)."""
-        handle = self.submit(self.render(messages), params, adapter)
+        prompt = self.render(messages)
+        handle = self.submit(prompt, self.fit(params or self.sampling_params(), len(prompt)), adapter)
         try:
             yield from handle
         finally:
@@ -265,9 +277,13 @@ class InferenceEngine:
         return self._active
 
     def close(self) -> None:
-        self._closed.set()
-        self._pending.put(None)  # type: ignore[arg-type]  # wakes the worker
-        self._worker.join(timeout=10)
+        self._finalizer()
+
+    def __enter__(self) -> InferenceEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- the decoding thread ----
 
@@ -492,6 +508,12 @@ class InferenceEngine:
         if self.adapters:
             kwargs["adapter_names"] = [a or BASE for a in adapters]
         return self.model(**kwargs).logits[:, -1]
+
+
+def _shutdown(pending: queue.Queue[Any], closed: threading.Event, worker: threading.Thread) -> None:
+    closed.set()
+    pending.put(None)  # wakes the worker
+    worker.join(timeout=30)
 
 
 class _Finished(Exception):
