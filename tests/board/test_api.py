@@ -5,7 +5,6 @@ fields that try to run shell commands."""
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tests.train.test_sft_stage import tiny_run_keys
 from tuneforge.board.app import create_board_app
 from tuneforge.board.launcher import Launcher
 from tuneforge.runs.registry import RunRegistry
+from tuneforge.serve.server import BackgroundServer
 
 try:
     import httpx2 as httpx
@@ -24,24 +24,8 @@ except ImportError:
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Server:
-    def __init__(self, app):
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def Server(app):  # noqa: N802 - reads like the class it returns
+    return BackgroundServer(app=app)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from tuneforge.board.chat import ChatEngines, stream_answer
 from tuneforge.board.launcher import Launcher
+from tuneforge.board.paths import inside_roots
 from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
 from tuneforge.runs.registry import RunRegistry
@@ -38,8 +39,7 @@ def check_paths(flat: dict[str, Any], roots: list[Path]) -> list[str]:
         value = flat.get(key)
         if value is None:
             continue
-        resolved = Path(str(value)).expanduser().resolve()
-        if not any(resolved == root or root in resolved.parents for root in roots):
+        if not inside_roots(str(value), roots):
             shown = ", ".join(str(r) for r in roots)
             problems.append(f"key '{key}': {value} is outside the folders this board may use ({shown})")
     return problems

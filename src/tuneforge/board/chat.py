@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tuneforge.board.paths import inside_roots
 from tuneforge.config import GeneratingArguments, ModelArguments
 from tuneforge.runs.registry import RunRegistry
 
@@ -38,8 +39,7 @@ class ChatEngines:
 
         if model in zoo():
             return None
-        resolved = Path(model).expanduser().resolve()
-        if any(resolved == root or root in resolved.parents for root in self.roots):
+        if inside_roots(model, self.roots):
             return None
         return f"model {model} is neither a zoo model nor under the folders this board may use"
 

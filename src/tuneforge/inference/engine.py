@@ -9,104 +9,42 @@ Results arrive as events on the request's handle, so callers can stream or wait.
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import queue
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import GeneratingArguments, ModelArguments, RunConfig
 from tuneforge.data.template import chat_template_for, render_prompt
 from tuneforge.inference.batch import Batch
 from tuneforge.inference.detokenize import IncrementalDetokenizer
+from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
+    CACHE_ARGUMENT,
+    context_length,
+    load_with_adapters,
+    parse_adapters,
+    stop_token_ids,
+)
+from tuneforge.inference.requests import (  # noqa: F401 - Completion too
+    Completion,
+    Event,
+    QueueFull,
+    Request,
+    RequestHandle,
+)
 from tuneforge.inference.sampling import SamplingParams, next_tokens
-from tuneforge.model.loader import load_for_inference, load_tokenizer
+from tuneforge.model.loader import load_tokenizer
 from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
     import torch
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
-class QueueFull(Exception):
-    """More requests are waiting than the engine accepts; try again shortly."""
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled" or "error"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class Event:
-    """A text piece (`finish_reason` None) or the end of a request (`finish_reason` set)."""
-
-    text: str = ""
-    finish_reason: str | None = None
-    completion_tokens: int = 0
-    error: str | None = None
-
-
-@dataclass
-class Request:
-    prompt_ids: list[int]
-    params: SamplingParams
-    adapter: str | None = None
-    emit: Callable[[Event], None] | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted: float = field(default_factory=time.monotonic)
-    started: bool = False  # picked up by the decoding thread
-    finished: bool = False
-
-
-class RequestHandle:
-    """What `InferenceEngine.submit` returns: iterate for text pieces, or `result()` to wait."""
-
-    def __init__(
-        self, request: Request, events: queue.Queue[Event] | None, on_cancel: Callable[[Request], None]
-    ):
-        self.request = request
-        self._events = events
-        self._on_cancel = on_cancel
-        self._pieces: list[str] = []
-        self.final: Event | None = None
-
-    def cancel(self) -> None:
-        """Stop the request: a waiting one frees its slot now, a running one at its next token."""
-        self.request.cancelled.set()
-        self._on_cancel(self.request)
-
-    def __iter__(self) -> Iterator[str]:
-        if self._events is None:
-            raise RuntimeError("this request delivers its events to a callback")
-        while self.final is None:
-            event = self._events.get()
-            if event.finish_reason is not None:
-                self.final = event
-                if event.error:
-                    raise RuntimeError(event.error)
-            if event.text:
-                self._pieces.append(event.text)
-                yield event.text
-
-    def result(self) -> Completion:
-        for _ in self:
-            pass
-        assert self.final is not None
-        return Completion(
-            "".join(self._pieces),
-            self.final.finish_reason or "stop",
-            len(self.request.prompt_ids),
-            self.final.completion_tokens,
-        )
 
 
 @dataclass
@@ -206,7 +144,7 @@ class InferenceEngine:
         room = max(1, self.context_length - prompt_tokens)
         if params.max_new_tokens <= room:
             return params
-        return SamplingParams(**{**params.__dict__, "max_new_tokens": room})
+        return dataclasses.replace(params, max_new_tokens=room)
 
     def render(self, messages: list[dict[str, str]], system: str | None = None) -> list[int]:
         """Prompt ids for a conversation, rendered exactly as in training, ending where the answer starts."""
@@ -524,77 +462,3 @@ def _fresh_seed() -> int:
     import random
 
     return random.SystemRandom().randrange(2**63)
-
-
-def _cache_argument() -> str:
-    """transformers 5.2x calls the KV cache argument `cache`; earlier releases `past_key_values`."""
-    import inspect
-
-    from transformers import LlamaModel
-
-    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
-
-
-CACHE_ARGUMENT = _cache_argument()
-
-
-def load_with_adapters(model_args: ModelArguments, adapters: dict[str, str]) -> Any:
-    """The base (with `adapter_name_or_path` merged, as in chat) plus each named LoRA adapter, unmerged."""
-    model = load_for_inference(model_args)
-    if not adapters:
-        return model
-    from peft import PeftConfig, PeftModel
-
-    for name, path in adapters.items():
-        config = PeftConfig.from_pretrained(path)
-        if config.peft_type != "LORA":
-            raise UserError(
-                f"adapter '{name}' ({path}) is {config.peft_type}; named adapters served side by side must be LoRA "
-                "(load other kinds with adapter_name_or_path)"
-            )
-    names = iter(adapters.items())
-    first, path = next(names)
-    model = PeftModel.from_pretrained(model, path, adapter_name=first)
-    for name, path in names:
-        model.load_adapter(path, adapter_name=name)
-    model.eval()
-    return model
-
-
-def context_length(model: Any) -> int:
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """End-of-turn ids: the tokenizer's EOS and every EOS the model's generation config lists."""
-    ids: set[int] = set()
-    for value in (
-        tokenizer.eos_token_id,
-        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-    ):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    return ids
-
-
-def parse_adapters(text: str | None) -> dict[str, str]:
-    """`name=path,name2=path2` as a dict, checked."""
-    adapters: dict[str, str] = {}
-    for part in itertools.filterfalse(str.isspace, (text or "").split(",")):
-        if not part:
-            continue
-        name, eq, path = part.partition("=")
-        name, path = name.strip(), path.strip()
-        if not eq or not name or not path:
-            raise UserError(f"--adapters takes name=path pairs separated by commas (got '{part}')")
-        if name in adapters:
-            raise UserError(f"adapter name '{name}' is given twice")
-        adapters[name] = path
-    return adapters

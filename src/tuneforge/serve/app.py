@@ -9,6 +9,7 @@ A streaming client that goes away cancels its request, which leaves the batch at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import time
@@ -267,9 +268,7 @@ async def _start(
     handles = []
     try:
         for i in range(n):
-            choice = SamplingParams(
-                **{**params.__dict__, "seed": None if params.seed is None else params.seed + i}
-            )
+            choice = dataclasses.replace(params, seed=None if params.seed is None else params.seed + i)
 
             def emit(event: Event, i: int = i) -> None:
                 loop.call_soon_threadsafe(events.put_nowait, (i, event))

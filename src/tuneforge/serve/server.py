@@ -13,10 +13,9 @@ from tuneforge.serve.app import Limits, create_app
 DEFAULT_HOST = "127.0.0.1"
 
 
-def _server(engine: InferenceEngine, host: str, port: int, api_key: str | None, limits: Limits | None) -> Any:
+def _server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
-    app = create_app(engine, api_key, limits)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
@@ -29,21 +28,23 @@ def serve(
     limits: Limits | None = None,
 ) -> None:
     """Serve until interrupted."""
-    _server(engine, host, port, api_key, limits).run()
+    _server(create_app(engine, api_key, limits), host, port).run()
 
 
 class BackgroundServer:
-    """The API on a thread; `port=0` picks a free port (read `.port`). Use as a context manager."""
+    """The API (or any ASGI `app`, e.g. the board's) on a thread; `port=0` picks a free port (read
+    `.port`). Use as a context manager."""
 
     def __init__(
         self,
-        engine: InferenceEngine,
+        engine: InferenceEngine | None = None,
         host: str = DEFAULT_HOST,
         port: int = 0,
         api_key: str | None = None,
         limits: Limits | None = None,
+        app: Any = None,
     ):
-        self.server = _server(engine, host, port, api_key, limits)
+        self.server = _server(app if app is not None else create_app(engine, api_key, limits), host, port)
         self.server.install_signal_handlers = lambda: None  # not the main thread
         self.thread = threading.Thread(target=self.server.run, name="tuneforge-serve", daemon=True)
         self.host = host

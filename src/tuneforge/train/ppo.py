@@ -21,6 +21,7 @@ import torch
 
 from tuneforge.data.preference import batch_from_pieces
 from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.train.rewards import score_completions
 from tuneforge.train.rl import sample_answers
 from tuneforge.train.trainer import TuneforgeTrainer, split_decoder_and_head
 
@@ -274,15 +275,7 @@ class PPOTrainer(TuneforgeTrainer):
     ) -> torch.Tensor:
         if not isinstance(self.reward, list):  # a reward model
             return self.reward(batch).float().cpu()
-        tokenizer = self.processing_class
-        texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
-        prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
-        total = torch.zeros(len(texts))
-        for fn in self.reward:
-            total += torch.tensor(
-                fn(prompts=prompt_texts, completions=texts, answer=inputs["answer"]), dtype=torch.float
-            )
-        return total
+        return score_completions(self.reward, self.processing_class, prompts, answers, inputs["answer"])
 
     def normalise_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """Running mean/std over every score seen so far (Welford), then standardise."""

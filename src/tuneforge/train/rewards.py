@@ -86,3 +86,21 @@ def load_reward_funcs(names: list[str], format_regex: str | None, length_target:
     if not funcs:
         raise UserError("stage grpo needs reward_funcs (e.g. reward_funcs: exact_match)")
     return funcs
+
+
+def score_completions(
+    funcs: list[RewardFunc],
+    tokenizer: Any,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    answers: list[str],
+) -> Any:
+    """The summed reward of each completion `[n]` (float tensor), given token ids and reference answers."""
+    import torch
+
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    total = torch.zeros(len(texts))
+    for fn in funcs:
+        total += torch.tensor(fn(prompts=prompt_texts, completions=texts, answer=answers), dtype=torch.float)
+    return total

@@ -15,7 +15,7 @@ import torch
 
 from tuneforge.data.preference import batch_from_pieces
 from tuneforge.train.preference import _PerExampleLoss, token_logps
-from tuneforge.train.rewards import RewardFunc
+from tuneforge.train.rewards import RewardFunc, score_completions
 
 
 def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
@@ -66,14 +66,8 @@ class GRPOTrainer(_PerExampleLoss):
         completions = self.sample(model, prompts)
         group = self.num_generations
         repeated = [p for p in prompts for _ in range(group)]
-        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True)
-        prompt_texts = self.processing_class.batch_decode(repeated, skip_special_tokens=True)
         answers = [a for a in inputs["answer"] for _ in range(group)]
-        rewards = torch.zeros(len(texts))
-        for fn in self.reward_funcs:
-            rewards += torch.tensor(
-                fn(prompts=prompt_texts, completions=texts, answer=answers), dtype=torch.float
-            )
+        rewards = score_completions(self.reward_funcs, self.processing_class, repeated, completions, answers)
         advantages = group_advantages(rewards, group)
         batch = batch_from_pieces(repeated, completions, self.processing_class.pad_token_id)
         batch = {k: v.to(self.args.device) for k, v in batch.items()}

@@ -1,0 +1,84 @@
+"""Loading the engine's model (base + named LoRA adapters) and reading what decoding needs from it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from tuneforge.config import ModelArguments
+from tuneforge.model.loader import load_for_inference
+from tuneforge.utils.errors import UserError
+
+
+def _cache_argument() -> str:
+    """transformers 5.2x calls the KV cache argument `cache`; earlier releases `past_key_values`."""
+    import inspect
+
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+CACHE_ARGUMENT = _cache_argument()
+
+
+def load_with_adapters(model_args: ModelArguments, adapters: dict[str, str]) -> Any:
+    """The base (with `adapter_name_or_path` merged, as in chat) plus each named LoRA adapter, unmerged."""
+    model = load_for_inference(model_args)
+    if not adapters:
+        return model
+    from peft import PeftConfig, PeftModel
+
+    for name, path in adapters.items():
+        config = PeftConfig.from_pretrained(path)
+        if config.peft_type != "LORA":
+            raise UserError(
+                f"adapter '{name}' ({path}) is {config.peft_type}; named adapters served side by side must be LoRA "
+                "(load other kinds with adapter_name_or_path)"
+            )
+    names = iter(adapters.items())
+    first, path = next(names)
+    model = PeftModel.from_pretrained(model, path, adapter_name=first)
+    for name, path in names:
+        model.load_adapter(path, adapter_name=name)
+    model.eval()
+    return model
+
+
+def context_length(model: Any) -> int:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-turn ids: the tokenizer's EOS and every EOS the model's generation config lists."""
+    ids: set[int] = set()
+    for value in (
+        tokenizer.eos_token_id,
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def parse_adapters(text: str | None) -> dict[str, str]:
+    """`name=path,name2=path2` as a dict, checked."""
+    adapters: dict[str, str] = {}
+    for part in itertools.filterfalse(str.isspace, (text or "").split(",")):
+        if not part:
+            continue
+        name, eq, path = part.partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not name or not path:
+            raise UserError(f"--adapters takes name=path pairs separated by commas (got '{part}')")
+        if name in adapters:
+            raise UserError(f"adapter name '{name}' is given twice")
+        adapters[name] = path
+    return adapters
