@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +17,9 @@ from tuneforge.data.template import (
     TokenizedExample,
     assistant_spans,
     chat_template_for,
+    encode_texts,
     encode_with_loss_masks,
+    examples_from_encodings,
     template_mismatch,
 )
 
@@ -67,16 +72,53 @@ def conversations_only(loaded: LoadedData) -> list[Conversation]:
 CHUNK = 1024
 
 
-def tokenize_chunk(
+def render_chunk(
     conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
-) -> list[TokenizedExample]:
-    """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
+) -> list[tuple[str, list[tuple[int, int]], str]]:
+    """Each row's rendered text, the character spans to train on, and its source."""
     items = []
     specials = tokenizer.special_tokens_map
     for conversation in conversations:
         text, spans = assistant_spans(conversation, tokenizer, template, specials)
         items.append((text, spans[-1:] if args.mask_history else spans, conversation.source))
+    return items
+
+
+def tokenize_chunk(
+    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
+) -> list[TokenizedExample]:
+    """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
+    items = render_chunk(conversations, args, tokenizer, template)
     return encode_with_loss_masks(items, tokenizer, args.cutoff_len, args.train_on_prompt)
+
+
+def _tokenize_pipelined(
+    chunks: list[list[Conversation]], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
+) -> list[list[TokenizedExample]]:
+    """Render (Python) the next chunk while a thread waits on the Rust tokenizer, which releases the GIL,
+    for the current one: the two overlap instead of taking turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts: list[list[TokenizedExample]] = []
+    pending = None
+    with ThreadPoolExecutor(1, thread_name_prefix="tuneforge-tokenize") as pool:
+        for chunk in chunks:
+            items = render_chunk(chunk, args, tokenizer, template)
+            encoding = pool.submit(encode_texts, [text for text, _, _ in items], tokenizer)
+            if pending is not None:
+                parts.append(
+                    examples_from_encodings(
+                        pending[0], pending[1].result(), args.cutoff_len, args.train_on_prompt
+                    )
+                )
+            pending = (items, encoding)
+        if pending is not None:
+            parts.append(
+                examples_from_encodings(
+                    pending[0], pending[1].result(), args.cutoff_len, args.train_on_prompt
+                )
+            )
+    return parts
 
 
 def _tokenize_in_worker(job: tuple[list[Conversation], DataArguments, Any, str]) -> list[TokenizedExample]:
@@ -100,7 +142,7 @@ def tokenize_conversations(
         with multiprocessing.get_context(method).Pool(workers) as pool:
             parts = pool.map(_tokenize_in_worker, [(c, args, tokenizer, template) for c in chunks])
     else:
-        parts = [tokenize_chunk(c, args, tokenizer, template) for c in chunks]
+        parts = _tokenize_pipelined(chunks, args, tokenizer, template)
     data = SFTData(train=[])
     for conversation, example in zip(conversations, (e for part in parts for e in part), strict=True):
         data.truncated += example.truncated
@@ -111,6 +153,22 @@ def tokenize_conversations(
             continue
         data.train.append(example)
     return data
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while building many acyclic lists (rows, token ids, labels).
+
+    Collections triggered by those allocations walk every live list of token ids again and again; on
+    50,000 rows they cost about a fifth of the preprocessing time. Nothing built here forms a cycle.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def build_sft_data(
@@ -125,18 +183,19 @@ def build_sft_data(
     from tuneforge.data import cache
 
     key = cache.cache_key(args, tokenizer, chat_template_for(tokenizer, args.template), seed, stage)
-    data = None if args.overwrite_cache else cache.load(key)
-    if data is not None:
-        print(f"tuneforge: using tokenized data cached in {cache.cache_dir(key)}", file=sys.stderr)
-    else:
-        loaded = load_examples(args, args.on_bad_rows, seed)
-        if stage == "pt":
-            data = tokenize_for_pretraining(loaded.examples, args, tokenizer)
+    with gc_paused():
+        data = None if args.overwrite_cache else cache.load(key)
+        if data is not None:
+            print(f"tuneforge: using tokenized data cached in {cache.cache_dir(key)}", file=sys.stderr)
         else:
-            data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
-        data.skipped = loaded.problems
-        if data.train:
-            cache.save(data, key)
+            loaded = load_examples(args, args.on_bad_rows, seed)
+            if stage == "pt":
+                data = tokenize_for_pretraining(loaded.examples, args, tokenizer)
+            else:
+                data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
+            data.skipped = loaded.problems
+            if data.train:
+                cache.save(data, key)
     _warn(data, args)
     mismatch = template_mismatch(tokenizer, args.template)
     if mismatch:

@@ -14,6 +14,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jinja2.runtime import new_context
+
 from tuneforge.data.conversation import Conversation, DataError
 
 if TYPE_CHECKING:
@@ -91,11 +93,13 @@ class TokenizedExample:
 
 
 @lru_cache(maxsize=32)
-def _compiled(template: str):  # noqa: ANN202 - a jinja2 Template
-    """The template compiled once, in transformers' own sandboxed Jinja environment."""
+def _compiled(template: str) -> tuple[Any, dict[str, Any]]:
+    """The template compiled once, in transformers' own sandboxed Jinja environment, and its globals
+    flattened into one dict (Jinja keeps them in a ChainMap that costs more to merge than the render)."""
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
-    return _compile_jinja_template(template)
+    compiled = _compile_jinja_template(template)
+    return compiled, dict(compiled.globals)
 
 
 def _render(
@@ -105,15 +109,28 @@ def _render(
     gen: bool,
     specials: dict[str, Any] | None = None,
 ) -> str:
-    """What `apply_chat_template(tokenize=False)` returns, without its per-call overhead (about 2x faster).
-    `specials` is the tokenizer's special_tokens_map, passed in by callers that render many rows."""
-    return _compiled(template).render(
-        messages=chat,
-        tools=None,
-        documents=None,
-        add_generation_prompt=gen,
-        **(specials if specials is not None else tokenizer.special_tokens_map),
+    """What `apply_chat_template(tokenize=False)` returns, without its per-call overhead (several times
+    faster: one dict for the render context, no ChainMap merge). `specials` is the tokenizer's
+    special_tokens_map, passed in by callers that render many rows."""
+    compiled, variables = _compiled(template)
+    context = new_context(  # globals are already in the dict: skips Jinja's ChainMap walk per render
+        compiled.environment,
+        compiled.name,
+        compiled.blocks,
+        {
+            **variables,
+            **(specials if specials is not None else tokenizer.special_tokens_map),
+            "messages": chat,
+            "tools": None,
+            "documents": None,
+            "add_generation_prompt": gen,
+        },
+        shared=True,
     )
+    try:
+        return "".join(compiled.root_render_func(context))
+    except Exception:
+        return compiled.environment.handle_exception()  # re-raises with the template's line in the traceback
 
 
 def assistant_spans(
@@ -162,6 +179,40 @@ def _label_span(encoding: Any, start: int, end: int) -> tuple[int, int]:
     return a, b + 1
 
 
+def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
+    """One batched call of the Rust tokenizer (it releases the GIL and uses every core): encodings with offsets."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch"):
+        raise DataError(
+            "a fast (Rust) tokenizer is needed to locate answer tokens; load the model's tokenizer.json"
+        )
+    return backend.encode_batch(texts, add_special_tokens=False)
+
+
+def examples_from_encodings(
+    items: list[tuple[str, list[tuple[int, int]], str]],
+    encodings: list[Any],
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+) -> list[TokenizedExample]:
+    """Labels copy ids inside each row's answer spans; ids and labels are cut to `cutoff_len`."""
+    examples = []
+    for (_, spans, source), encoding in zip(items, encodings, strict=True):
+        ids = encoding.ids
+        if train_on_prompt:
+            labels = ids.copy()
+        else:
+            labels = [IGNORE_INDEX] * len(ids)
+            for start, end in spans:
+                a, b = _label_span(encoding, start, end)
+                labels[a:b] = ids[a:b]
+        truncated = len(ids) > cutoff_len
+        if truncated:
+            ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+        examples.append(TokenizedExample(ids, labels, source, truncated))
+    return examples
+
+
 def encode_with_loss_masks(
     items: list[tuple[str, list[tuple[int, int]], str]],
     tokenizer: PreTrainedTokenizerBase,
@@ -169,26 +220,8 @@ def encode_with_loss_masks(
     train_on_prompt: bool = False,
 ) -> list[TokenizedExample]:
     """Tokenize (text, answer spans, source) triples in one batched call; labels copy ids inside the spans."""
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch"):
-        raise DataError(
-            "a fast (Rust) tokenizer is needed to locate answer tokens; load the model's tokenizer.json"
-        )
-    encodings = backend.encode_batch([text for text, _, _ in items], add_special_tokens=False)
-    examples = []
-    for (_, spans, source), encoding in zip(items, encodings, strict=True):
-        ids = encoding.ids
-        if train_on_prompt:
-            labels = list(ids)
-        else:
-            labels = [IGNORE_INDEX] * len(ids)
-            for start, end in spans:
-                a, b = _label_span(encoding, start, end)
-                labels[a:b] = ids[a:b]
-        examples.append(
-            TokenizedExample(ids[:cutoff_len], labels[:cutoff_len], source, len(ids) > cutoff_len)
-        )
-    return examples
+    encodings = encode_texts([text for text, _, _ in items], tokenizer)
+    return examples_from_encodings(items, encodings, cutoff_len, train_on_prompt)
 
 
 def render_with_loss_mask(
