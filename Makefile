@@ -21,13 +21,16 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 quickstart: setup
 	$(PY) scripts/quickstart.py examples/quickstart.yaml
 
-# The board's browser tests drive Debian's chromium (never a browser download at test time).
+# The board's browser tests drive Debian's chromium (never a browser download at test time); a small
+# CJK font lets the Chinese pages' screenshots show characters instead of boxes.
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	{ SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
-	  echo "warning: could not install chromium with apt-get; the board's browser tests will be skipped"; }
+	@need=""; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="chromium"; \
+	[ -n "$$(fc-list :lang=zh 2>/dev/null)" ] || need="$$need fonts-wqy-microhei"; \
+	[ -z "$$need" ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends $$need >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends $$need >/dev/null 2>&1; } || \
+	  echo "warning: could not install $$need with apt-get; browser tests are skipped without chromium"; }
 
 test: setup browser
 	$(PY) -m pytest -q --durations=8

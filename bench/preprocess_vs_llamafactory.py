@@ -2,7 +2,8 @@
 
 Both tokenize the same rows with SmolLM2's tokenizer and ChatML layout, cutoff 1024, one process
 each; the figure is rows per second of the preprocessing call alone (imports and tokenizer loading
-excluded), for a first run (caches overwritten) and a second run that may use each tool's cache.
+excluded), for a first run (caches overwritten) and a second run that may use each tool's cache;
+the median of --repeat alternating runs, since this machine's speed drifts by a third between runs.
 
 Run as: python bench/preprocess_vs_llamafactory.py [--rows 50000] [--workers 1]
 LLaMA-Factory is installed into .bench/lf-venv on first use (see train_vs_llamafactory.py).
@@ -142,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool; the median is shown")
     args = parser.parse_args()
 
     from tuneforge.model.zoo import resolve_model_path
@@ -150,12 +152,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_rows(folder, args.rows)
-        figures = {}
-        for run, fresh in (("first run", True), ("second run (cache)", False)):
-            lf = time_llamafactory(folder, model_dir, args.workers, folder / "lf-out", fresh)
-            tf = time_tuneforge(folder, model_dir, args.workers, fresh)
-            figures[run] = (lf, tf)
-    print(f"{args.rows} alpaca rows, SmolLM2 tokenizer, ChatML, cutoff 1024, {args.workers} worker(s)")
+        timings: dict[str, list[tuple[tuple[float, int], tuple[float, int]]]] = {}
+        for repeat in range(args.repeat):  # alternate the tools so that machine noise hits both alike
+            for run, fresh in (("first run", True), ("second run (cache)", False)):
+                if repeat == 0 and not fresh:  # LLaMA-Factory reads datasets' cache from the run after the
+                    time_llamafactory(
+                        folder, model_dir, args.workers, folder / "lf-out", fresh
+                    )  # one writing it
+                lf = time_llamafactory(folder, model_dir, args.workers, folder / "lf-out", fresh)
+                tf = time_tuneforge(folder, model_dir, args.workers, fresh)
+                timings.setdefault(run, []).append((lf, tf))
+    figures = {
+        run: (
+            sorted((t[0] for t in pairs), key=lambda x: x[0])[len(pairs) // 2],
+            sorted((t[1] for t in pairs), key=lambda x: x[0])[len(pairs) // 2],
+        )
+        for run, pairs in timings.items()
+    }
+    print(
+        f"{args.rows} alpaca rows, SmolLM2 tokenizer, ChatML, cutoff 1024, {args.workers} worker(s), "
+        f"median of {args.repeat} runs"
+    )
     for run, ((lf_s, lf_rows), (tf_s, tf_rows)) in figures.items():
         print(f"{run}:")
         print(f"  llamafactory  {lf_rows / lf_s:8.0f} rows/s  ({lf_s:.1f} s, {lf_rows} rows)")

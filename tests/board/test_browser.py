@@ -1,5 +1,6 @@
 """The board in headless Chromium (Debian's, driven by Playwright): fill the train form for a tiny
-model, start it, watch the loss curve grow, switch to Chinese. Screenshots go to
+model, preview its data with the trained span marked, start it, watch the loss curve grow, switch to
+Chinese, chat with the result. Screenshots go to
 .cache/test-artifacts/ for people to look at."""
 
 import shutil
@@ -41,6 +42,14 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         for key, value in fields.items():
             page.fill(f'[name="{key}"]', value)
         page.wait_for_function("() => document.querySelector('#yaml').textContent.includes('max_steps: 40')")
+        page.dispatch_event('[name="dataset_dir"]', "change")  # the picker offers dataset_info.json's names
+        page.wait_for_selector('#dataset-names option[value="identity"]', state="attached")
+        page.fill("#preview-rows", "2")
+        page.click("#preview-button")
+        page.wait_for_selector("#preview-output mark")
+        assert page.locator("#preview-output pre").count() == 2
+        assert "Forge" in page.locator("#preview-output mark").first.inner_text()  # the answer is marked
+        assert "Who are you?" not in page.locator("#preview-output mark").first.inner_text()
         page.screenshot(path=str(ARTIFACTS / "board-train-form.png"), full_page=True)
         page.click("#start")
         page.wait_for_url("**/runs/*", timeout=30_000)

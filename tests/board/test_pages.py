@@ -46,17 +46,64 @@ def test_runs_page_escapes_what_users_typed(board, tiny_model_dir):  # noqa: F81
     assert json.dumps(run_id) in httpx.get(f"{board.url}/runs/{run_id}").text
 
 
-def test_a_token_guards_pages_and_api(tmp_path):
+def test_a_token_guards_pages_and_api_and_the_login_page_sets_it(tmp_path):
     registry = RunRegistry(tmp_path / "runs.sqlite")
     launcher = Launcher(registry, tmp_path / "runs", poll_s=0.2)
     try:
         with Server(create_board_app(registry, launcher, [tmp_path], token="s3cret")) as server:
-            assert httpx.get(f"{server.url}/train").status_code == 401
+            page = httpx.get(f"{server.url}/train")
+            assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Ftrain"
             assert httpx.get(f"{server.url}/api/runs").status_code == 401
+            assert httpx.post(f"{server.url}/api/runs", json={}).status_code == 401
             assert (
                 httpx.get(f"{server.url}/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code
                 == 200
             )
             assert httpx.get(f"{server.url}/train", cookies={"tuneforge_token": "s3cret"}).status_code == 200
+            login = httpx.get(f"{server.url}/login?next=/train")
+            assert (
+                login.status_code == 200 and 'name="token"' in login.text and 'value="/train"' in login.text
+            )
+            assert httpx.get(f"{server.url}/static/board.css").status_code == 200  # the login page's style
+
+            wrong = httpx.post(f"{server.url}/login", data={"token": "guess", "next": "/train"})
+            assert wrong.status_code == 401 and "login-failed" in wrong.text and not wrong.cookies
+            right = httpx.post(f"{server.url}/login", data={"token": "s3cret", "next": "/train"})
+            assert right.status_code == 303 and right.headers["location"] == "/train"
+            cookie = right.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            assert httpx.get(f"{server.url}/train", cookies=right.cookies).status_code == 200
+            elsewhere = httpx.post(
+                f"{server.url}/login", data={"token": "s3cret", "next": "//evil.example/x"}
+            )
+            assert elsewhere.headers["location"] == "/"  # never sent to another site after logging in
     finally:
         launcher.close()
+
+
+def test_dataset_picker_lists_names_and_previews_rows_with_the_trained_span(board, tiny_model_dir):  # noqa: F811
+    names = httpx.get(f"{board.url}/api/datasets", params={"dataset_dir": str(REPO / "data")}).json()[
+        "datasets"
+    ]
+    assert "identity" in names and "identity_pref" in names
+    outside = httpx.get(f"{board.url}/api/datasets", params={"dataset_dir": "/etc"})
+    assert outside.status_code == 422 and "outside" in outside.json()["problems"][0]
+
+    first = json.loads((REPO / "data" / "identity.json").read_text(encoding="utf-8"))[0]
+    config = run_config(tiny_model_dir, board.tmp / "out")
+    reply = httpx.post(f"{board.url}/api/preview", json={**config, "rows": 2}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["rows"]
+    assert len(rows) == 2 and rows[0]["source"].endswith("identity.json:2")
+    trained = "".join(text for text, on in rows[0]["segments"] if on)
+    prompt = "".join(text for text, on in rows[0]["segments"] if not on)
+    assert trained.strip() == first["output"].strip() + "<|im_end|>"  # the answer and its end of turn
+    assert first["instruction"] in prompt and "<|im_start|>assistant" in prompt
+    assert rows[0]["trained"] < rows[0]["tokens"]
+
+    whole = httpx.post(f"{board.url}/api/preview", json={**config, "train_on_prompt": True, "rows": 1}).json()
+    assert all(on for _, on in whole["rows"][0]["segments"])
+    bad = httpx.post(f"{board.url}/api/preview", json={**config, "dataset": ["nope"]})
+    assert bad.status_code == 422 and "identity" in bad.json()["problems"][0]  # names the known datasets
+    far = httpx.post(f"{board.url}/api/preview", json={**config, "model_name_or_path": "/etc"})
+    assert far.status_code == 422 and "/etc" in far.json()["problems"][0]

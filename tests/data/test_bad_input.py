@@ -58,7 +58,7 @@ def test_bad_row_is_reported_with_place_and_reason(dataset, category, where, wor
 
 
 FILE_PROBLEMS = [
-    ("array_then_more", "array_then_more.json:3: more data after the closing ']'"),
+    ("array_then_more", "array_then_more.json:4: more data after the closing ']'"),
     ("empty", "empty.json: the file is empty"),
     ("pretty_object", "the file is one JSON object spread over several lines"),
     ("missing_file", "no_such_file.json does not exist"),

@@ -3,12 +3,12 @@
 import pytest
 
 from tuneforge.data.conversation import Conversation, Message
+from tuneforge.data.encode import render_with_loss_mask
 from tuneforge.data.template import (
     IGNORE_INDEX,
     builtin_templates,
     chat_template_for,
     render_prompt,
-    render_with_loss_mask,
     template_mismatch,
 )
 

@@ -1,11 +1,11 @@
 import pytest
 
 from tuneforge.data.conversation import Conversation, DataError, Message
+from tuneforge.data.encode import render_with_loss_mask
 from tuneforge.data.template import (
     IGNORE_INDEX,
     chat_template_for,
     render_prompt,
-    render_with_loss_mask,
 )
 
 

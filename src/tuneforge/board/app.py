@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import yaml
 from fastapi import FastAPI, HTTPException, Request
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from tuneforge.board.chat import ChatEngines, stream_answer
 from tuneforge.board.launcher import Launcher
 from tuneforge.board.paths import inside_roots
+from tuneforge.board.preview import DatasetPreviews, PreviewProblem
 from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
 from tuneforge.runs.registry import RunRegistry
@@ -30,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 PATH_KEYS = ("output_dir", "dataset_dir")
 LANGUAGES = ("en", "zh")
 FINAL = ("done", "failed", "stopped")
+TOKEN_COOKIE = "tuneforge_token"
 
 
 def check_paths(flat: dict[str, Any], roots: list[Path]) -> list[str]:
@@ -51,17 +54,21 @@ def create_board_app(
     app = FastAPI(title="tuneforge board", docs_url=None, redoc_url=None, openapi_url=None)
     roots = [Path(r).resolve() for r in roots]
 
+    def token_ok(given: str) -> bool:
+        return token is None or hmac.compare_digest(given.encode(), token.encode())
+
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Any:
-        if token:
+        path = request.url.path
+        if token and path != "/login" and not path.startswith("/static/"):
             header = request.headers.get("authorization", "")
             given = (
-                header[7:]
-                if header.lower().startswith("bearer ")
-                else request.cookies.get("tuneforge_token", "")
+                header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
             )
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return JSONResponse({"detail": "a valid token is required"}, status_code=401)
+            if not token_ok(given):
+                if path.startswith("/api/") or request.method != "GET":
+                    return JSONResponse({"detail": "a valid token is required"}, status_code=401)
+                return RedirectResponse(f"/login?{urlencode({'next': path})}", status_code=303)
         return await call_next(request)
 
     def run_or_404(run_id: str) -> Any:
@@ -86,6 +93,22 @@ def create_board_app(
     async def home() -> RedirectResponse:
         return RedirectResponse("/runs")
 
+    @app.get("/login")
+    async def login_page(request: Request) -> HTMLResponse:
+        return page(request, "login.html", next=_local(request.query_params.get("next")), failed=False)
+
+    @app.post("/login")
+    async def login(request: Request) -> Any:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given, target = form.get("token", [""])[0], _local(form.get("next", ["/"])[0])
+        if not token_ok(given):
+            response = page(request, "login.html", next=target, failed=True)
+            response.status_code = 401
+            return response
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")
+        return response
+
     @app.get("/runs")
     async def runs_page(request: Request) -> HTMLResponse:
         return page(request, "runs.html", runs=[_summary(r) for r in registry.list()])
@@ -102,6 +125,27 @@ def create_board_app(
 
     chats = ChatEngines(registry, roots)
     app.state.chats = chats
+    previews = DatasetPreviews(roots, chats.check_model)
+
+    @app.get("/api/datasets")
+    async def datasets(dataset_dir: str = "data") -> Any:
+        try:
+            return {"datasets": previews.datasets(dataset_dir)}
+        except PreviewProblem as err:
+            return JSONResponse({"problems": err.problems}, status_code=422)
+
+    @app.post("/api/preview")
+    async def preview(request: Request) -> Any:
+        body = await request.json()
+        if not isinstance(body, dict):
+            return JSONResponse(
+                {"problems": ["the body must be a JSON object of config keys"]}, status_code=422
+            )
+        rows = int(body.pop("rows", 3) or 3)
+        try:
+            return await asyncio.to_thread(previews.preview, body, rows)
+        except PreviewProblem as err:
+            return JSONResponse({"problems": err.problems}, status_code=422)
 
     @app.get("/chat")
     async def chat_page(request: Request) -> HTMLResponse:
@@ -218,6 +262,11 @@ def create_board_app(
         return StreamingResponse(_events(registry, run_id, poll), media_type="text/event-stream")
 
     return app
+
+
+def _local(target: str | None) -> str:
+    """Where to go after logging in: a path on this board, never another site."""
+    return target if target and target.startswith("/") and not target.startswith("//") else "/"
 
 
 def _templates() -> Any:

@@ -43,22 +43,17 @@ def validate(cfg: RunConfig) -> int:
 
 
 def preview(cfg: RunConfig, rows: int) -> int:
-    from tuneforge.data.conversation import Conversation
-    from tuneforge.data.dataset import tokenize_conversations
-    from tuneforge.data.loader import load_examples
-    from tuneforge.data.validate import mark_trainable
+    from tuneforge.data.validate import mark_trainable, preview_rows
     from tuneforge.model.loader import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    loaded = load_examples(cfg.data.model_copy(update={"max_samples": rows}), on_bad_rows="skip")
-    conversations = [e for e in loaded.examples if isinstance(e, Conversation)][:rows]
-    data = tokenize_conversations(conversations, cfg.data, tokenizer)
+    shown = preview_rows(cfg.data, tokenizer, rows)
     color = sys.stdout.isatty()
-    for example in data.train:
+    for example in shown.rows:
         print(f"── {example.source}: {len(example.input_ids)} tokens, {example.trainable_tokens} trained ──")
         print(mark_trainable(example, tokenizer, color))
-    for problem in loaded.problems:
+    for problem in shown.problems:
         print(f"bad row: {problem.message}")
-    for source in data.dropped_no_target:
+    for source in shown.dropped:
         print(f"no trainable token within cutoff_len: {source}")
     return 0

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from array import array
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,11 +64,9 @@ def save(data: SFTData, key: str) -> Path:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
 
-    def flat(field: str) -> np.ndarray:
-        values = array("q")  # extending from lists runs in C; a generator over every token took seconds
-        for example in data.train:
-            values.extend(getattr(example, field))
-        return np.frombuffer(values, dtype=np.int64)
+    def flat(field: str) -> np.ndarray:  # chained in C: a Python generator over every token took seconds
+        lists = chain.from_iterable(getattr(e, field) for e in data.train)
+        return np.fromiter(lists, dtype=np.int64, count=int(offsets[-1]))
 
     save_file(
         {

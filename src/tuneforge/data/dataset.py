@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError, Document
+from tuneforge.data.encode import Encoder
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
 from tuneforge.data.template import (
     TokenizedExample,
     assistant_spans,
     chat_template_for,
-    encode_texts,
-    encode_with_loss_masks,
-    examples_from_encodings,
     template_mismatch,
 )
 
@@ -89,7 +87,7 @@ def tokenize_chunk(
 ) -> list[TokenizedExample]:
     """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
     items = render_chunk(conversations, args, tokenizer, template)
-    return encode_with_loss_masks(items, tokenizer, args.cutoff_len, args.train_on_prompt)
+    return Encoder(tokenizer, args.cutoff_len, args.train_on_prompt)(items)
 
 
 def _tokenize_pipelined(
@@ -99,25 +97,18 @@ def _tokenize_pipelined(
     for the current one: the two overlap instead of taking turns."""
     from concurrent.futures import ThreadPoolExecutor
 
+    encoder = Encoder(tokenizer, args.cutoff_len, args.train_on_prompt)
     parts: list[list[TokenizedExample]] = []
     pending = None
     with ThreadPoolExecutor(1, thread_name_prefix="tuneforge-tokenize") as pool:
         for chunk in chunks:
             items = render_chunk(chunk, args, tokenizer, template)
-            encoding = pool.submit(encode_texts, [text for text, _, _ in items], tokenizer)
+            encoded = pool.submit(encoder.encode, [text for text, _, _ in items])
             if pending is not None:
-                parts.append(
-                    examples_from_encodings(
-                        pending[0], pending[1].result(), args.cutoff_len, args.train_on_prompt
-                    )
-                )
-            pending = (items, encoding)
+                parts.append(encoder.examples(pending[0], pending[1].result()))
+            pending = (items, encoded)
         if pending is not None:
-            parts.append(
-                examples_from_encodings(
-                    pending[0], pending[1].result(), args.cutoff_len, args.train_on_prompt
-                )
-            )
+            parts.append(encoder.examples(pending[0], pending[1].result()))
     return parts
 
 

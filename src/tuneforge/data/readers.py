@@ -2,13 +2,16 @@
 
 A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
 row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
-JSON lines are read one line at a time, so memory does not grow with the file.
+JSON lines are read one line at a time and JSON arrays one element at a time from chunks, so memory
+does not grow with the file; files over 32 MB show a progress bar.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,42 +83,108 @@ def _undecodable(
     )
 
 
-def _json_array_rows(path: Path) -> Iterator[RawRow]:
-    """A JSON array; each element is decoded on its own so its line number is known."""
-    data = path.read_bytes()
-    offset = len(BOM) if data.startswith(BOM) else 0
-    try:
-        text = data[offset:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _undecodable(path, data[offset:], err, offset) from None
-    decoder = json.JSONDecoder()
-    index = text.index("[") + 1
-    line = text.count("\n", 0, index) + 1
-    counted_to = index
-    while True:
-        while index < len(text) and text[index] in " \t\r\n,":
-            index += 1
-        if index >= len(text):
-            raise DataError(f"{path}:{line}: the JSON array is not closed with ']'", "invalid_json")
-        if text[index] == "]":
-            break
-        line += text.count("\n", counted_to, index)
-        counted_to = index
+_SEPARATORS = re.compile(r"[ \t\r\n,]*")
+
+
+class _ArrayText:
+    """A JSON array file decoded incrementally. `text[pos:]` is the unread part (at most a few chunks) and
+    `line`/`col` the position of `pos` in the file, so memory does not grow with the file and the
+    positions in messages are exact wherever the chunks end."""
+
+    CHUNK = 4 * 1024**2
+
+    def __init__(self, path: Path, fh: Any):
+        self.path, self.fh = path, fh
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.pos, self.line, self.col = "", 0, 1, 1
+        self.bytes_read, self.eof, self.at_start = 0, False, True
+        self.progress = _progress(path, path.stat().st_size)
+
+    def more(self) -> bool:
+        """Append the next chunk (dropping what was read); False at the end of the file."""
+        if self.eof:
+            return False
+        data = self.fh.read(self.CHUNK)
+        pending = self.decoder.getstate()[0]  # the start of a character cut off by the previous chunk
         try:
-            value, index = decoder.raw_decode(text, index)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg})", "invalid_json"
-            ) from None
-        yield RawRow(f"{path}:{line}", value)
-    rest = text[index + 1 :].strip()
-    if rest:
-        extra_line = text.count("\n", 0, index) + 1
-        raise DataError(
-            f"{path}:{extra_line}: more data after the closing ']' of the JSON array; a file holds either one "
-            "JSON array or one JSON object per line (JSON lines), not both",
-            "invalid_json",
-        )
+            text = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as err:
+            line = self.line + self.text.count("\n", self.pos)
+            raise _undecodable(self.path, pending + data, err, self.bytes_read - len(pending), line) from None
+        if self.at_start and text:
+            text, self.at_start = text.removeprefix("\ufeff"), False  # a byte order mark
+        if data:  # positions into text stay valid after the last read, for the caller's error message
+            self.text, self.pos = self.text[self.pos :] + text, 0
+        self.bytes_read += len(data)
+        if self.progress:
+            self.progress.update(len(data))
+        self.eof = not data
+        return bool(data)
+
+    def where(self, at: int) -> tuple[int, int]:
+        """File line and column of `text[at]`."""
+        newlines = self.text.count("\n", self.pos, at)
+        if not newlines:
+            return self.line, self.col + at - self.pos
+        return self.line + newlines, at - self.text.rfind("\n", self.pos, at)
+
+    def advance(self, to: int) -> None:
+        self.line, self.col = self.where(to)
+        self.pos = to
+
+    def skip_separators(self) -> bool:
+        """Move past whitespace and commas; False when the file ends first."""
+        while True:
+            self.advance(_SEPARATORS.match(self.text, self.pos).end())
+            if self.pos < len(self.text) or not self.more():
+                return self.pos < len(self.text)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.close()
+
+
+def _json_array_rows(path: Path) -> Iterator[RawRow]:
+    """A JSON array, one element at a time (so its line is known), read in chunks (so memory stays bounded)."""
+    decoder = json.JSONDecoder()
+    with path.open("rb") as fh:
+        reader = _ArrayText(path, fh)
+        try:
+            reader.skip_separators()
+            reader.advance(reader.text.index("[", reader.pos) + 1)
+            while True:
+                if not reader.skip_separators():
+                    raise DataError(
+                        f"{path}:{reader.line}: the JSON array is not closed with ']'", "invalid_json"
+                    )
+                if reader.text[reader.pos] == "]":
+                    break
+                while True:
+                    try:
+                        value, end = decoder.raw_decode(reader.text, reader.pos)
+                        break
+                    except json.JSONDecodeError as err:
+                        if reader.more():  # maybe only cut off at the end of the chunk
+                            continue
+                        line, col = reader.where(err.pos)
+                        raise DataError(
+                            f"{path}:{line}:{col}: invalid JSON ({err.msg})", "invalid_json"
+                        ) from None
+                yield RawRow(f"{path}:{reader.line}", value)
+                reader.advance(end)
+            reader.advance(reader.pos + 1)
+            while not reader.text[reader.pos :].strip() and reader.more():
+                pass
+            rest = reader.text[reader.pos :]
+            if rest.strip():
+                line, _ = reader.where(reader.pos + len(rest) - len(rest.lstrip()))
+                raise DataError(
+                    f"{path}:{line}: more data after the closing ']' of the JSON array; a file holds either one "
+                    "JSON array or one JSON object per line (JSON lines), not both",
+                    "invalid_json",
+                )
+        finally:
+            reader.close()
 
 
 def _json_lines_rows(path: Path) -> Iterator[RawRow]:

@@ -83,19 +83,44 @@ def validate_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> Va
     )
 
 
-def mark_trainable(example: TokenizedExample, tokenizer: PreTrainedTokenizerBase, color: bool) -> str:
-    """The rendered row with trained spans between ⟦ and ⟧ (and green on a terminal)."""
-    start, end = ("\x1b[32m⟦", "⟧\x1b[0m") if color else ("⟦", "⟧")
-    pieces: list[str] = []
+@dataclass
+class Preview:
+    """The first rows as training sees them, the bad rows among those read, and rows left with nothing to train."""
+
+    rows: list[TokenizedExample]
+    problems: list[RowProblem]
+    dropped: list[str]
+
+
+def preview_rows(args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows: int) -> Preview:
+    """Render and tokenize the first `rows` rows exactly as a run would (template, masks, cutoff)."""
+    loaded = load_examples(args.model_copy(update={"max_samples": rows}), on_bad_rows="skip")
+    conversations = [e for e in loaded.examples if isinstance(e, Conversation)][:rows]
+    data = tokenize_conversations(conversations, args, tokenizer)
+    return Preview(data.train, loaded.problems, data.dropped_no_target)
+
+
+def trainable_segments(
+    example: TokenizedExample, tokenizer: PreTrainedTokenizerBase
+) -> list[tuple[str, bool]]:
+    """The rendered row as (text, trained) runs of consecutive tokens with the same mask."""
+    segments: list[tuple[str, bool]] = []
     run: list[int] = []
     trained = False
     for token, label in [*zip(example.input_ids, example.labels, strict=True), (None, None)]:
         is_trained = label is not None and label != IGNORE_INDEX
         if token is None or is_trained != trained:
             if run:
-                text = tokenizer.decode(run)
-                pieces.append(f"{start}{text}{end}" if trained else text)
+                segments.append((tokenizer.decode(run), trained))
             run, trained = [], is_trained
         if token is not None:
             run.append(token)
-    return "".join(pieces)
+    return segments
+
+
+def mark_trainable(example: TokenizedExample, tokenizer: PreTrainedTokenizerBase, color: bool) -> str:
+    """The rendered row with trained spans between ⟦ and ⟧ (and green on a terminal)."""
+    start, end = ("\x1b[32m⟦", "⟧\x1b[0m") if color else ("⟦", "⟧")
+    return "".join(
+        f"{start}{text}{end}" if trained else text for text, trained in trainable_segments(example, tokenizer)
+    )

@@ -120,6 +120,7 @@ const Board = (() => {
         if (field) field.closest("label").classList.add("invalid");
       }
     };
+    datasetPicker(form);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
@@ -127,6 +128,43 @@ const Board = (() => {
       if (status === 201) location.href = `/runs/${data.id}`;
       else show(data.problems || [data.detail || "error"]);
     });
+  }
+
+  function datasetPicker(form) {
+    // dataset names from dataset_dir's dataset_info.json; the preview shows rows as training sees them
+    const names = document.getElementById("dataset-names");
+    const dirField = form.querySelector('[name="dataset_dir"]');
+    form.querySelector('[name="dataset"]')?.setAttribute("list", "dataset-names");
+    const loadNames = async () => {
+      const reply = await fetch(`/api/datasets?dataset_dir=${encodeURIComponent(dirField.value || "data")}`);
+      names.innerHTML = "";
+      if (reply.status !== 200) return;
+      for (const name of (await reply.json()).datasets) {
+        const option = document.createElement("option"); option.value = name; names.appendChild(option);
+      }
+    };
+    dirField.addEventListener("change", loadNames);
+    loadNames();
+    const out = document.getElementById("preview-output"), problems = document.getElementById("preview-problems");
+    const add = (parent, tag, text, className) => {
+      const el = document.createElement(tag); el.textContent = text; if (className) el.className = className; parent.appendChild(el); return el;
+    };
+    document.getElementById("preview-button").onclick = async () => {
+      const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
+      flat.rows = Number(document.getElementById("preview-rows").value) || 3;
+      out.textContent = out.dataset.loading; problems.textContent = "";
+      const { status, data } = await post("/api/preview", flat);
+      out.textContent = "";
+      if (status !== 200) { problems.textContent = (data.problems || [data.detail || "error"]).join("; "); return; }
+      for (const row of data.rows) {
+        const cut = row.truncated ? `, ${out.dataset.truncated}` : "";
+        add(out, "h4", `${row.source}: ${row.tokens} ${out.dataset.tokens}, ${row.trained} ${out.dataset.trained}${cut}`);
+        const pre = add(out, "pre", "", "preview-row");
+        for (const [text, trained] of row.segments) add(pre, trained ? "mark" : "span", text);
+      }
+      for (const message of data.problems) add(out, "p", `${out.dataset.bad}: ${message}`, "problems");
+      for (const source of data.dropped) add(out, "p", `${out.dataset.dropped}: ${source}`, "problems");
+    };
   }
 
   function chatPage() {

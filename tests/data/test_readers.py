@@ -1,0 +1,76 @@
+"""JSON arrays are read in chunks: rows, line numbers and error positions must not depend on where chunks end."""
+
+import json
+
+import pytest
+
+from tuneforge.data import readers
+from tuneforge.data.conversation import DataError
+from tuneforge.data.readers import iter_rows
+
+ROWS = [
+    {"instruction": "写一首诗", "output": "春眠不觉晓 🌸"},
+    {"instruction": "multi\nline", "output": "ok", "history": [["a", "b"]]},
+    {"instruction": "last", "output": "é" * 30},
+]
+
+
+def read(path, chunk: int):
+    readers._ArrayText.CHUNK = chunk
+    try:
+        return [(r.source.rsplit(":", 1)[1], r.value) for r in iter_rows(path)]
+    finally:
+        readers._ArrayText.CHUNK = 4 * 1024**2
+
+
+def error(path, chunk: int) -> str:
+    readers._ArrayText.CHUNK = chunk
+    try:
+        with pytest.raises(DataError) as err:
+            list(iter_rows(path))
+        return str(err.value)
+    finally:
+        readers._ArrayText.CHUNK = 4 * 1024**2
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_rows_and_lines_do_not_depend_on_chunk_size(tmp_path, chunk):
+    path = tmp_path / "rows.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS, ensure_ascii=False, indent=2).encode())
+    whole = read(path, 1 << 30)
+    assert [v for _, v in whole] == ROWS
+    assert [line for line, _ in whole] == ["2", "6", "16"]
+    assert read(path, chunk) == whole
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_error_positions_do_not_depend_on_chunk_size(tmp_path, chunk):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n  {"instruction": "q", "output": "a"},\n  {"instruction": "q",, "output": "a"}\n]')
+    assert error(bad, chunk) == error(bad, 1 << 30)
+    assert "bad.json:3:23: invalid JSON (Expecting property name" in error(bad, chunk)
+
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'[\n{"instruction": "caf\xe9", "output": "a"}\n]')
+    assert "latin.json:2: not UTF-8 (byte offset 22 in the file" in error(latin, chunk)
+
+    open_ended = tmp_path / "open.json"
+    open_ended.write_text('[\n{"instruction": "q", "output": "a"},\n')
+    assert "open.json:3: the JSON array is not closed" in error(open_ended, chunk)
+
+
+def test_a_large_json_array_is_read_with_bounded_memory_and_progress(tmp_path, monkeypatch, capsys):
+    import tracemalloc
+
+    row = json.dumps({"instruction": "q " * 40, "output": "a " * 200})
+    path = tmp_path / "big.json"
+    path.write_text("[\n" + ",\n".join(row for _ in range(8000)) + "\n]\n")  # about 5 MB
+    monkeypatch.setattr(readers, "PROGRESS_BYTES", 1024**2)
+    monkeypatch.setattr(readers._ArrayText, "CHUNK", 64 * 1024)
+    tracemalloc.start()
+    count = sum(1 for _ in iter_rows(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 8000
+    assert peak < path.stat().st_size / 4  # a chunk and a row at a time, not the whole file
+    assert "reading big.json" in capsys.readouterr().err
