@@ -46,7 +46,7 @@ def test_neat_packed_loss_equals_the_token_weighted_loss_of_the_rows_unpacked():
     examples = rows()
     packed = [p.as_row() for p in pack_examples(examples, capacity=20, neat=True)]
     batch = NeatPackingCollator(0)(packed)
-    assert "attention_mask" not in batch and int(batch["num_tokens"]) == sum(
+    assert "attention_mask" not in batch and int(batch["num_tokens"].sum()) == sum(
         len(e.input_ids) for e in examples
     )
     with torch.no_grad():

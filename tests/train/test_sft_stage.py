@@ -128,6 +128,43 @@ def test_streaming_trains_for_max_steps_and_needs_them(tiny_model_dir, tmp_path)
     assert records[-1]["loss"] < records[0]["loss"]
 
 
+def test_streaming_packs_each_chunk_and_holds_out_the_first_rows(tiny_model_dir, tmp_path):
+    from tuneforge.config import ConfigError
+    from tuneforge.data.streaming import StreamingSFTDataset
+    from tuneforge.model.loader import load_tokenizer
+
+    with pytest.raises(ConfigError, match="whole number of rows"):
+        config(tiny_model_dir, tmp_path / "x", streaming=True, max_steps=2, val_size=0.25)
+    out = tmp_path / "stream"
+    keys = {"streaming": True, "neat_packing": True, "cutoff_len": 160, "val_size": 4, "max_steps": 3}
+    cfg = config(
+        tiny_model_dir,
+        out,
+        save_steps=3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        **keys,
+    )
+    tokenizer = load_tokenizer(cfg.model)
+    plain = list(
+        StreamingSFTDataset(
+            cfg.data.model_copy(update={"neat_packing": False, "val_size": 0}), tokenizer
+        )._one_pass()
+    )
+    stream = StreamingSFTDataset(cfg.data, tokenizer)
+    held, packed = stream.eval_rows(), list(stream._one_pass())
+    assert sum(len(r["input_ids"]) for r in held) == sum(len(r["input_ids"]) for r in plain[:4])
+    assert sum(len(r["input_ids"]) for r in packed) == sum(len(r["input_ids"]) for r in plain[4:])
+    assert len(packed) < len(plain) - 4 and all(len(r["input_ids"]) <= 160 for r in packed)
+    assert sum(r["position_ids"].count(0) for r in packed) == len(plain) - 4  # positions restart per row
+
+    run_stage(cfg)
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    evals = read_metrics(out / "metrics.jsonl", kind="eval")
+    assert [e["step"] for e in evals] == [3] and evals[0]["eval_loss"] > 0
+
+
 def test_streaming_stops_at_a_bad_row_unless_skipping(tiny_model_dir, tmp_path):
     from tuneforge.data.conversation import DataError
 

@@ -117,10 +117,11 @@ def cross_group_problems(cfg: RunConfig) -> list[str]:
     if data.streaming:
         if training.max_steps <= 0:
             problems.append("key 'streaming': a stream has no known length, so set max_steps (> 0)")
-        if data.val_size:
-            problems.append("key 'val_size': evaluation is not available with streaming yet; set val_size: 0")
-        if data.packing or data.neat_packing:
-            problems.append("key 'packing': packing is not available with streaming yet")
+        if data.val_size and (data.val_size < 1 or data.val_size != int(data.val_size)):
+            problems.append(
+                "key 'val_size': a stream has no known length, so give a whole number of rows to hold out "
+                "(the first N rows), not a fraction"
+            )
         if data.mix_strategy != "concat":
             problems.append("key 'mix_strategy': streaming reads datasets one after another (concat) only")
         if cfg.finetuning.stage == "pt":

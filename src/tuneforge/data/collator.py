@@ -52,9 +52,10 @@ class PaddingCollator:
 
 class NeatPackingCollator(PaddingCollator):
     """For rows packed with restarting position ids: no attention mask, so transformers derives a
-    block-diagonal causal mask from `position_ids`; `num_tokens` says how many tokens are real."""
+    block-diagonal causal mask from `position_ids`; `num_tokens` says how many tokens of each row are
+    real (one value per row, so batches can be concatenated like every other field)."""
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = super().__call__(rows)
-        batch["num_tokens"] = batch.pop("attention_mask").sum()
+        batch["num_tokens"] = batch.pop("attention_mask").sum(dim=1)
         return batch

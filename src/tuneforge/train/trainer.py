@@ -123,7 +123,7 @@ class TuneforgeTrainer(Trainer):
         loss = self.training_loss(model, inputs, num_items_in_batch)
         if model.training:
             if real is not None:
-                self.tokens_seen += int(real)
+                self.tokens_seen += int(real.sum())
             if sample_ids is not None:
                 self._step_samples.extend(int(i) for i in sample_ids)
             if self._step_problem is None and not torch.isfinite(loss.detach()).item():

@@ -40,9 +40,10 @@ def prepare_rows(cfg: RunConfig, tokenizer: Any) -> tuple[Any, list[dict[str, li
         stream = StreamingSFTDataset(
             cfg.data, tokenizer, t.per_device_train_batch_size * t.gradient_accumulation_steps
         )
+        eval_rows = stream.eval_rows()
         stream.first_rows(8)
         print("tuneforge: streaming the training data", file=sys.stderr)
-        return stream, [], PaddingCollator(tokenizer.pad_token_id)
+        return stream, eval_rows, stream.collator(tokenizer.pad_token_id)
     data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed, stage=cfg.finetuning.stage)
     print(f"tuneforge: {data.summary()}", file=sys.stderr)
     stage = cfg.finetuning.stage
