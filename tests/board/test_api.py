@@ -186,5 +186,16 @@ def test_chat_streams_the_answer_of_a_finished_runs_adapter(board, tiny_model_di
     finally:
         engine.close()
     assert len(pieces) > 1 and "".join(pieces) == expected
-    bad = httpx.post(f"{board.url}/api/chat", json={**body, "adapters": ["nope"], "model": "/etc"})
-    assert bad.status_code == 422 and len(bad.json()["problems"]) == 3  # unknown run, outside roots, adapter
+    folder = str(board.tmp / "chat")  # the same adapter named by its folder answers the same
+    by_path = httpx.post(
+        f"{board.url}/api/chat", json={**body, "adapters": [folder], "adapter": folder}, timeout=60
+    ).text
+    assert (
+        "".join(json.loads(x[6:])["text"] for x in by_path.splitlines() if x.startswith("data: {"))
+        == expected
+    )
+    bad = httpx.post(f"{board.url}/api/chat", json={**body, "adapters": ["nope", "/etc"], "model": "/etc"})
+    problems = bad.json()[
+        "problems"
+    ]  # unknown run, folder outside the roots, model outside, adapter not loaded
+    assert bad.status_code == 422 and len(problems) == 4 and "/etc is neither" in problems[1]

@@ -68,6 +68,7 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         assert points(page) == 40
         page.click("#switch-language")
         page.wait_for_selector("text=运行")
+        assert page.locator("#run-status").inner_text() == "已完成"  # statuses are translated too
         page.screenshot(path=str(ARTIFACTS / "board-run-zh.png"), full_page=True)
         page.goto(f"{board.url}/runs")
         assert "运行记录" in page.content() and "40/40" in page.content()

@@ -155,9 +155,8 @@ def create_board_app(
     async def chat(request: Request) -> Any:
         body = await request.json()
         model = str(body.get("model") or "smollm2-135m-instruct")
-        run_ids = [str(r) for r in body.get("adapters") or []]
-        known = {a["id"] for a in chats.adapters_available()}
-        problems = [f"run {r} has no finished adapter" for r in run_ids if r not in known]
+        entries = [str(r) for r in body.get("adapters") or []]
+        folders, problems = chats.adapter_folders(entries)
         problem = chats.check_model(model)
         messages = body.get("messages")
         if problem:
@@ -165,11 +164,12 @@ def create_board_app(
         if not isinstance(messages, list) or not messages:
             problems.append("messages must be a non-empty list of {role, content}")
         adapter = body.get("adapter") or None
-        if adapter is not None and adapter not in run_ids:
+        if adapter is not None and adapter not in entries:
             problems.append(f"adapter {adapter} is not among the loaded adapters")
         if problems:
             return JSONResponse({"problems": problems}, status_code=422)
-        engine = await asyncio.to_thread(chats.engine, model, run_ids)
+        engine, names = await asyncio.to_thread(chats.engine, model, folders)
+        adapter = names[adapter] if adapter is not None else None
         turns = [{"role": str(m.get("role")), "content": str(m.get("content", ""))} for m in messages]
         try:
             prompt = engine.render(turns)

@@ -1,7 +1,7 @@
 """The board's chat: one inference engine at a time, for the base model and adapters picked on the page.
 
-Adapters are named by run id and loaded from that run's output directory, so a page can only load
-what the registry knows; the base model is a zoo name or a path under the board's allowed roots.
+Adapters are finished runs (by id, loaded from the run's output directory) or adapter folders under
+the board's allowed roots; the base model is a zoo name or a path under those roots.
 """
 
 from __future__ import annotations
@@ -43,21 +43,40 @@ class ChatEngines:
             return None
         return f"model {model} is neither a zoo model nor under the folders this board may use"
 
-    def engine(self, model: str, run_ids: list[str]) -> Any:
-        """The engine for this base model and these runs' adapters (built on first use, then reused)."""
+    def adapter_folders(self, entries: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Each entry (a finished run's id, or an adapter folder under the roots) with its folder, and
+        a problem for every entry that is neither."""
+        runs = {a["id"] for a in self.adapters_available()}
+        folders, problems = {}, []
+        for entry in entries:
+            if entry in runs:
+                folders[entry] = self.registry.get(entry).output_dir
+            elif inside_roots(entry, self.roots) and (Path(entry) / "adapter_config.json").is_file():
+                folders[entry] = str(Path(entry).resolve())
+            else:
+                problems.append(
+                    f"adapter {entry} is neither a finished run with an adapter nor an adapter folder under "
+                    "the folders this board may use"
+                )
+        return folders, problems
+
+    def engine(self, model: str, folders: dict[str, str]) -> tuple[Any, dict[str, str]]:
+        """The engine for this base model and these adapters (built on first use, then reused), and the
+        engine's name for each adapter (paths are not valid adapter names)."""
         from tuneforge.inference.engine import InferenceEngine
 
-        key = (model, tuple(run_ids))
+        names = {entry: f"adapter{i}" for i, entry in enumerate(folders)}
+        key = (model, tuple(folders.items()))
         with self._lock:
             if self._key != key:
                 if self._engine is not None:
                     self._engine.close()
-                adapters = {run_id: self.registry.get(run_id).output_dir for run_id in run_ids}
+                adapters = {names[entry]: folder for entry, folder in folders.items()}
                 self._engine = InferenceEngine(
                     ModelArguments(model_name_or_path=model), GeneratingArguments(), adapters=adapters
                 )
                 self._key = key
-            return self._engine
+            return self._engine, names
 
     def close(self) -> None:
         with self._lock:

@@ -49,7 +49,7 @@ const Board = (() => {
     source.addEventListener("log", (e) => { log.textContent += JSON.parse(e.data) + "\n"; log.scrollTop = log.scrollHeight; });
     source.addEventListener("status", (e) => {
       const s = JSON.parse(e.data);
-      status.textContent = s.status; status.className = `status status-${s.status}`;
+      status.textContent = JSON.parse(status.dataset.labels || "{}")[s.status] || s.status; status.className = `status status-${s.status}`;
       if (s.reason) document.getElementById("run-reason").textContent = s.reason;
       if (["done", "failed", "stopped"].includes(s.status)) source.close();
     });
@@ -170,6 +170,15 @@ const Board = (() => {
   function chatPage() {
     const transcript = document.getElementById("transcript");
     const history = [];
+    const active = document.getElementById("chat-active"), pathsField = document.getElementById("chat-adapter-paths");
+    const adapterPaths = () => pathsField.value.split(",").map((s) => s.trim()).filter(Boolean);
+    pathsField.addEventListener("change", () => {  // typed adapter folders can answer too
+      for (const option of [...active.querySelectorAll("option.typed")]) option.remove();
+      for (const path of adapterPaths()) {
+        const option = document.createElement("option"); option.value = path; option.textContent = path; option.className = "typed";
+        active.appendChild(option);
+      }
+    });
     const line = (who, text) => { const p = document.createElement("p"); p.className = `turn turn-${who}`; p.textContent = text; transcript.appendChild(p); return p; };
     document.getElementById("chat-form").addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -182,7 +191,7 @@ const Board = (() => {
       const answer = line("assistant", "");
       const body = {
         model: document.getElementById("chat-model").value,
-        adapters: [...document.querySelectorAll(".chat-adapter:checked")].map((c) => c.value),
+        adapters: [...document.querySelectorAll(".chat-adapter:checked")].map((c) => c.value).concat(adapterPaths()),
         adapter: document.getElementById("chat-active").value || null,
         messages: history,
       };
