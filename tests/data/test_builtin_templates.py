@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.helpers import tiny_tokenizer
 from tuneforge.data.conversation import Conversation, Message
 from tuneforge.data.encode import render_with_loss_mask
 from tuneforge.data.template import (
@@ -82,9 +83,25 @@ def runs(tokenizer, example) -> list[str]:
     return out
 
 
+@pytest.fixture(params=["smollm2", "tiny-bpe"])
+def any_tokenizer(request):
+    """SmolLM2's tokenizer and a tiny byte-level BPE trained in-process (same special tokens)."""
+    if request.param == "smollm2":
+        return request.getfixturevalue("smollm2_tokenizer")
+    return tiny_tokenizer()
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_builtin_masks_cover_exactly_the_answers(name, smollm2_tokenizer):
-    tok = smollm2_tokenizer
+def test_builtin_masks_cover_exactly_the_answers(name, any_tokenizer, request):
+    tok = any_tokenizer
+    if name == "llama3" and "smollm2" not in tok.name_or_path:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the tiny BPE, which has no llama3 markers, merges the '>' of <|eot_id|> with the '<' of the "
+                "next <|start_header_id|>: the answer ends inside a token (a template not made for the tokenizer)",
+            )
+        )
     conversation = Conversation(
         [
             Message("user", "Q1"),
