@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError, Document
 from tuneforge.data.encode import Encoder
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
+from tuneforge.data.table import TokenTable
 from tuneforge.data.template import (
     TokenizedExample,
     assistant_spans,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class SFTData:
-    train: list[TokenizedExample]
+    train: Sequence[TokenizedExample]  # a TokenTable once built (compact; rows made when read)
     eval: list[TokenizedExample] = field(default_factory=list)
     truncated: int = 0
     dropped_no_target: list[str] = field(default_factory=list)
@@ -35,7 +36,11 @@ class SFTData:
     special_token_rows: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        tokens = sum(len(e.input_ids) for e in self.train)
+        tokens = (
+            self.train.token_count()
+            if isinstance(self.train, TokenTable)
+            else sum(len(e.input_ids) for e in self.train)
+        )
         text = f"{len(self.train)} training rows ({tokens} tokens)"
         if self.eval:
             text += f", {len(self.eval)} evaluation rows"
@@ -185,6 +190,7 @@ def build_sft_data(
             else:
                 data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
             data.skipped = loaded.problems
+            data.train = TokenTable.from_examples(data.train)
             if data.train:
                 cache.save(data, key)
     _warn(data, args)
@@ -225,14 +231,16 @@ def tokenize_for_pretraining(
 
 
 def split_validation(
-    examples: list[TokenizedExample], val_size: float, seed: int
-) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    examples: Sequence[TokenizedExample], val_size: float, seed: int
+) -> tuple[Sequence[TokenizedExample], Sequence[TokenizedExample]]:
     count = int(val_size) if val_size >= 1 else max(1, round(len(examples) * val_size))
     if count >= len(examples):
         raise DataError(f"val_size={val_size} leaves no training rows out of {len(examples)}", "config")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     held = set(order[:count])
+    if isinstance(examples, TokenTable):
+        return examples.take(i for i in range(len(examples)) if i not in held), examples.take(sorted(held))
     return [e for i, e in enumerate(examples) if i not in held], [
         e for i, e in enumerate(examples) if i in held
     ]

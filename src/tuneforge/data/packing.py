@@ -9,10 +9,13 @@ so no row attends to another and the loss equals that of the rows trained one by
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
+from tuneforge.data.table import ExampleRows, TokenTable
 from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
 
 
@@ -27,13 +30,18 @@ class PackedSequence:
         return {"input_ids": self.input_ids, "labels": self.labels, "position_ids": self.position_ids}
 
 
-def pack_examples(examples: list[TokenizedExample], capacity: int, neat: bool) -> list[PackedSequence]:
+def pack_examples(examples: Sequence[TokenizedExample], capacity: int, neat: bool) -> list[PackedSequence]:
     """Best-fit decreasing: longest rows first, each into the fullest sequence it still fits in."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids), reverse=True)
+    sizes = (
+        examples.lengths().tolist()
+        if isinstance(examples, TokenTable)
+        else [len(e.input_ids) for e in examples]
+    )
+    order = sorted(range(len(examples)), key=sizes.__getitem__, reverse=True)
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []  # (room left, bin index), sorted
     for i in order:
-        size = len(examples[i].input_ids)
+        size = sizes[i]
         at = bisect.bisect_left(free, (size, -1))
         if at < len(free):
             room, b = free.pop(at)
@@ -59,11 +67,14 @@ def _concatenate(rows: list[TokenizedExample], neat: bool) -> PackedSequence:
 
 
 def training_rows(
-    examples: list[TokenizedExample], args: DataArguments, stage: str, pad_token_id: int
-) -> tuple[list[dict[str, list[int]]], PaddingCollator]:
-    """Rows and the collator for them: packed when `packing`/`neat_packing` say so (packing defaults on for pt)."""
+    examples: Sequence[TokenizedExample], args: DataArguments, stage: str, pad_token_id: int
+) -> tuple[Sequence[dict[str, Any]], PaddingCollator]:
+    """Rows and the collator for them: packed when `packing`/`neat_packing` say so (packing defaults on for pt).
+    Unpacked rows of a `TokenTable` stay in it and are built as the Trainer reads them."""
     packing = args.neat_packing or (args.packing if args.packing is not None else stage == "pt")
     if not packing:
+        if isinstance(examples, TokenTable):
+            return ExampleRows(examples), PaddingCollator(pad_token_id)
         return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples], PaddingCollator(
             pad_token_id
         )

@@ -4,10 +4,12 @@ checkpoints, signals and metrics, save. A stage's `run(cfg)` reads: output dir, 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tuneforge.config import RunConfig
+from tuneforge.data.table import ExampleRows
 from tuneforge.model.adapters import apply_adapter, count_parameters
 from tuneforge.model.loader import load_model
 from tuneforge.train.checkpoint import Checkpoint
@@ -112,8 +114,11 @@ def train_and_save(
     return output_dir
 
 
-def number_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each training row its index, named by the numerics guard when a step is skipped."""
+def number_rows(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """Give each training row its index, named by the numerics guard when a step is skipped (rows
+    built on reading, `ExampleRows`, carry theirs already)."""
+    if isinstance(rows, ExampleRows):
+        return rows
     for i, row in enumerate(rows):
         row["sample_id"] = i
     return rows
