@@ -1,7 +1,8 @@
 """`tuneforge train` with hooks for fault-injection tests: a pause after each checkpoint file is
 hashed (so a kill can land mid-write) and optionally a pause per training forward pass.
 
-Usage: python -m tests.train.fault_worker CONFIG.yaml  (env FAULT_FILE_DELAY, FAULT_STEP_DELAY seconds)
+Usage: python -m tests.train.fault_worker CONFIG.yaml  (env FAULT_FILE_DELAY, FAULT_STEP_DELAY seconds);
+`fork_server` installs the same hooks in each run it forks.
 """
 
 import os
@@ -12,17 +13,18 @@ from tuneforge.cli.main import main
 from tuneforge.train import checkpoint
 from tuneforge.train import trainer as trainer_module
 
-FILE_DELAY = float(os.environ.get("FAULT_FILE_DELAY", "0"))
-STEP_DELAY = float(os.environ.get("FAULT_STEP_DELAY", "0"))
-_real_loss = trainer_module.answer_only_loss
 
+def install(file_delay: float, step_delay: float) -> None:
+    real_loss = trainer_module.answer_only_loss
 
-def slow_loss(model, inputs, num_items):
-    time.sleep(STEP_DELAY)
-    return _real_loss(model, inputs, num_items)
+    def slow_loss(model, inputs, num_items):
+        time.sleep(step_delay)
+        return real_loss(model, inputs, num_items)
+
+    checkpoint._pause_between_files = lambda: time.sleep(file_delay)
+    trainer_module.answer_only_loss = slow_loss
 
 
 if __name__ == "__main__":
-    checkpoint._pause_between_files = lambda: time.sleep(FILE_DELAY)
-    trainer_module.answer_only_loss = slow_loss
+    install(float(os.environ.get("FAULT_FILE_DELAY", "0")), float(os.environ.get("FAULT_STEP_DELAY", "0")))
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,13 +1,21 @@
-"""Faults a long run meets: SIGKILL at any moment (also mid-checkpoint), SIGTERM, NaN losses."""
+"""Faults a long run meets: SIGKILL at any moment (also mid-checkpoint), SIGTERM, NaN losses.
 
+Killed runs are real `tuneforge train` processes, forked by `fork_server` from a process that has
+imported everything once (eleven interpreter starts with torch took most of a minute)."""
+
+import contextlib
+import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,19 +33,83 @@ def losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl")]
 
 
-def start_worker(config_path: Path, **delays: float) -> subprocess.Popen:
-    env = {**os.environ, **{f"FAULT_{k.upper()}_DELAY": str(v) for k, v in delays.items()}}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.train.fault_worker", str(config_path)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class ForkedRun:
+    """One `tuneforge train` forked by the fork server, with the part of Popen's interface tests use."""
+
+    def __init__(self, server: "ForkServer", pid: int, stderr: Path):
+        self.server, self.pid, self.stderr, self.returncode = server, pid, stderr, None
+
+    def poll(self) -> int | None:
+        self.returncode = self.server.exits.get(self.pid)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 120) -> int:
+        end = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"train pid {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def communicate(self, timeout: float = 120) -> tuple[None, str]:
+        self.wait(timeout)
+        return None, self.stderr.read_text(encoding="utf-8", errors="replace")
 
 
-def wait_for(proc: subprocess.Popen, condition, timeout: float = 60) -> bool:
+class ForkServer:
+    """`tests/train/fork_server.py`: imports once, forks a run per `start` (seconds saved per run)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.count, self.exits, self.started = folder, 0, {}, []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.train.fork_server"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.pids: queue.Queue[int] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            kind, *values = line.split()
+            if kind == "pid":
+                self.pids.put(int(values[0]))
+            elif kind == "exit":
+                self.exits[int(values[0])] = int(values[1])
+
+    def start(self, config_path: Path, **delays: float) -> ForkedRun:
+        self.count += 1
+        stderr = self.folder / f"run-{self.count}.stderr"
+        self.proc.stdin.write(
+            json.dumps({"config": str(config_path), "stderr": str(stderr), **delays}) + "\n"
+        )
+        self.proc.stdin.flush()
+        self.started.append(self.pids.get(timeout=120))
+        return ForkedRun(self, self.started[-1], stderr)
+
+    def close(self) -> None:
+        for pid in set(self.started) - set(self.exits):  # a failed test leaves no run behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    server = ForkServer(tmp_path)
+    yield server
+    server.close()
+
+
+def wait_for(proc: ForkedRun, condition, timeout: float = 60) -> bool:
     """Poll until `condition()` holds (True) or the process ends (False)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -49,7 +121,7 @@ def wait_for(proc: subprocess.Popen, condition, timeout: float = 60) -> bool:
     raise TimeoutError("the training process made no progress")
 
 
-def test_sigkill_at_random_moments_then_rerun_resumes_to_the_same_losses(tiny_model_dir, tmp_path):
+def test_sigkill_at_random_moments_then_rerun_resumes_to_the_same_losses(tiny_model_dir, tmp_path, runs):
     reference = tmp_path / "reference"
     run_stage(config(tiny_model_dir, reference, **FAULT_KEYS))
 
@@ -59,7 +131,7 @@ def test_sigkill_at_random_moments_then_rerun_resumes_to_the_same_losses(tiny_mo
     rng = random.Random(1234)
     kills = mid_write = 0
     while True:
-        proc = start_worker(config_path, file=0.02)
+        proc = runs.start(config_path, file=0.02)
         if kills < 10:
             done_before = len(losses(out))
             if kills % 2 == 0:  # during a checkpoint write: a staging folder exists
@@ -88,12 +160,12 @@ def test_sigkill_at_random_moments_then_rerun_resumes_to_the_same_losses(tiny_mo
     assert not list(out.glob(".partial-*"))
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_then_resumes(tiny_model_dir, tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_then_resumes(tiny_model_dir, tmp_path, runs):
     out = tmp_path / "run"
     config_path = tmp_path / "run.yaml"
     keys = {"max_steps": 6, "save_steps": 100}  # no checkpoint but the one the signal asks for
     dump_config(config(tiny_model_dir, out, **keys), config_path)
-    proc = start_worker(config_path, step=0.3)
+    proc = runs.start(config_path, step=0.3)
     assert wait_for(proc, lambda: len(losses(out)) >= 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
