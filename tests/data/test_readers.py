@@ -74,3 +74,20 @@ def test_a_large_json_array_is_read_with_bounded_memory_and_progress(tmp_path, m
     assert count == 8000
     assert peak < path.stat().st_size / 4  # a chunk and a row at a time, not the whole file
     assert "reading big.json" in capsys.readouterr().err
+
+
+def test_csv_bad_bytes_are_named_by_line_and_offset_and_big_files_show_progress(
+    tmp_path, monkeypatch, capsys
+):
+    bad = tmp_path / "rows.csv"
+    bad.write_bytes(b'\xef\xbb\xbfinstruction,output\nq,"two\nlines"\nq,caf\xe9\n')
+    with pytest.raises(DataError) as err:
+        list(iter_rows(bad))
+    assert "rows.csv:4: not UTF-8 (byte offset 41 in the file" in str(err.value)
+    good = tmp_path / "good.csv"
+    good.write_text("instruction,output\n" + 'q,"a\nb"\n' * 40_000)  # 320 kB
+    monkeypatch.setattr(readers, "PROGRESS_BYTES", 100_000)
+    read_rows = list(iter_rows(good))
+    assert len(read_rows) == 40_000 and read_rows[1].value == {"instruction": "q", "output": "a\nb"}
+    assert read_rows[1].source.endswith("good.csv:5")  # the line where the row ends, as csv counts
+    assert "reading good.csv" in capsys.readouterr().err

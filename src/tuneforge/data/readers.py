@@ -2,7 +2,7 @@
 
 A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
 row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
-JSON lines are read one line at a time and JSON arrays one element at a time from chunks, so memory
+JSON lines and CSV are read one line at a time and JSON arrays one element at a time from chunks, so memory
 does not grow with the file; files over 32 MB show a progress bar.
 """
 
@@ -246,13 +246,31 @@ def _progress(path: Path, size: int):  # noqa: ANN202 - tqdm or None
 
 
 def _csv_rows(path: Path) -> Iterator[RawRow]:
+    """CSV rows (a quoted field may span lines); bytes are decoded line by line, so bad bytes are named by
+    their exact line and file offset and memory stays bounded."""
+    progress = _progress(path, path.stat().st_size)
+
+    def lines() -> Iterator[str]:
+        offset = 0
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                start, offset = offset, offset + len(raw)
+                if progress:
+                    progress.update(len(raw))
+                if lineno == 1 and raw.startswith(BOM):
+                    raw, start = raw[len(BOM) :], start + len(BOM)
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise _undecodable(path, raw, err, start, lineno) from None
+
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            for row in reader:
-                yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
-    except UnicodeDecodeError as err:
-        raise _undecodable(path, path.read_bytes(), err) from None
+        reader = csv.DictReader(lines())
+        for row in reader:
+            yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
+    finally:
+        if progress:
+            progress.close()
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
