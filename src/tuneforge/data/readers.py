@@ -187,11 +187,11 @@ def _json_array_rows(path: Path) -> Iterator[RawRow]:
             reader.close()
 
 
-def _json_lines_rows(path: Path) -> Iterator[RawRow]:
-    size = path.stat().st_size
-    progress = _progress(path, size)
+def _raw_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, file offset of the line's first byte, the line's bytes) with a leading BOM dropped;
+    a progress bar over 32 MB."""
+    progress = _progress(path, path.stat().st_size)
     offset = 0
-    seen_row = False
     try:
         with path.open("rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
@@ -200,26 +200,32 @@ def _json_lines_rows(path: Path) -> Iterator[RawRow]:
                     progress.update(len(raw))
                 if lineno == 1 and raw.startswith(BOM):
                     raw, start = raw[len(BOM) :], start + len(BOM)
-                if not raw.strip():
-                    continue
-                source = f"{path}:{lineno}"
-                try:
-                    value = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as err:
-                    yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
-                    continue
-                except json.JSONDecodeError as err:
-                    if not seen_row:
-                        _reject_single_document(path, size)
-                    message = f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})"
-                    yield RawRow(source, error=DataError(message, "invalid_json"))
-                    seen_row = True
-                    continue
-                seen_row = True
-                yield RawRow(source, value)
+                yield lineno, start, raw
     finally:
         if progress:
             progress.close()
+
+
+def _json_lines_rows(path: Path) -> Iterator[RawRow]:
+    seen_row = False
+    for lineno, start, raw in _raw_lines(path):
+        if not raw.strip():
+            continue
+        source = f"{path}:{lineno}"
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
+            continue
+        except json.JSONDecodeError as err:
+            if not seen_row:
+                _reject_single_document(path, path.stat().st_size)
+            message = f"{path}:{lineno}:{err.colno}: invalid JSON ({err.msg})"
+            yield RawRow(source, error=DataError(message, "invalid_json"))
+            seen_row = True
+            continue
+        seen_row = True
+        yield RawRow(source, value)
 
 
 def _reject_single_document(path: Path, size: int) -> None:
@@ -248,29 +254,17 @@ def _progress(path: Path, size: int):  # noqa: ANN202 - tqdm or None
 def _csv_rows(path: Path) -> Iterator[RawRow]:
     """CSV rows (a quoted field may span lines); bytes are decoded line by line, so bad bytes are named by
     their exact line and file offset and memory stays bounded."""
-    progress = _progress(path, path.stat().st_size)
 
     def lines() -> Iterator[str]:
-        offset = 0
-        with path.open("rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                start, offset = offset, offset + len(raw)
-                if progress:
-                    progress.update(len(raw))
-                if lineno == 1 and raw.startswith(BOM):
-                    raw, start = raw[len(BOM) :], start + len(BOM)
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise _undecodable(path, raw, err, start, lineno) from None
+        for lineno, start, raw in _raw_lines(path):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _undecodable(path, raw, err, start, lineno) from None
 
-    try:
-        reader = csv.DictReader(lines())
-        for row in reader:
-            yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
-    finally:
-        if progress:
-            progress.close()
+    reader = csv.DictReader(lines())
+    for row in reader:
+        yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
