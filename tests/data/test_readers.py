@@ -91,3 +91,15 @@ def test_csv_bad_bytes_are_named_by_line_and_offset_and_big_files_show_progress(
     assert len(read_rows) == 40_000 and read_rows[1].value == {"instruction": "q", "output": "a\nb"}
     assert read_rows[1].source.endswith("good.csv:5")  # the line where the row ends, as csv counts
     assert "reading good.csv" in capsys.readouterr().err
+
+
+def test_big_parquet_files_show_progress(tmp_path, monkeypatch, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"instruction": [f"q{i}" for i in range(5000)], "output": ["a"] * 5000}), path)
+    monkeypatch.setattr(readers, "PROGRESS_BYTES", 1000)
+    read_rows = list(iter_rows(path))
+    assert len(read_rows) == 5000 and read_rows[-1].source.endswith("rows.parquet:row 5000")
+    assert "reading rows.parquet" in capsys.readouterr().err

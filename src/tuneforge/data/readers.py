@@ -2,7 +2,8 @@
 
 A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
 row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
-JSON lines and CSV are read one line at a time and JSON arrays one element at a time from chunks, so memory
+JSON lines and CSV are read a line at a time, JSON arrays an element at a time from chunks and parquet
+a batch at a time, so memory
 does not grow with the file; files over 32 MB show a progress bar.
 """
 
@@ -275,7 +276,16 @@ def _parquet_rows(path: Path) -> Iterator[RawRow]:
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: not a readable parquet file ({err})", "invalid_file") from None
     row_number = 0
-    for batch in table.iter_batches(batch_size=1024):
-        for value in batch.to_pylist():
-            row_number += 1
-            yield RawRow(f"{path}:row {row_number}", value)
+    size = path.stat().st_size
+    progress = _progress(path, size)  # compressed bytes, advanced by each batch's share of the rows
+    rows = table.metadata.num_rows or 1
+    try:
+        for batch in table.iter_batches(batch_size=1024):
+            if progress:
+                progress.update(size * batch.num_rows / rows)
+            for value in batch.to_pylist():
+                row_number += 1
+                yield RawRow(f"{path}:row {row_number}", value)
+    finally:
+        if progress:
+            progress.close()
