@@ -2,9 +2,9 @@
 
 A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
 row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
-JSON lines and CSV are read a line at a time, JSON arrays an element at a time from chunks and parquet
-a batch at a time, so memory
-does not grow with the file; files over 32 MB show a progress bar.
+JSON lines and CSV are read a line at a time, JSON arrays an element at a time from chunks and
+parquet a batch at a time, so memory does not grow with the file; files over 32 MB show a progress
+bar.
 """
 
 from __future__ import annotations
