@@ -22,30 +22,16 @@ from starlette.staticfiles import StaticFiles
 
 from tuneforge.board.chat import ChatEngines, stream_answer
 from tuneforge.board.launcher import Launcher
-from tuneforge.board.paths import inside_roots
+from tuneforge.board.paths import check_paths
 from tuneforge.board.preview import DatasetPreviews, PreviewProblem
 from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
 from tuneforge.runs.registry import RunRegistry
 
 HERE = Path(__file__).resolve().parent
-PATH_KEYS = ("output_dir", "dataset_dir")
 LANGUAGES = ("en", "zh")
 FINAL = ("done", "failed", "stopped")
 TOKEN_COOKIE = "tuneforge_token"
-
-
-def check_paths(flat: dict[str, Any], roots: list[Path]) -> list[str]:
-    """Problems with path keys that point outside every allowed root."""
-    problems = []
-    for key in PATH_KEYS:
-        value = flat.get(key)
-        if value is None:
-            continue
-        if not inside_roots(str(value), roots):
-            shown = ", ".join(str(r) for r in roots)
-            problems.append(f"key '{key}': {value} is outside the folders this board may use ({shown})")
-    return problems
 
 
 def create_board_app(

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tuneforge.board.paths import inside_roots
+from tuneforge.board.paths import check_paths
 from tuneforge.config import ConfigError, build_config
 from tuneforge.data.conversation import DataError
 
@@ -34,10 +34,9 @@ class DatasetPreviews:
     def datasets(self, dataset_dir: str) -> list[str]:
         from tuneforge.data.loader import read_dataset_info
 
-        if not inside_roots(dataset_dir, self.roots):
-            raise PreviewProblem(
-                [f"key 'dataset_dir': {dataset_dir} is outside the folders this board may use"]
-            )
+        problems = check_paths({"dataset_dir": dataset_dir}, self.roots, ("dataset_dir",))
+        if problems:
+            raise PreviewProblem(problems)
         try:
             return sorted(read_dataset_info(dataset_dir))
         except DataError as err:
@@ -48,11 +47,7 @@ class DatasetPreviews:
         from tuneforge.data.validate import preview_rows, trainable_segments
 
         flat = {k: v for k, v in flat.items() if v is not None}
-        problems = []
-        if not inside_roots(str(flat.get("dataset_dir", "data")), self.roots):
-            problems.append(
-                f"key 'dataset_dir': {flat.get('dataset_dir')} is outside the folders this board may use"
-            )
+        problems = check_paths({"dataset_dir": flat.get("dataset_dir", "data")}, self.roots, ("dataset_dir",))
         model = str(flat.get("model_name_or_path") or "")
         problem = (
             self.check_model(model) if model else "key 'model_name_or_path': pick a model to preview with"

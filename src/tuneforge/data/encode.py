@@ -116,7 +116,7 @@ class Encoder:
         return self.examples(items, self.encode([text for text, _, _ in items]))
 
     def _example(self, ids: list[int], spans: list[tuple[int, int]], source: str) -> TokenizedExample:
-        if spans == [(0, len(ids))]:
+        if self.train_on_prompt:
             labels = ids.copy()
         else:
             labels = [IGNORE_INDEX] * len(ids)

@@ -79,5 +79,9 @@ def training_rows(
             pad_token_id
         )
     packed = pack_examples(examples, args.cutoff_len, args.neat_packing)
-    collator = NeatPackingCollator(pad_token_id) if args.neat_packing else PaddingCollator(pad_token_id)
-    return [p.as_row() for p in packed], collator
+    return [p.as_row() for p in packed], collator_for(args, pad_token_id)
+
+
+def collator_for(args: DataArguments, pad_token_id: int) -> PaddingCollator:
+    """Neat-packed rows go without an attention mask (positions say where rows start); others are padded."""
+    return NeatPackingCollator(pad_token_id) if args.neat_packing else PaddingCollator(pad_token_id)

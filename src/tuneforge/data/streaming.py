@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tuneforge.config import DataArguments
-from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
+from tuneforge.data.collator import PaddingCollator
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import tokenize_chunk
 from tuneforge.data.loader import RowProblem, dataset_spec
-from tuneforge.data.packing import pack_examples
+from tuneforge.data.packing import collator_for, pack_examples
 from tuneforge.data.readers import data_files, iter_rows
 from tuneforge.data.template import chat_template_for
 
@@ -130,7 +130,7 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
                 yield {"input_ids": example.input_ids, "labels": example.labels}
 
     def collator(self, pad_token_id: int) -> PaddingCollator:
-        return NeatPackingCollator(pad_token_id) if self.args.neat_packing else PaddingCollator(pad_token_id)
+        return collator_for(self.args, pad_token_id)
 
     def first_rows(self, count: int) -> list[dict[str, list[int]]]:
         """Read the first rows (at least one optimizer step's worth) now, so format, template and size
