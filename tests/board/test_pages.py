@@ -14,7 +14,7 @@ def test_train_form_has_every_config_key_with_its_default(board):  # noqa: F811
     for group in ("model", "data", "finetuning", "training"):
         for key in GROUPS[group].model_fields:
             assert f'name="{key}"' in html, key
-    assert 'value="0.0001"' in html  # learning_rate's default
+    assert 'value="5e-05"' in html  # learning_rate's default (LLaMA-Factory's)
     for section in ("Model", "Method", "Data", "Training", "Output"):
         assert f"<legend>{section}</legend>" in html
     assert httpx.get(f"{board.url}/static/board.js").status_code == 200

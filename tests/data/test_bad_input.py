@@ -88,10 +88,14 @@ def test_special_tokens_in_prompts_are_warned_about(smollm2_tokenizer):
 
 
 def test_row_far_longer_than_cutoff_is_counted_and_flagged(smollm2_tokenizer):
-    report = validate_data(args("long_row", cutoff_len=512), smollm2_tokenizer)
+    # cut at the end, the prompt alone fills cutoff_len: no answer token is left
+    report = validate_data(args("long_row", cutoff_len=512, truncation="end"), smollm2_tokenizer)
     assert report.truncated == 1
     assert [p.category for p in report.problems] == ["no_trainable_tokens"]
     assert max(report.lengths) < 512
+    # shortened in proportion (LLaMA-Factory's policy, the default), the row keeps part of its answer
+    kept = validate_data(args("long_row", cutoff_len=512), smollm2_tokenizer)
+    assert kept.clean and kept.truncated == 1 and max(kept.lengths) <= 512
     roomy = validate_data(args("long_row", cutoff_len=8192), smollm2_tokenizer)
     assert roomy.clean and roomy.truncated == 0 and max(roomy.lengths) > 3000
 

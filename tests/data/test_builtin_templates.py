@@ -1,4 +1,4 @@
-"""Every built-in template: its exact text for a fixed conversation, and masks that cover exactly the answers."""
+"""Every LLaMA-Factory template name: renders, trains exactly its answers, and chat prompts match training."""
 
 import pytest
 
@@ -13,69 +13,35 @@ from tuneforge.data.template import (
     template_mismatch,
 )
 
-CHAT = [
-    {"role": "system", "content": "S"},
-    {"role": "user", "content": "Q1"},
-    {"role": "assistant", "content": "A1"},
-    {"role": "user", "content": "Q2"},
-    {"role": "assistant", "content": "A2"},
-]
-SYS = "<|im_start|>system\nS<|im_end|>\n"
+CONVERSATION = Conversation(
+    [Message("user", "Q1"), Message("assistant", "A1"), Message("user", "Q2"), Message("assistant", "A2")],
+    system="S",
+)
+# SmolLM2's tokenizer (bos <|im_start|>, eos <|im_end|>) with each template, as LLaMA-Factory renders it
 GOLDEN = {
-    "alpaca": "S\n\n### Instruction:\nQ1\n\n### Response:\nA1</s>\n\n### Instruction:\nQ2\n\n### Response:\nA2</s>\n\n",
-    "baichuan2": "S<reserved_106>Q1<reserved_107>A1</s><reserved_106>Q2<reserved_107>A2</s>",
-    "chatglm3": "[gMASK]sop<|system|>\nS<|user|>\nQ1<|assistant|>\nA1</s><|user|>\nQ2<|assistant|>\nA2</s>",
-    "chatml": SYS + "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+    "chatml": "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
     "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\nA2<|im_end|>\n",
-    "default": "System: S</s>\nHuman: Q1</s>\nAssistant:A1</s>\nHuman: Q2</s>\nAssistant:A2</s>\n",
-    "empty": "SQ1A1</s>Q2A2</s>",
-    "gemma": "<s><start_of_turn>user\nS\n\nQ1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n"
-    "<start_of_turn>user\nQ2<end_of_turn>\n<start_of_turn>model\nA2<end_of_turn>\n",
-    "llama2": "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>",
-    "llama3": "<s><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
-    "Q1<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nA1<|eot_id|><|start_header_id|>user"
-    "<|end_header_id|>\n\nQ2<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nA2<|eot_id|>",
-    "mistral": "<s>[INST] S\n\nQ1[/INST] A1</s>[INST] Q2[/INST] A2</s>",
-    "phi": "<|system|>\nS<|end|>\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nQ2<|end|>\n"
-    "<|assistant|>\nA2<|end|>\n",
-    "qwen": SYS + "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
-    "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\nA2<|im_end|>\n",
-    "vicuna": "S USER: Q1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>",
+    "alpaca": "S### Instruction:\nQ1\n\n### Response:\nA1<|im_end|>\n\n### Instruction:\nQ2\n\n### Response:\nA2<|im_end|>\n\n",
+    "default": "System: S<|im_end|>\nHuman: Q1<|im_end|>\nAssistant:A1<|im_end|>\nHuman: Q2<|im_end|>\nAssistant:A2<|im_end|>\n",
+    "empty": "SQ1A1Q2A2",
+    "llama2": "<|im_start|>[INST] <<SYS>>\nS\n<</SYS>>\n\nQ1 [/INST]A1<|im_end|><|im_start|>[INST] Q2 [/INST]A2<|im_end|>",
+    "vicuna": "SUSER: Q1 ASSISTANT:A1<|im_end|>USER: Q2 ASSISTANT:A2<|im_end|>",
 }
-# what each template trains on (SmolLM2's EOS is <|im_end|>)
-ANSWERS = {
-    "chatglm3": ["\nA1<|im_end|>", "\nA2<|im_end|>"],
-    "gemma": ["A1<end_of_turn>", "A2<end_of_turn>"],
-    "llama2": [" A1 <|im_end|>", " A2 <|im_end|>"],
-    # SmolLM2's tokenizer does not know <|eot_id|>; its BPE token "><" straddles the end of the first
-    # answer and starts inside it, so it is trained. A Llama 3 tokenizer has <|eot_id|> as one token.
-    "llama3": ["A1<|eot_id|><", "A2<|eot_id|>"],
-    "mistral": [" A1<|im_end|>", " A2<|im_end|>"],
-    "phi": ["A1<|end|>", "A2<|end|>"],
-    "vicuna": [" A1<|im_end|>", " A2<|im_end|>"],
-}
-
-
-def test_the_thirteen_builtins_exist():
-    assert set(builtin_templates()) == set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_builtin_renders_the_documented_format(name, smollm2_tokenizer):
-    text = smollm2_tokenizer.apply_chat_template(
-        CHAT,
-        chat_template=chat_template_for(smollm2_tokenizer, name),
-        tokenize=False,
-        bos_token="<s>",
-        eos_token="</s>",
+def test_named_template_renders_llamafactory_text(name, smollm2_tokenizer):
+    assert (
+        chat_template_for(smollm2_tokenizer, name).render_text(CONVERSATION, smollm2_tokenizer)
+        == GOLDEN[name]
     )
-    assert text == GOLDEN[name]
 
 
 def runs(tokenizer, example) -> list[str]:
     out, current = [], []
     for token, label in [*zip(example.input_ids, example.labels, strict=True), (None, IGNORE_INDEX)]:
         if label != IGNORE_INDEX:
+            assert label == token or label == tokenizer.eos_token_id
             current.append(token)
         elif current:
             out.append(tokenizer.decode(current))
@@ -91,34 +57,17 @@ def any_tokenizer(request):
     return tiny_tokenizer()
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_builtin_masks_cover_exactly_the_answers(name, any_tokenizer, request):
+@pytest.mark.parametrize("name", builtin_templates())
+def test_every_template_trains_its_answers_and_chat_prompts_match(name, any_tokenizer):
     tok = any_tokenizer
-    if name == "llama3" and "smollm2" not in tok.name_or_path:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the tiny BPE, which has no llama3 markers, merges the '>' of <|eot_id|> with the '<' of the "
-                "next <|start_header_id|>: the answer ends inside a token (a template not made for the tokenizer)",
-            )
-        )
-    conversation = Conversation(
-        [
-            Message("user", "Q1"),
-            Message("assistant", "A1"),
-            Message("user", "Q2"),
-            Message("assistant", "A2"),
-        ],
-        system="S",
-    )
     template = chat_template_for(tok, name)
-    example = render_with_loss_mask(conversation, tok, template, cutoff_len=512)
-    expected = ANSWERS.get(name, ["A1<|im_end|>", "A2<|im_end|>"])
-    assert "".join(runs(tok, example)).replace(" ", "") == "".join(expected).replace(" ", "")
-    # the chat prompt is exactly the training text before the first answer (token ids can differ at the
-    # boundary when a tokenizer meets a template not made for it; SmolLM2 with its own ChatML is checked by id)
-    prompt = render_prompt(conversation.as_chat()[:2], tok, template)
-    assert tok.decode(example.input_ids).startswith(tok.decode(prompt))
+    example = render_with_loss_mask(CONVERSATION, tok, template, cutoff_len=512)
+    trained = "".join(runs(tok, example))
+    assert "A1" in trained and "A2" in trained and "Q1" not in trained and "Q2" not in trained
+    # the chat prompt is exactly the training ids before the first answer
+    prompt = render_prompt(CONVERSATION.as_chat()[:2], tok, template)
+    assert example.input_ids[: len(prompt)] == prompt
+    assert all(label == IGNORE_INDEX for label in example.labels[: len(prompt)])
 
 
 def test_mismatch_with_the_tokenizer_template_is_explained(smollm2_tokenizer):

@@ -68,9 +68,13 @@ def test_train_on_prompt_trains_everything(smollm2_tokenizer):
 
 def test_cutoff_truncates_and_can_leave_nothing_to_train(smollm2_tokenizer):
     tok = smollm2_tokenizer
-    example = render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), cutoff_len=10)
+    own = chat_template_for(tok, None)
+    example = render_with_loss_mask(two_turns(), tok, own, cutoff_len=10, truncation="end")
     assert len(example.input_ids) == 10 and example.trainable_tokens == 0 and example.truncated
-    assert not render_with_loss_mask(two_turns(), tok, chat_template_for(tok, None), cutoff_len=512).truncated
+    # in proportion (the default) the first answer keeps tokens within the same 10
+    kept = render_with_loss_mask(two_turns(), tok, own, cutoff_len=10)
+    assert len(kept.input_ids) == 10 and kept.trainable_tokens > 0 and kept.truncated
+    assert not render_with_loss_mask(two_turns(), tok, own, cutoff_len=512).truncated
 
 
 def test_builtin_chatml_matches_smollm2_own_template_when_a_system_prompt_is_given(smollm2_tokenizer):
@@ -78,7 +82,9 @@ def test_builtin_chatml_matches_smollm2_own_template_when_a_system_prompt_is_giv
     conv = two_turns(system="You are terse.")
     own = render_with_loss_mask(conv, tok, chat_template_for(tok, None), 512)
     builtin = render_with_loss_mask(conv, tok, chat_template_for(tok, "chatml"), 512)
-    assert own.input_ids == builtin.input_ids and own.labels == builtin.labels
+    assert own.input_ids == builtin.input_ids
+    # LLaMA-Factory's chatml also trains the newline that closes each answer's turn
+    assert trained_text(tok, builtin) == ["Hello! How can I help?<|im_end|>\n", "春眠不觉晓。<|im_end|>\n"]
 
 
 def test_prompt_for_chat_is_the_training_prefix(smollm2_tokenizer):
@@ -95,13 +101,13 @@ def test_alpaca_template_masks_answers(smollm2_tokenizer):
     tok = smollm2_tokenizer
     conv = Conversation([Message("user", "Add 2 and 2."), Message("assistant", "4")], source="t:1")
     example = render_with_loss_mask(conv, tok, chat_template_for(tok, "alpaca"), 512)
-    assert trained_text(tok, example) == ["4<|im_end|>"]
+    assert trained_text(tok, example) == ["4<|im_end|>\n\n"]  # LLaMA-Factory's alpaca answer slot
     assert "### Response:" in tok.decode(example.input_ids)
 
 
 def test_unknown_template_lists_builtins(smollm2_tokenizer):
-    with pytest.raises(DataError, match="chatml"):
-        chat_template_for(smollm2_tokenizer, "no-such-template")
+    with pytest.raises(DataError, match="template 'chatmll' is unknown; did you mean chatml"):
+        chat_template_for(smollm2_tokenizer, "chatmll")
 
 
 def test_masks_and_parity_on_a_tiny_trained_tokenizer():
@@ -116,4 +122,5 @@ def test_masks_and_parity_on_a_tiny_trained_tokenizer():
     )
     assert trained_text(tok, own) == ["Hello! How can I help?<|im_end|>", "春眠不觉晓。<|im_end|>"]
     builtin = render_with_loss_mask(conversation, tok, chat_template_for(tok, "chatml"), 512)
-    assert (builtin.input_ids, builtin.labels) == (own.input_ids, own.labels)
+    assert builtin.input_ids == own.input_ids
+    assert trained_text(tok, builtin) == ["Hello! How can I help?<|im_end|>\n", "春眠不觉晓。<|im_end|>\n"]

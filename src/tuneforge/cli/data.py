@@ -20,14 +20,16 @@ preview prints the first N rows as the model sees them, with the trained tokens 
 
 def run_data(argv: list[str]) -> int:
     from tuneforge.cli.main import split_args
-    from tuneforge.config import load_subset
+    from tuneforge.config import load_config
 
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("validate", "preview"):
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    if not argv or asks_help or argv[0] not in ("validate", "preview"):
         print(USAGE)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        return 0 if asks_help else 2
     action, rest = argv[0], argv[1:]
     config, overrides, options = split_args(rest, flags=("rows",))
-    cfg = load_subset(config, overrides, ("model", "data"))
+    # the whole schema, as `train` reads it: a key train refuses is refused here too
+    cfg = load_config(config, overrides)
     if action == "validate":
         return validate(cfg)
     return preview(cfg, int(options.get("rows", 3)))

@@ -16,7 +16,9 @@ commands:
   score --reward_model DIR ...        the reward a trained reward model gives an answer
   board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
-  models                              list the model zoo and what is cached
+  models                              list the model zoo and the models in the Hugging Face cache
+  templates                           LLaMA-Factory's 124 template names `template:` takes
+  webui, api                          llamafactory-cli's names for board and serve
   env                                 versions of Python, torch, transformers, ... and the device
   version                             print the tuneforge version
 
@@ -47,7 +49,7 @@ def split_args(
                 overrides.append(f"{key}={value}")
         elif "=" in item:
             overrides.append(item)
-        elif config is None and item.endswith((".yaml", ".yml")):
+        elif config is None and item.endswith((".yaml", ".yml", ".json")):
             config = item
         else:
             overrides.append(item)  # reported as "not of the form key=value"
@@ -202,7 +204,32 @@ def _models(argv: list[str]) -> int:
             )
         )
         print(f"{entry.name}\n  {entry.description}\n  {status}")
+    from tuneforge.model.hub import cached_models
+
+    hub_models = cached_models()
+    if hub_models:
+        print("\nHugging Face cache (HF_HOME):")
+        for repo_id, size, revision in hub_models:
+            print(f"  {repo_id:50s} {size / 1e9:8.2f} GB  {revision}")
     return 0
+
+
+def _templates(argv: list[str]) -> int:
+    from tuneforge.data.slots import catalog_names, slot_template
+
+    for name in catalog_names():
+        template = slot_template(name)
+        extra = f", tools: {template.tool_format}" if template.tool_format != "default" else ""
+        print(f"{name:28s} {template.kind}{extra}")
+    return 0
+
+
+def _not_yet(command: str, issue: str) -> Callable[[list[str]], int]:
+    def refuse(argv: list[str]) -> int:
+        print(f"tuneforge: `{command}` ({issue}) is not in tuneforge yet", file=sys.stderr)
+        return 2
+
+    return refuse
 
 
 def _env(argv: list[str]) -> int:
@@ -225,8 +252,13 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "serve": _serve,
     "score": _score,
     "board": _board,
+    "webui": _board,  # llamafactory-cli's names
+    "api": _serve,
+    "export": _not_yet("export", "merging adapters and writing GGUF"),
+    "eval": _not_yet("eval", "MMLU / C-Eval / CMMLU evaluation"),
     "data": _data,
     "models": _models,
+    "templates": _templates,
     "env": _env,
     "version": _version,
 }

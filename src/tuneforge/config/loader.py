@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tuneforge.config.llamafactory import foreign_file_kind, judge_foreign_key, llamafactory_keys
 from tuneforge.config.schema import GROUPS, RunConfig
 
 
@@ -55,12 +57,15 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read one flat YAML config file; problems raise `ConfigError` naming the file."""
+    """Read one flat config file (YAML, or JSON when it ends in .json); problems raise `ConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError([f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})"]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -81,11 +86,22 @@ def build_config(
     allowed = set(groups) if groups is not None else set(GROUPS)
     owners = {k: g for k, g in known_keys().items() if g in allowed}
     problems: list[str] = []
+    kind = foreign_file_kind({str(k) for k in flat} - set(owners))
+    if kind:
+        raise ConfigError([kind], source)
     per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    foreign: dict[str, Any] = {}
     for key, value in flat.items():
         key = str(key)
         if key in owners:
             per_group[owners[key]][key] = value
+            continue
+        if key in llamafactory_keys():
+            refusal = judge_foreign_key(key, value)
+            if refusal:
+                problems.append(refusal)
+            else:
+                foreign[key] = value
             continue
         hint = closest_key(key, owners)
         elsewhere = known_keys().get(key)
@@ -103,7 +119,7 @@ def build_config(
             problems.extend(_describe(err))
     if problems:
         raise ConfigError(problems, source)
-    cfg = RunConfig(**groups_built)
+    cfg = RunConfig(**groups_built, llamafactory=foreign)
     problems = cross_group_problems(cfg)
     if problems:
         raise ConfigError(problems, source)
@@ -189,6 +205,7 @@ def load_subset(path: str | Path | None, overrides: Sequence[str], groups: Itera
     and its other keys ignored, while overrides must belong to `groups`."""
     groups = tuple(groups)
     keys = {k for k, g in known_keys().items() if g in groups}
+    keys |= {k for k in (read_yaml(path) if path else {}) if k in llamafactory_keys()}
     flat = {k: v for k, v in (read_yaml(path) if path else {}).items() if k in keys}
     return load_config(None, overrides, extra=flat, groups=groups)
 

@@ -6,7 +6,7 @@ This module imports pydantic only, never torch, so `--help` stays fast.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,11 +37,24 @@ class ModelArguments(_Group):
     adapter_name_or_path: list[str] | None = Field(
         None, description="Adapter directories to load on top of the model (comma-separated for several)."
     )
+    model_revision: str = Field(
+        "main",
+        description="Hub models: the branch, tag or commit to download (a pinned commit never changes).",
+    )
+    hf_hub_token: str | None = Field(
+        None,
+        description="Hugging Face token for private or gated models (default: HF_TOKEN or `hf auth login`).",
+    )
+    ms_hub_token: str | None = Field(
+        None, description="ModelScope token; setting it (or USE_MODELSCOPE_HUB=1) downloads from ModelScope."
+    )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Only turn on for models you trust."
     )
-    flash_attn: Literal["auto", "sdpa", "eager", "fa2"] = Field(
-        "auto", description="Attention kernel: auto picks SDPA, or FlashAttention-2 when installed on CUDA."
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = Field(
+        "auto",
+        description="Attention kernel: auto (FlashAttention-2 when installed on CUDA, else SDPA), disabled "
+        "(eager), sdpa, fa2 or fa3 (fall back to SDPA with a warning where not installed).",
     )
     cache_dir: str | None = Field(
         None, description="Where converted models are cached (default: $TUNEFORGE_HOME/models)."
@@ -57,6 +70,17 @@ class ModelArguments(_Group):
 
     _split_adapters = field_validator("adapter_name_or_path", mode="before")(_split_names)
 
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _attention_aliases(cls, value: object) -> object:
+        aliases = {
+            "eager": "disabled",
+            "flash_attention_2": "fa2",
+            "flash_attention_3": "fa3",
+            "off": "disabled",
+        }
+        return aliases.get(value, value) if isinstance(value, str) else value
+
 
 class DataArguments(_Group):
     """Which data to train on and how to turn it into tokens."""
@@ -70,9 +94,24 @@ class DataArguments(_Group):
         description="Chat template: empty uses the tokenizer's own chat_template; a name picks a built-in one.",
     )
     cutoff_len: int = Field(2048, gt=0, description="Longest tokenized example; longer ones are truncated.")
+    truncation: Literal["proportional", "end"] = Field(
+        "proportional",
+        description="Rows over cutoff_len: proportional shortens each turn's prompt and answer in proportion "
+        "(LLaMA-Factory's policy, every row keeps answer tokens); end cuts the tokens at cutoff_len.",
+    )
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
     val_size: float = Field(
         0.0, ge=0, description="Held-out part for evaluation: a fraction (<1) or a row count (>=1)."
+    )
+    tool_format: str | None = Field(
+        None,
+        description="How tool definitions and calls are written (default, qwen, llama3, glm4, mistral, ...); "
+        "empty: the template's own.",
+    )
+    enable_thinking: bool | None = Field(
+        True,
+        description="Reasoning templates: true trains the answers' thoughts; false renders thinking off "
+        "(an empty thought in the prompt, as *_nothink templates do).",
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
     mask_history: bool = Field(
@@ -290,21 +329,36 @@ class TrainingArguments(_Group):
         "saves/run", description="Where the adapter, metrics and checkpoints are written."
     )
     overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output_dir.")
-    per_device_train_batch_size: int = Field(1, gt=0, description="Rows per forward pass on each device.")
-    per_device_eval_batch_size: int = Field(1, gt=0, description="Rows per evaluation forward pass.")
-    gradient_accumulation_steps: int = Field(8, gt=0, description="Forward passes per optimizer step.")
-    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Rows per forward pass on each device.")
+    per_device_eval_batch_size: int = Field(8, gt=0, description="Rows per evaluation forward pass.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
     num_train_epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use num_train_epochs).")
     lr_scheduler_type: Literal[
-        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
-    ] = Field("cosine", description="Learning-rate schedule after warmup.")
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+        "reduce_lr_on_plateau",
+        "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr",
+        "warmup_stable_decay",
+    ] = Field(
+        "linear",
+        description="Learning-rate schedule after warmup (options of some go in lr_scheduler_kwargs).",
+    )
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Part of the steps spent warming up.")
     warmup_steps: int = Field(0, ge=0, description="Warmup steps (overrides warmup_ratio when > 0).")
-    optim: str = Field("adamw_torch", description="Optimizer name as the Hugging Face Trainer knows it.")
-    logging_steps: int = Field(10, gt=0, description="Log metrics every N optimizer steps.")
+    optim: str = Field(
+        "adamw_torch_fused", description="Optimizer name as the Hugging Face Trainer knows it."
+    )
+    logging_steps: int = Field(500, gt=0, description="Log metrics every N optimizer steps.")
     save_steps: int = Field(500, gt=0, description="Save a checkpoint every N optimizer steps.")
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most this many checkpoints.")
     seed: int = Field(42, description="Random seed for data order, dropout and initialisation.")
@@ -382,10 +436,16 @@ class RunConfig(BaseModel):
     finetuning: FinetuningArguments = Field(default_factory=FinetuningArguments)
     training: TrainingArguments = Field(default_factory=TrainingArguments)
     generating: GeneratingArguments = Field(default_factory=GeneratingArguments)
+    llamafactory: dict[str, Any] = Field(
+        default_factory=dict,
+        description="LLaMA-Factory keys tuneforge's schema does not define but accepts "
+        "(config/llamafactory_keys.yaml says what each does here), as the user wrote them.",
+    )
 
     def to_flat(self) -> dict[str, object]:
         """The flat YAML form, as a user would write it (every key, resolved)."""
         flat: dict[str, object] = {}
         for name in GROUPS:
             flat.update(getattr(self, name).model_dump(mode="json"))
+        flat.update(self.llamafactory)
         return flat

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 SHAPING_KEYS = (
-    "dataset", "template", "cutoff_len", "max_samples", "train_on_prompt", "mask_history", "mix_strategy",
+    "dataset", "template", "cutoff_len", "truncation", "max_samples", "train_on_prompt", "mask_history", "mix_strategy",
     "interleave_probs", "on_bad_rows",
 )  # fmt: skip
 

@@ -14,12 +14,17 @@ from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError, Document
 from tuneforge.data.encode import Encoder
 from tuneforge.data.loader import LoadedData, RowProblem, load_examples
+from tuneforge.data.slot_encode import SlotEncoder
+from tuneforge.data.slots import SlotTemplate
 from tuneforge.data.table import TokenTable
 from tuneforge.data.template import (
+    ChatTemplate,
     TokenizedExample,
     assistant_spans,
     chat_template_for,
+    template_fingerprint,
     template_mismatch,
+    template_options,
 )
 
 if TYPE_CHECKING:
@@ -76,9 +81,15 @@ CHUNK = 1024
 
 
 def render_chunk(
-    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
-) -> list[tuple[str, list[tuple[int, int]], str]]:
-    """Each row's rendered text, the character spans to train on, and its source."""
+    conversations: list[Conversation],
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+) -> list[Any]:
+    """Each row rendered for its encoder: with the tokenizer's own template the text, the character spans to
+    train on and the source; with a LLaMA-Factory template its turns of pieces and the source."""
+    if isinstance(template, SlotTemplate):
+        return [(template.turns(c, last_only_thought=args.mask_history), c.source) for c in conversations]
     items = []
     specials = tokenizer.special_tokens_map
     for conversation in conversations:
@@ -87,28 +98,44 @@ def render_chunk(
     return items
 
 
+def encoder_for(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate
+) -> Encoder | SlotEncoder:
+    if isinstance(template, SlotTemplate):
+        return SlotEncoder(
+            tokenizer, template, args.cutoff_len, args.train_on_prompt, args.mask_history, args.truncation
+        )
+    return Encoder(tokenizer, args.cutoff_len, args.train_on_prompt, args.truncation)
+
+
 def tokenize_chunk(
-    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
+    conversations: list[Conversation],
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
 ) -> list[TokenizedExample]:
     """Render each row, then tokenize the whole chunk in one call (the Rust tokenizer uses every core)."""
     items = render_chunk(conversations, args, tokenizer, template)
-    return Encoder(tokenizer, args.cutoff_len, args.train_on_prompt)(items)
+    return encoder_for(args, tokenizer, template)(items)
 
 
 def _tokenize_pipelined(
-    chunks: list[list[Conversation]], args: DataArguments, tokenizer: PreTrainedTokenizerBase, template: str
+    chunks: list[list[Conversation]],
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
 ) -> list[list[TokenizedExample]]:
     """Render (Python) the next chunk while a thread waits on the Rust tokenizer, which releases the GIL,
     for the current one: the two overlap instead of taking turns."""
     from concurrent.futures import ThreadPoolExecutor
 
-    encoder = Encoder(tokenizer, args.cutoff_len, args.train_on_prompt)
+    encoder = encoder_for(args, tokenizer, template)
     parts: list[list[TokenizedExample]] = []
     pending = None
     with ThreadPoolExecutor(1, thread_name_prefix="tuneforge-tokenize") as pool:
         for chunk in chunks:
             items = render_chunk(chunk, args, tokenizer, template)
-            encoded = pool.submit(encoder.encode, [text for text, _, _ in items])
+            encoded = pool.submit(encoder.encode, encoder.texts(items))
             if pending is not None:
                 parts.append(encoder.examples(pending[0], pending[1].result()))
             pending = (items, encoded)
@@ -126,7 +153,7 @@ def tokenize_conversations(
 ) -> SFTData:
     """Render and tokenize in chunks (one batched fast-tokenizer call each), across
     `preprocessing_num_workers` processes when more than one is asked for."""
-    template = chat_template_for(tokenizer, args.template)
+    template = chat_template_for(tokenizer, args.template, **template_options(args))
     specials = [t for t in tokenizer.all_special_tokens if t]
     chunks = [conversations[i : i + CHUNK] for i in range(0, len(conversations), CHUNK)]
     workers = min(args.preprocessing_num_workers or 1, len(chunks))
@@ -178,7 +205,8 @@ def build_sft_data(
     """
     from tuneforge.data import cache
 
-    key = cache.cache_key(args, tokenizer, chat_template_for(tokenizer, args.template), seed, stage)
+    template = chat_template_for(tokenizer, args.template, **template_options(args))
+    key = cache.cache_key(args, tokenizer, template_fingerprint(template), seed, stage)
     with gc_paused():
         data = None if args.overwrite_cache else cache.load(key)
         if data is not None:

@@ -18,7 +18,8 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.conversation import Conversation, DataError
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample, assistant_spans
+from tuneforge.data.template import IGNORE_INDEX, ChatTemplate, TokenizedExample, assistant_spans
+from tuneforge.data.truncation import Truncation, truncate_turns
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -62,7 +63,13 @@ class Encoder:
     """Turns rendered rows into `TokenizedExample`s; `encode` may run in another thread (it only calls
     the Rust tokenizer, which releases the GIL), `examples` runs in the caller's."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, cutoff_len: int, train_on_prompt: bool = False):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        cutoff_len: int,
+        train_on_prompt: bool = False,
+        truncation: Truncation = "proportional",
+    ):
         backend = getattr(tokenizer, "_tokenizer", None)
         if backend is None or not hasattr(backend, "encode_batch"):
             raise DataError(
@@ -71,12 +78,17 @@ class Encoder:
         self.backend = backend
         self.cutoff_len = cutoff_len
         self.train_on_prompt = train_on_prompt
+        self.truncation = truncation
         self.split = _added_token_split(backend)
         # without offsets when the labels need none (train_on_prompt) or can be found from ids
         self.from_ids = hasattr(backend, "encode_batch_fast") and (train_on_prompt or self.split is not None)
         self.rows = 0
         self.retried = 0
         self._prefixes: dict[str, list[int]] = {}
+
+    @staticmethod
+    def texts(items: list[Item]) -> list[str]:
+        return [text for text, _, _ in items]
 
     def encode(self, texts: list[str]) -> tuple[bool, list[Any]]:
         """(whether these encodings lack offsets, the encodings): one batched call on every core."""
@@ -123,7 +135,9 @@ class Encoder:
             for a, b in spans:
                 labels[a:b] = ids[a:b]
         truncated = len(ids) > self.cutoff_len
-        if truncated:
+        if truncated and self.truncation == "proportional" and spans and not self.train_on_prompt:
+            ids, labels = truncate_turns(ids, labels, spans, self.cutoff_len)
+        elif truncated:
             ids, labels = ids[: self.cutoff_len], labels[: self.cutoff_len]
         return TokenizedExample(ids, labels, source, truncated)
 
@@ -184,15 +198,22 @@ def encode_with_loss_masks(
 def render_with_loss_mask(
     conversation: Conversation,
     tokenizer: PreTrainedTokenizerBase,
-    template: str,
+    template: ChatTemplate,
     cutoff_len: int,
     train_on_prompt: bool = False,
     mask_history: bool = False,
+    truncation: Truncation = "proportional",
 ) -> TokenizedExample:
-    """Token ids and labels: labels equal ids on assistant tokens and IGNORE_INDEX elsewhere, cut to `cutoff_len`."""
+    """Token ids and labels of one conversation: labels equal ids on answer tokens and IGNORE_INDEX elsewhere,
+    shortened to `cutoff_len`."""
+    if not isinstance(template, str):
+        from tuneforge.data.slot_encode import SlotEncoder
+
+        encoder = SlotEncoder(tokenizer, template, cutoff_len, train_on_prompt, mask_history, truncation)
+        return encoder([(template.turns(conversation, mask_history), conversation.source)])[0]
     text, spans = assistant_spans(conversation, tokenizer, template)
     if mask_history:
         spans = spans[-1:]
-    return encode_with_loss_masks(
-        [(text, spans, conversation.source)], tokenizer, cutoff_len, train_on_prompt
-    )[0]
+    return Encoder(tokenizer, cutoff_len, train_on_prompt, truncation)([(text, spans, conversation.source)])[
+        0
+    ]

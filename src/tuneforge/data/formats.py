@@ -7,6 +7,7 @@ Preference rows (`ranking: true`) carry `chosen`/`rejected`; KTO rows a `kto_tag
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,7 @@ class DatasetSpec:
             raise DataError(
                 f"{source}: expected a JSON object per row, got {type(row).__name__}", "wrong_type"
             )
+        _refuse_media(row, self.columns, source)
         if self.is_text:
             example: Example = Document(
                 _text(row, self.columns["prompt"], source, required=True) or "", source
@@ -100,7 +102,40 @@ class DatasetSpec:
             if kto:
                 example.kto_label = _flag(row, kto, source)
         example.validate()
+        if isinstance(example, Conversation):
+            _refuse_placeholders(example)
         return example
+
+
+MEDIA = ("images", "videos", "audios")
+PLACEHOLDERS = ("<image>", "<video>", "<audio>")
+
+
+def _refuse_media(row: Row, columns: dict[str, Any], source: str) -> None:
+    """Image, video and audio rows are refused until multimodal training lands, rather than trained as text."""
+    for media in MEDIA:
+        column = columns.get(media)
+        if column and row.get(column):
+            count = len(row[column]) if isinstance(row[column], list) else 1
+            raise DataError(
+                f"{source}: column '{column}' holds {count} {media[:-1]} file(s), and tuneforge does not train on "
+                f"{media} yet; drop the column from dataset_info.json to train on the text alone, or set "
+                "on_bad_rows: skip to leave such rows out",
+                "multimodal",
+            )
+
+
+def _refuse_placeholders(conversation: Conversation) -> None:
+    messages = [*conversation.messages, *([conversation.rejected] if conversation.rejected else [])]
+    for i, message in enumerate(messages):
+        found = next((p for p in PLACEHOLDERS if p in message.content), None)
+        if found:
+            raise DataError(
+                f"{conversation.source}: turn {i + 1} contains the placeholder {found}, which stands for an "
+                f"image, video or audio file that tuneforge does not train on yet (it would be trained as text); "
+                "remove the placeholder or set on_bad_rows: skip",
+                "multimodal",
+            )
 
 
 def register_format(name: str) -> Callable[[Converter], Converter]:
@@ -209,7 +244,41 @@ def _turn(turn: Any, spec: DatasetSpec, where: str, allow_system: bool) -> Messa
         )
     if tool_calls is not None and not isinstance(tool_calls, list):
         raise DataError(f"{where}: 'tool_calls' should be a list", "wrong_type")
+    if raw_role == tags["function_tag"] and not tool_calls:
+        content, tool_calls = function_call(content, where)
     return Message(role, content, tuple(tool_calls) if tool_calls else None)
+
+
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_THOUGHT_BLOCK = re.compile(r"<think>\n(.*?)\n</think>\n\n", re.DOTALL)
+
+
+def function_call(content: str, where: str) -> tuple[str, list[dict[str, Any]]]:
+    """A `function_call` turn's text as (text kept before the calls, calls in OpenAI's shape), read as
+    LLaMA-Factory reads it: JSON `{"name", "arguments"}` or a list of them, optionally inside the first
+    <tool_call>...</tool_call> block or after a <think> block, which are kept in front."""
+    block = _TOOL_CALL_BLOCK.search(content)
+    if block:
+        kept, payload = content.replace(block.group(0), "", 1), block.group(1)
+    else:
+        thought = _THOUGHT_BLOCK.search(content)
+        kept = thought.group(0) if thought else ""
+        payload = content.replace(kept, "", 1) if thought else content
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        raise DataError(
+            f'{where}: a function_call turn should be JSON like {{"name": ..., "arguments": {{...}}}} '
+            f"(or a list of them); got {payload[:60]!r}",
+            "wrong_type",
+        ) from None
+    calls = value if isinstance(value, list) else [value]
+    if not calls or not all(isinstance(c, dict) and "name" in c and "arguments" in c for c in calls):
+        raise DataError(f"{where}: each function call needs 'name' and 'arguments'", "missing_field")
+    shaped = [
+        {"type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls
+    ]
+    return kept, shaped
 
 
 @register_format("sharegpt")

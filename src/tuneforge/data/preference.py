@@ -17,7 +17,7 @@ from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import CHUNK, split_validation, tokenize_chunk
 from tuneforge.data.loader import RowProblem, load_examples
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample, chat_template_for
+from tuneforge.data.template import IGNORE_INDEX, TokenizedExample, chat_template_for, template_options
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -48,7 +48,7 @@ def _tokenize_last_answer(
 ) -> list[TokenizedExample]:
     """Each conversation tokenized with only its last answer labelled."""
     last_only = args.model_copy(update={"mask_history": True, "train_on_prompt": False})
-    template = chat_template_for(tokenizer, args.template)
+    template = chat_template_for(tokenizer, args.template, **template_options(args))
     out: list[TokenizedExample] = []
     for start in range(0, len(conversations), CHUNK):
         out.extend(tokenize_chunk(conversations[start : start + CHUNK], last_only, tokenizer, template))
@@ -207,7 +207,7 @@ def build_prompt_data(
     from tuneforge.data.template import render_prompt
 
     loaded = load_examples(args, args.on_bad_rows, seed)
-    template = chat_template_for(tokenizer, args.template)
+    template = chat_template_for(tokenizer, args.template, **template_options(args))
     data = PreferenceData(train=[], skipped=loaded.problems)
     for example in loaded.examples:
         if not isinstance(example, Conversation):
@@ -216,7 +216,7 @@ def build_prompt_data(
                 "wrong_stage",
             )
         turns = [m.as_dict() for m in example.messages[:-1]]
-        ids = render_prompt(turns, tokenizer, template, example.system)
+        ids = render_prompt(turns, tokenizer, template, example.system, example.tools)
         if len(ids) >= args.cutoff_len:
             data.dropped.append(example.source)
             continue

@@ -1,4 +1,4 @@
-"""Read rows from json, jsonl, csv and parquet files, keeping `file:line` for every row.
+"""Read rows from json, jsonl, csv, parquet and txt files, keeping `file:line` for every row.
 
 A problem confined to one row (a malformed JSON line, bad bytes on a line) is yielded as that
 row's error so the caller can report or skip it; a problem with the whole file raises `DataError`.
@@ -21,7 +21,7 @@ from typing import Any
 
 from tuneforge.data.conversation import DataError
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 BOM = b"\xef\xbb\xbf"
 PROGRESS_BYTES = 32 * 1024**2
 
@@ -40,6 +40,8 @@ def data_files(base: Path, names: str | list[str]) -> list[Path]:
         path = base / name
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+            if any(p.suffix != ".txt" for p in found):  # notes beside structured data are not rows
+                found = [p for p in found if p.suffix != ".txt"]
             if not found:
                 raise DataError(f"folder {path} holds no {', '.join(SUFFIXES)} files", "missing_file")
             files += found
@@ -60,6 +62,8 @@ def iter_rows(path: Path) -> Iterator[RawRow]:
     elif path.suffix in (".json", ".jsonl"):
         first = _first_byte(path)
         yield from (_json_array_rows(path) if first == b"[" else _json_lines_rows(path))
+    elif path.suffix == ".txt":
+        yield from _text_rows(path)
     else:
         raise DataError(f"{path}: unsupported file type; use one of {', '.join(SUFFIXES)}", "file_type")
 
@@ -227,6 +231,18 @@ def _json_lines_rows(path: Path) -> Iterator[RawRow]:
             continue
         seen_row = True
         yield RawRow(source, value)
+
+
+def _text_rows(path: Path) -> Iterator[RawRow]:
+    """Plain text as LLaMA-Factory reads it: each non-blank line is a row `{"text": line}`."""
+    for lineno, start, raw in _raw_lines(path):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield RawRow(f"{path}:{lineno}", error=_undecodable(path, raw, err, start, lineno))
+            continue
+        if line.strip():
+            yield RawRow(f"{path}:{lineno}", {"text": line})
 
 
 def _reject_single_document(path: Path, size: int) -> None:

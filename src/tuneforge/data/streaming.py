@@ -22,7 +22,7 @@ from tuneforge.data.dataset import tokenize_chunk
 from tuneforge.data.loader import RowProblem, dataset_spec
 from tuneforge.data.packing import collator_for, pack_examples
 from tuneforge.data.readers import data_files, iter_rows
-from tuneforge.data.template import chat_template_for
+from tuneforge.data.template import chat_template_for, template_options
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -61,7 +61,7 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
     def __init__(self, args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows_per_step: int = 1):
         self.args = args
         self.tokenizer = tokenizer
-        self.template = chat_template_for(tokenizer, args.template)
+        self.template = chat_template_for(tokenizer, args.template, **template_options(args))
         self.rows_per_step = rows_per_step
         self.holdout = int(args.val_size)
         self.packing = bool(args.packing or args.neat_packing)

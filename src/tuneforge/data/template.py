@@ -9,10 +9,10 @@ inference sees exactly what training saw.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Union
 
 from jinja2.runtime import new_context
 
@@ -21,31 +21,73 @@ from tuneforge.data.conversation import Conversation, DataError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from tuneforge.data.slots import SlotTemplate
+
 IGNORE_INDEX = -100
-_TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+ChatTemplate = Union[str, "SlotTemplate"]
+"""A Jinja chat template (the tokenizer's own) or one of LLaMA-Factory's named templates."""
 
 
 def builtin_templates() -> list[str]:
-    return sorted(p.stem for p in _TEMPLATES_DIR.glob("*.jinja"))
+    """Every template name `template:` takes: LLaMA-Factory's 124."""
+    from tuneforge.data.slots import catalog_names
+
+    return catalog_names()
 
 
-@cache
-def _read_template(name: str) -> str:
-    path = _TEMPLATES_DIR / f"{name}.jinja"
-    if not path.is_file():
-        raise DataError(f"template '{name}' is unknown; built-in templates: {', '.join(builtin_templates())}")
-    return path.read_text(encoding="utf-8")
-
-
-def chat_template_for(tokenizer: PreTrainedTokenizerBase, template: str | None) -> str:
-    """The Jinja chat template to use: a built-in by name, else the tokenizer's own."""
+def chat_template_for(
+    tokenizer: PreTrainedTokenizerBase,
+    template: str | None,
+    tool_format: str | None = None,
+    default_system: str | None = None,
+    enable_thinking: bool | None = True,
+) -> ChatTemplate:
+    """The template to use: a LLaMA-Factory name renders as LLaMA-Factory renders it; none means the
+    tokenizer's own chat_template."""
     if template:
-        return _read_template(template)
+        from tuneforge.data.slots import slot_template
+
+        try:
+            return slot_template(template).configured(tool_format, default_system, enable_thinking)
+        except ValueError as err:  # an unknown tool_format
+            raise DataError(str(err), "template") from None
     if not getattr(tokenizer, "chat_template", None):
         raise DataError(
-            "the tokenizer has no chat_template; set `template:` to one of " + ", ".join(builtin_templates())
+            "the tokenizer has no chat_template; set `template:` to a LLaMA-Factory template name "
+            "(e.g. chatml, llama3, qwen, alpaca; `tuneforge templates` lists all 124)",
+            "template",
         )
     return tokenizer.chat_template
+
+
+def template_fingerprint(template: ChatTemplate) -> str:
+    """Text that changes whenever the template would render differently (for cache keys)."""
+    return template if isinstance(template, str) else template.fingerprint()
+
+
+def template_stop_ids(template: ChatTemplate, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Ids that end an answer besides the tokenizer's EOS: a named template's eos and stop words (those the
+    vocabulary has as single tokens), as LLaMA-Factory stops generation on them."""
+    if isinstance(template, str):
+        return set()
+    from tuneforge.data.slots import special_strings
+
+    ids = set()
+    for word in (special_strings(template, tokenizer)["eos"], *template.stop_words):
+        token_id = tokenizer.convert_tokens_to_ids(word)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return ids
+
+
+def template_options(args: Any) -> dict[str, Any]:
+    """The keys of DataArguments (and GeneratingArguments' default_system) that configure a template."""
+    return {
+        "tool_format": getattr(args, "tool_format", None),
+        "default_system": getattr(args, "default_system", None),
+        "enable_thinking": getattr(args, "enable_thinking", True),
+    }
 
 
 PROBE = [
@@ -66,7 +108,7 @@ def template_mismatch(tokenizer: PreTrainedTokenizerBase, template: str | None) 
         theirs = _render(tokenizer, PROBE, own, gen=True)
     except Exception:  # the model's own template may reject the probe (e.g. no system role)
         return None
-    ours = _render(tokenizer, PROBE, _read_template(template), gen=True)
+    ours = prompt_text(PROBE, tokenizer, chat_template_for(tokenizer, template))
     if ours == theirs:
         return None
     at = next(
@@ -108,6 +150,7 @@ def _render(
     template: str,
     gen: bool,
     specials: dict[str, Any] | None = None,
+    tools: list[Any] | None = None,
 ) -> str:
     """What `apply_chat_template(tokenize=False)` returns, without its per-call overhead (several times
     faster: one dict for the render context, no ChainMap merge). `specials` is the tokenizer's
@@ -121,7 +164,7 @@ def _render(
             **variables,
             **(specials if specials is not None else tokenizer.special_tokens_map),
             "messages": chat,
-            "tools": None,
+            "tools": tools,
             "documents": None,
             "add_generation_prompt": gen,
         },
@@ -147,15 +190,16 @@ def assistant_spans(
     chat = conversation.as_chat()
     offset = 1 if conversation.system else 0
     specials = tokenizer.special_tokens_map if specials is None else specials
-    text = _render(tokenizer, chat, template, False, specials)
+    tools = json.loads(conversation.tools) if conversation.tools else None
+    text = _render(tokenizer, chat, template, False, specials, tools)
     spans = []
     last = len(conversation.messages) - 1
     for i, message in enumerate(conversation.messages):
         if message.role != "assistant":
             continue
         upto = offset + i
-        prompt = _render(tokenizer, chat[:upto], template, True, specials)
-        turn = text if i == last else _render(tokenizer, chat[: upto + 1], template, False, specials)
+        prompt = _render(tokenizer, chat[:upto], template, True, specials, tools)
+        turn = text if i == last else _render(tokenizer, chat[: upto + 1], template, False, specials, tools)
         if not (text.startswith(prompt) and text.startswith(turn) and turn.startswith(prompt)):
             raise DataError(
                 f"{conversation.source}: the chat template renders earlier turns differently once later turns "
@@ -166,15 +210,49 @@ def assistant_spans(
     return text, spans
 
 
+def _as_conversation(messages: list[dict[str, Any]], system: str | None) -> Conversation:
+    from tuneforge.data.conversation import Message
+
+    if messages and messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    return Conversation(
+        [
+            Message(m["role"], m["content"], tuple(m["tool_calls"]) if m.get("tool_calls") else None)
+            for m in messages
+        ],
+        system=system,
+    )
+
+
 def render_prompt(
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     tokenizer: PreTrainedTokenizerBase,
-    template: str,
+    template: ChatTemplate,
     system: str | None = None,
+    tools: str | None = None,
 ) -> list[int]:
     """Token ids of a chat ready for the next assistant answer, rendered as in training."""
+    if not isinstance(template, str):
+        from tuneforge.data.slot_encode import prompt_ids
+
+        conversation = _as_conversation(messages, system)
+        conversation.tools = tools
+        return prompt_ids(template.prompt_pieces(conversation), tokenizer, template)
     chat = list(messages)
     if system and not (chat and chat[0]["role"] == "system"):
         chat = [{"role": "system", "content": system}, *chat]
-    text = _render(tokenizer, chat, template, gen=True)
+    text = _render(tokenizer, chat, template, True, tools=json.loads(tools) if tools else None)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_text(
+    messages: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, template: ChatTemplate
+) -> str:
+    """The text of a chat ready for the next answer (special tokens written out), for comparisons."""
+    if isinstance(template, str):
+        return _render(tokenizer, messages, template, gen=True)
+    from tuneforge.data.slots import Special, special_strings
+
+    names = special_strings(template, tokenizer)
+    pieces = template.prompt_pieces(_as_conversation(messages, None))
+    return "".join(names[p.which] if isinstance(p, Special) else p for p in pieces)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, Document
-from tuneforge.data.dataset import tokenize_conversations
+from tuneforge.data.dataset import tokenize_conversations, tokenize_for_pretraining
 from tuneforge.data.loader import RowProblem, load_examples
 from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
 
@@ -96,6 +96,10 @@ def preview_rows(args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows: 
     """Render and tokenize the first `rows` rows exactly as a run would (template, masks, cutoff)."""
     loaded = load_examples(args.model_copy(update={"max_samples": rows}), on_bad_rows="skip")
     conversations = [e for e in loaded.examples if isinstance(e, Conversation)][:rows]
+    if not conversations:  # plain text for pretraining: each row as its first cutoff_len block
+        data = tokenize_for_pretraining(loaded.examples[:rows], args, tokenizer)
+        firsts = {e.source: e for e in reversed(data.train)}
+        return Preview(list(firsts.values())[::-1], loaded.problems, [])
     data = tokenize_conversations(conversations, args, tokenizer)
     return Preview(data.train, loaded.problems, data.dropped_no_target)
 

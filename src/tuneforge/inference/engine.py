@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import GeneratingArguments, ModelArguments, RunConfig
-from tuneforge.data.template import chat_template_for, render_prompt
+from tuneforge.data.template import chat_template_for, render_prompt, template_stop_ids
 from tuneforge.inference.batch import Batch
 from tuneforge.inference.detokenize import IncrementalDetokenizer
 from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
@@ -38,7 +38,7 @@ from tuneforge.inference.requests import (  # noqa: F401 - Completion too
     RequestHandle,
 )
 from tuneforge.inference.sampling import SamplingParams, next_tokens
-from tuneforge.model.loader import load_tokenizer
+from tuneforge.model.loader import load_tokenizer, local_adapter, with_local_adapters
 from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -73,11 +73,14 @@ class InferenceEngine:
     ):
         import torch
 
+        model_args = with_local_adapters(model_args)
         self.model_args = model_args
         self.generating = generating or GeneratingArguments()
         self.tokenizer = load_tokenizer(model_args)
         self.template = chat_template_for(self.tokenizer, template)
-        self.adapters = dict(adapters or {})
+        self.adapters = {
+            name: str(local_adapter(path, model_args)) for name, path in (adapters or {}).items()
+        }
         self.model = load_with_adapters(model_args, self.adapters)
         # Prompt-learning adapters change the input sequence itself; they decode through generate().
         self.sequential = bool(
@@ -85,7 +88,9 @@ class InferenceEngine:
         )
         self.device = next(self.model.parameters()).device
         self.context_length = context_length(self.model)
-        self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.stop_ids = stop_token_ids(self.model, self.tokenizer) | template_stop_ids(
+            self.template, self.tokenizer
+        )
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s  # after a request arrives, how long to wait for others to join it

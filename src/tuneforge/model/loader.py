@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.config import ModelArguments
+from tuneforge.model import hub
 from tuneforge.model.zoo import resolve_model_path
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.log import warn
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+def model_path(args: ModelArguments) -> Path:
+    """The local folder of `model_name_or_path` (downloaded from a hub when it is a repo id)."""
+    return resolve_model_path(
+        args.model_name_or_path,
+        args.cache_dir,
+        args.model_revision,
+        args.hf_hub_token,
+        args.ms_hub_token,
+        args.trust_remote_code,
+    )
+
+
+def with_local_adapters(args: ModelArguments) -> ModelArguments:
+    """`args` with every hub id in adapter_name_or_path replaced by its downloaded folder."""
+    if not args.adapter_name_or_path or not any(map(hub.looks_like_repo_id, args.adapter_name_or_path)):
+        return args
+    local = [
+        str(local_adapter(a, args)) if hub.looks_like_repo_id(a) else a for a in args.adapter_name_or_path
+    ]
+    return args.model_copy(update={"adapter_name_or_path": local})
+
+
+def local_adapter(name_or_path: str, args: ModelArguments) -> Path:
+    """An adapter folder: a local path as given, a hub id downloaded (adapter weights and config only)."""
+    if not hub.looks_like_repo_id(name_or_path):
+        return Path(name_or_path)
+    snapshot = hub.fetch(
+        name_or_path, "main", args.cache_dir, args.hf_hub_token, args.ms_hub_token, args.trust_remote_code
+    )
+    return hub.check_snapshot(snapshot, name_or_path, adapter=True)
+
+
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token set (the EOS token when the model defines none)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(args.model_name_or_path, args.cache_dir)
+    path = model_path(args)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -25,11 +60,21 @@ def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
 
 
 def attention_implementation(choice: str) -> str:
+    """transformers' attn_implementation for `flash_attn`; FlashAttention asked for where it cannot run
+    falls back to SDPA with a warning, as LLaMA-Factory does, instead of failing after the data loaded."""
     import torch
 
-    if choice != "auto":
-        return {"fa2": "flash_attention_2"}.get(choice, choice)
-    if torch.cuda.is_available() and importlib_available("flash_attn"):
+    flash = {"fa2": ("flash_attention_2", "flash_attn"), "fa3": ("flash_attention_3", "flash_attn_interface")}
+    if choice in flash:
+        implementation, package = flash[choice]
+        if torch.cuda.is_available() and importlib_available(package):
+            return implementation
+        why = "needs a CUDA device" if not torch.cuda.is_available() else f"needs the {package} package"
+        warn(f"flash_attn: {choice} {why}; using SDPA attention instead")
+        return "sdpa"
+    if choice == "disabled":
+        return "eager"
+    if choice == "auto" and torch.cuda.is_available() and importlib_available("flash_attn"):
         return "flash_attention_2"
     return "sdpa"
 
@@ -75,7 +120,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    path = resolve_model_path(args.model_name_or_path, args.cache_dir)
+    path = model_path(args)
     quantization = quantization_config(args)
     extra: dict[str, object] = {}
     if quantization is not None and args.quantization_bit == 4 and not torch.cuda.is_available():

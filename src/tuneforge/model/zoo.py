@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from tuneforge.model import hub
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.paths import models_cache
 
@@ -51,8 +52,16 @@ def cached_dir(name: str, cache_dir: str | None = None) -> Path:
     return models_cache(cache_dir) / name
 
 
-def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> Path:
-    """A local directory with config.json and safetensors weights for `name_or_path`, converting if needed."""
+def resolve_model_path(
+    name_or_path: str,
+    cache_dir: str | None = None,
+    revision: str = "main",
+    token: str | None = None,
+    ms_token: str | None = None,
+    trust_remote_code: bool = False,
+) -> Path:
+    """A local directory with config.json and safetensors weights for `name_or_path` (a zoo name, a local
+    folder, a .gguf file or a hub id), converting or downloading if needed."""
     entries = zoo()
     if name_or_path in entries:
         entry = entries[name_or_path]
@@ -80,10 +89,13 @@ def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> Path:
                 f"{path} is a directory but has no config.json; point to a Hugging Face model folder"
             )
         return path
+    if hub.looks_like_repo_id(name_or_path):
+        snapshot = hub.fetch(name_or_path, revision, cache_dir, token, ms_token, trust_remote_code)
+        return hub.check_snapshot(snapshot, name_or_path)
     known = ", ".join(sorted(entries))
     raise UserError(
         f"model '{name_or_path}' not found: it is neither a zoo name ({known}), a local model directory, "
-        "nor a .gguf file. No model hub is reached at run time; download the model folder first."
+        "a .gguf file nor a hub id like Qwen/Qwen3-0.6B"
     )
 
 

@@ -8,6 +8,8 @@ import torch
 from transformers import TrainingArguments as HFTrainingArguments
 
 from tuneforge.config import RunConfig
+from tuneforge.config.llamafactory import llamafactory_keys
+from tuneforge.utils.log import warn
 
 
 def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
@@ -19,7 +21,7 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         f"{prefix}_checkpointing": t.gradient_checkpointing,
         f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
     }
-    return HFTrainingArguments(
+    chosen = dict(
         **checkpointing,
         output_dir=t.output_dir,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -38,8 +40,7 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         save_total_limit=None,  # rotation is tuneforge's (it never deletes the newest complete checkpoint)
         seed=t.seed,
         data_seed=t.seed,
-        bf16=t.bf16,
-        fp16=t.fp16,
+        **mixed_precision(t.bf16, t.fp16, bool(cfg.llamafactory.get("use_cpu"))),
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to=[] if t.report_to == ["none"] else t.report_to,
@@ -53,6 +54,30 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         logging_first_step=True,
         disable_tqdm=False,
     )
+    # LLaMA-Factory keys that are plain TrainingArguments keys go through as it passes them (the user's
+    # eval_strategy, adam_beta2, torch_compile, ... win over tuneforge's choices above).
+    passed = llamafactory_keys().trainer
+    chosen.update({k: v for k, v in cfg.llamafactory.items() if k in passed and k in names})
+    return HFTrainingArguments(**chosen)
+
+
+def mixed_precision(bf16: bool, fp16: bool, use_cpu: bool = False) -> dict[str, bool]:
+    """`bf16`/`fp16` where the device has them; otherwise a warning and float32 (transformers would stop with
+    an error after the data had loaded). On a CPU, bf16 stays only with `use_cpu: true`: it is many times
+    slower than float32 on most CPUs."""
+    cuda = torch.cuda.is_available()
+    if fp16 and not cuda:
+        warn("fp16 mixed precision needs a CUDA device; training in float32 instead")
+        fp16 = False
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        warn("bf16 is not supported by this GPU; training in float32 instead (set fp16: true for speed)")
+        bf16 = False
+    if bf16 and not cuda and not use_cpu:
+        warn(
+            "bf16 on a CPU is many times slower than float32 here; training in float32 (use_cpu: true keeps bf16)"
+        )
+        bf16 = False
+    return {"bf16": bf16, "fp16": fp16}
 
 
 def low_rank_optimizer(cfg: RunConfig) -> dict[str, object]:

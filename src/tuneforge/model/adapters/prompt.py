@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tuneforge.model.adapters import register_adapter
-from tuneforge.model.zoo import resolve_model_path
+from tuneforge.model.loader import model_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -53,9 +53,7 @@ def build_prompt(
         num_virtual_tokens=args.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
         prompt_tuning_init_text=text,
-        tokenizer_name_or_path=str(resolve_model_path(model_args.model_name_or_path, model_args.cache_dir))
-        if text
-        else None,
+        tokenizer_name_or_path=str(model_path(model_args)) if text else None,
     )
     return _wrap(model, config, model_args)
 

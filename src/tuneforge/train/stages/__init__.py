@@ -31,4 +31,7 @@ def run_stage(cfg: RunConfig) -> Path:
         raise UserError(
             f"stage '{stage}' is not available in this version of tuneforge; available: {', '.join(available_stages())}"
         )
+    from tuneforge.model.loader import with_local_adapters
+
+    cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})  # hub ids -> downloaded folders
     return importlib.import_module(_STAGES[stage]).run(cfg)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tuneforge.config import RunConfig
 from tuneforge.data.preference import PromptCollator, build_prompt_data
-from tuneforge.model.loader import load_model, load_tokenizer
+from tuneforge.model.loader import load_model, load_tokenizer, local_adapter
 from tuneforge.train.output import prepare_output_dir
 
 
@@ -31,7 +31,8 @@ def run(cfg: RunConfig) -> Path:
     data = build_prompt_data(cfg.data, tokenizer, seed=cfg.training.seed)
     policy = build_model(cfg)
     if f.reward_model and f.reward_model_type == "lora":
-        reward = SharedRewardAdapter(policy, f.reward_model, tokenizer.pad_token_id)
+        reward_dir = str(local_adapter(f.reward_model, cfg.model))  # a folder, or a hub id downloaded
+        reward = SharedRewardAdapter(policy, reward_dir, tokenizer.pad_token_id)
         print(
             f"tuneforge: reward model {f.reward_model} shares the base model as adapter 'reward'",
             file=sys.stderr,
