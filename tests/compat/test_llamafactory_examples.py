@@ -1,0 +1,127 @@
+"""LLaMA-Factory's own example files, unchanged: every one trains for a step, loads, or is refused in a
+sentence, and docs/llamafactory-examples.md says which (regenerate it with
+`.venv/bin/python -m tests.compat.test_llamafactory_examples --write`)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "fixtures" / "llamafactory"
+EXAMPLES = FIXTURES / "examples"
+TABLE = HERE.parent.parent / "docs" / "llamafactory-examples.md"
+
+
+def example_files() -> list[Path]:
+    return sorted(EXAMPLES.rglob("*.yaml"))
+
+
+def is_inference(keys: dict) -> bool:
+    return "stage" not in keys and "do_train" not in keys and "model_name_or_path" in keys
+
+
+def outcome(path: Path, model_dir: Path, out: Path) -> str:
+    """What happens to one file with only the model, the data folder and the run's length changed."""
+    from tuneforge.config import ConfigError, load_config, load_subset
+    from tuneforge.data.conversation import DataError
+    from tuneforge.train.callbacks import read_metrics
+    from tuneforge.train.stages import run_stage
+    from tuneforge.utils.errors import UserError
+
+    keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    place = [f"model_name_or_path={model_dir}", f"dataset_dir={FIXTURES / 'data'}"]
+    try:
+        if is_inference(keys):
+            load_subset(path, place, ("model", "data", "generating"))
+            return "loads for chat/serve"
+        length = ["max_steps=1", "max_samples=8", "cutoff_len=128", f"output_dir={out}", "save_steps=1000"]
+        cfg = load_config(path, [*place, *length, "overwrite_output_dir=true", "logging_steps=1"])
+        run_stage(cfg)
+    except (ConfigError, DataError, UserError) as err:
+        lines = str(err).splitlines()
+        problems = err.problems if isinstance(err, ConfigError) else [" ".join(x.strip() for x in lines[:2])]
+        return "refused: " + " / ".join(_anonymous(p, model_dir, out) for p in problems)
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses), path
+    return f"trains (stage {cfg.finetuning.stage}, {cfg.finetuning.finetuning_type})"
+
+
+def _anonymous(problem: str, model_dir: Path, out: Path) -> str:
+    """A problem sentence without this machine's paths, so the table is the same everywhere."""
+    return problem.replace(str(FIXTURES), "…").replace(str(model_dir), "MODEL").replace(str(out), "OUT")
+
+
+def render_table(results: dict[str, str]) -> str:
+    lines = [
+        "# LLaMA-Factory's example files in tuneforge",
+        "",
+        "Every YAML file under LLaMA-Factory's `examples/` (commit ff6d4d12eeb0), run by",
+        "`tests/compat/test_llamafactory_examples.py` with only `model_name_or_path` and `dataset_dir` changed",
+        "(plus `max_steps: 1`, `max_samples: 8`, `cutoff_len: 128` and `output_dir`, to keep the test short).",
+        '"trains" means one optimizer step ran with a finite loss on a tiny model; "refused" quotes the sentence',
+        "tuneforge prints before loading any weights.",
+        "",
+        "| file | outcome |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {result.replace('|', '/')} |" for name, result in sorted(results.items())]
+    trained = sum(r.startswith("trains") for r in results.values())
+    loads = sum(r.startswith("loads") for r in results.values())
+    lines += [
+        "",
+        f"{trained} train, {loads} load for chat/serve, {len(results) - trained - loads} are refused.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def all_outcomes(model_dir: Path, tmp: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(EXAMPLES)): outcome(path, model_dir, tmp / f"run{i}")
+        for i, path in enumerate(example_files())
+    }
+
+
+def save_tiny_model(tokenizer, path: Path) -> Path:
+    """A tiny LLaMA whose layer sizes are multiples of 64, so the QLoRA examples run with bitsandbytes on CPU."""
+    from tests.helpers import tiny_llama
+
+    sizes = {"hidden_size": 64, "intermediate_size": 128}
+    tiny_llama(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **sizes).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.slow
+def test_every_example_trains_loads_or_is_refused_as_the_table_says(smollm2_tokenizer, tmp_path):
+    results = all_outcomes(save_tiny_model(smollm2_tokenizer, tmp_path / "tiny"), tmp_path)
+    assert all(not r.startswith("refused: unknown key") and "Traceback" not in r for r in results.values())
+    for name in ("train_lora/qwen3_lora_sft.yaml", "train_lora/qwen3_lora_dpo.yaml", "train_lora/qwen3_lora_kto.yaml",
+                 "train_lora/qwen3_lora_pretrain.yaml", "train_lora/qwen3_lora_reward.yaml"):  # fmt: skip
+        assert results[name].startswith("trains"), (name, results[name])
+    assert TABLE.read_text(encoding="utf-8") == render_table(results), (
+        "docs/llamafactory-examples.md is out of date: .venv/bin/python -m tests.compat.test_llamafactory_examples --write"
+    )
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    import os
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent.parent))
+    os.environ.setdefault("TUNEFORGE_HOME", str(HERE.parent.parent / ".cache" / "test-home"))
+    from transformers import AutoTokenizer
+
+    from tuneforge.model.zoo import resolve_model_path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-instruct"))
+        model_dir = save_tiny_model(tokenizer, Path(tmp) / "tiny")
+        TABLE.parent.mkdir(exist_ok=True)
+        TABLE.write_text(render_table(all_outcomes(model_dir, Path(tmp))), encoding="utf-8")
+    print(f"wrote {TABLE}")
