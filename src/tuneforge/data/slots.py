@@ -119,9 +119,13 @@ class SlotTemplate:
         return re.sub(f"{first}(.*?){last}", "", content, flags=re.DOTALL).lstrip("\n")
 
     def _call_pieces(self, message: Message) -> list[Piece]:
-        calls = [_call_of(call) for call in message.tool_calls or ()]
-        text = get_tool_format(self.tool_format).calls_text(calls)
-        return self._fill(self.function_slot, message.content + text)
+        return self._fill(
+            self.function_slot, message.content + self._call_pieces_text(message.tool_calls or ())
+        )
+
+    def _call_pieces_text(self, tool_calls: Any) -> str:
+        """The tool format's text of calls (OpenAI's `{"type": "function", "function": ...}` or bare)."""
+        return get_tool_format(self.tool_format).calls_text([_call_of(call) for call in tool_calls])
 
     def _tools_text(self, tools: str | None) -> str:
         if not tools:

@@ -151,10 +151,13 @@ class InferenceEngine:
             return params
         return dataclasses.replace(params, max_new_tokens=room)
 
-    def render(self, messages: list[dict[str, str]], system: str | None = None) -> list[int]:
-        """Prompt ids for a conversation, rendered exactly as in training, ending where the answer starts."""
+    def render(
+        self, messages: list[dict[str, Any]], system: str | None = None, tools: str | None = None
+    ) -> list[int]:
+        """Prompt ids for a conversation (and tool definitions, as JSON), rendered exactly as in training,
+        ending where the answer starts."""
         return render_prompt(
-            messages, self.tokenizer, self.template, system or self.generating.default_system
+            messages, self.tokenizer, self.template, system or self.generating.default_system, tools
         )
 
     def submit(

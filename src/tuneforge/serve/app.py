@@ -23,8 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.data.template import ChatTemplate
 from tuneforge.inference.engine import Event, InferenceEngine, QueueFull, SamplingParams
 from tuneforge.serve.protocol import ChatCompletionRequest, CompletionRequest
+from tuneforge.serve.tools import assistant_message
 
 
 @dataclass
@@ -155,8 +157,9 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         adapter = _adapter(engine, body.model)
         system, turns = body.conversation()
+        tools = json.dumps(body.tools, ensure_ascii=False) if body.tools else None
         try:
-            prompt = engine.render(turns, system)
+            prompt = engine.render(turns, system, tools)
         except Exception as err:  # a conversation the template cannot render (e.g. ends with the assistant)
             raise ApiError(
                 400, f"Cannot render these messages: {err}", "invalid_messages", "messages"
@@ -165,8 +168,12 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         params = _params(engine, limits, body, len(prompt), max_tokens, "messages")
         job = await _start(engine, prompt, params, adapter, body.n)
         kind = "chat.completion"
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.wants_tool_calls():
+            # a call is only known once the answer is complete: it is sent whole (one chunk when streaming)
+            answer = await _complete(job, body.model or engine.base_name, kind, len(prompt), engine.template)
+            return _as_stream(answer, include_usage) if body.stream else answer
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(job, body.model or engine.base_name, kind, len(prompt), include_usage)
         return await _complete(job, body.model or engine.base_name, kind, len(prompt))
 
@@ -285,7 +292,10 @@ async def _start(
     return _Job(handles, events)
 
 
-async def _complete(job: _Job, model: str, kind: str, prompt_tokens: int) -> dict[str, Any]:
+async def _complete(
+    job: _Job, model: str, kind: str, prompt_tokens: int, tool_template: ChatTemplate | None = None
+) -> dict[str, Any]:
+    """The whole answer; with `tool_template`, answers that call tools come back as `tool_calls`."""
     texts = [""] * len(job.handles)
     finals: list[Event | None] = [None] * len(job.handles)
     try:
@@ -301,15 +311,11 @@ async def _complete(job: _Job, model: str, kind: str, prompt_tokens: int) -> dic
             raise ApiError(500, f"Generation failed: {final.error}", "generation_error")
     completion_tokens = sum(f.completion_tokens for f in finals if f is not None)
     if kind == "chat.completion":
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": texts[i]},
-                "finish_reason": _reason(f),
-                "logprobs": None,
-            }
-            for i, f in enumerate(finals)
-        ]
+        choices = []
+        for i, f in enumerate(finals):
+            message, calls = assistant_message(tool_template, texts[i], tool_template is not None)
+            reason = "tool_calls" if calls else _reason(f)
+            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": None})
     else:
         choices = [
             {"index": i, "text": texts[i], "finish_reason": _reason(f), "logprobs": None}
@@ -373,6 +379,32 @@ def _stream(job: _Job, model: str, kind: str, prompt_tokens: int, include_usage:
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects: the requests leave the batch at the next token
             job.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _as_stream(answer: dict[str, Any], include_usage: bool) -> StreamingResponse:
+    """A finished chat answer as server-sent chunks: the whole message in one delta, then its finish reason."""
+
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        body = {k: answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        body["choices"] = choices
+        if include_usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    def events() -> Any:
+        for c in answer["choices"]:
+            delta = dict(c["message"])
+            if delta.get("tool_calls"):
+                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(delta["tool_calls"])]
+            yield chunk([{"index": c["index"], "delta": delta, "finish_reason": None, "logprobs": None}])
+            yield chunk(
+                [{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"], "logprobs": None}]
+            )
+        if include_usage:
+            yield chunk([], answer["usage"])
+        yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -3,7 +3,7 @@ as OpenAI-compatible servers do, so clients that send extra options keep working
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,8 +16,9 @@ class TextPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -58,14 +59,24 @@ class _Sampling(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
-    def conversation(self) -> tuple[str | None, list[dict[str, str]]]:
-        """(system prompt, user/assistant turns) as the chat template expects them."""
+    def conversation(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """(system prompt, user/assistant/tool turns) as the chat template expects them."""
         system = [m.text() for m in self.messages if m.role in ("system", "developer")]
-        turns = [
-            {"role": m.role, "content": m.text()} for m in self.messages if m.role in ("user", "assistant")
-        ]
+        turns: list[dict[str, Any]] = []
+        for m in self.messages:
+            if m.role in ("system", "developer"):
+                continue
+            turn: dict[str, Any] = {"role": m.role, "content": m.text()}
+            if m.tool_calls:
+                turn["tool_calls"] = m.tool_calls
+            turns.append(turn)
         return ("\n".join(system) if system else None), turns
+
+    def wants_tool_calls(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class CompletionRequest(_Sampling):

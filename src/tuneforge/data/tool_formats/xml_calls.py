@@ -47,6 +47,8 @@ QWEN35_CALL = re.compile(
     r"<tool_call>\s*<function=\s*([^\s<>]+)\s*(.*?)\s*</function>\s*</tool_call>", re.DOTALL
 )
 QWEN35_PARAM = re.compile(r"<parameter=(.*?)>(.*?)</parameter>", re.DOTALL)
+GLM4_MOE_NAME = re.compile(r"\s*([^\s<]+)")
+GLM4_MOE_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 
 
 def _value_text(value: Any) -> str:
@@ -94,6 +96,28 @@ class GLM4MoeFormat(QwenFormat):
                 text += f"\n<arg_key>{key}</arg_key>\n<arg_value>{_value_text(value)}</arg_value>"
             parts.append(text)
         return "\n".join(parts)
+
+    def parse_calls(self, text: str) -> list[Call] | None:
+        # Upstream keeps only Qwen's JSON reader, which cannot read the calls above (not JSON, no
+        # `</tool_call>`); ours tries it first, then reads `<tool_call>name` + arg pairs, with or without the
+        # closing tag, because the server reads calls back with this.
+        json_found = super().parse_calls(text)
+        if json_found is not None:
+            return json_found
+        calls = []
+        for block in text.split("<tool_call>")[1:]:
+            body = block.split("</tool_call>", 1)[0]
+            name = GLM4_MOE_NAME.match(body)
+            if name is None:
+                return None
+            arguments = {}
+            for key, raw in GLM4_MOE_ARG.findall(body):
+                try:
+                    arguments[key.strip()] = json.loads(raw.strip())
+                except ValueError:
+                    arguments[key.strip()] = raw
+            calls.append((name.group(1), arguments))
+        return calls or None
 
 
 @register_tool_format("qwen3_5")
