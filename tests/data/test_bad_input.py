@@ -62,7 +62,7 @@ FILE_PROBLEMS = [
     ("empty", "empty.json: the file is empty"),
     ("pretty_object", "the file is one JSON object spread over several lines"),
     ("missing_file", "no_such_file.json does not exist"),
-    ("hub_only", "no dataset hub is reachable"),
+    ("hub_only", "not in the datasets cache and offline mode is on"),
     ("bad_formatting", "formatting 'sharegtp' is unknown; use one of alpaca, openai, sharegpt"),
     ("no_such_dataset", "known datasets: array_as_jsonl, array_then_more"),
 ]

@@ -14,14 +14,16 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 class Repo:
-    def __init__(self, folder: Path, repo_id: str, cut_after: int | None):
+    def __init__(self, folder: Path, repo_id: str, cut_after: int | None, kind: str = "model"):
         self.folder = folder
         self.repo_id = repo_id
+        self.kind = kind  # "model" or "dataset"
         self.files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         self.largest = max(self.files, key=lambda f: (folder / f).stat().st_size)
         self.cut_after = cut_after
@@ -55,23 +57,61 @@ def handler_for(repo: Repo) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def do_HEAD(self) -> None:  # noqa: N802
             self._file(head=True)
 
         def do_GET(self) -> None:  # noqa: N802
-            prefix = f"/api/models/{repo.repo_id}"
-            if self.path.split("?")[0] in (prefix, f"{prefix}/revision/main", f"{prefix}/revision/{SHA}"):
-                self._json(
-                    {"id": repo.repo_id, "sha": SHA, "siblings": [{"rfilename": f} for f in repo.files]}
-                )
-            elif self.path.split("?")[0] in (f"{prefix}/tree/main", f"{prefix}/tree/{SHA}"):
-                self._json([self._entry(name) for name in repo.files])
-            elif self.path.startswith("/api/models/"):
+            path = self.path.split("?")[0]
+            prefix = f"/api/{repo.kind}s/{repo.repo_id}"
+            if path in (prefix, f"{prefix}/revision/main", f"{prefix}/revision/{SHA}"):
+                siblings = [{"rfilename": f} for f in repo.files]
+                self._json({"id": repo.repo_id, "sha": SHA, "siblings": siblings, "private": False})
+            elif path.startswith((f"{prefix}/tree/main", f"{prefix}/tree/{SHA}")):
+                under = path.split("/tree/", 1)[1].partition("/")[2]
+                self._json(self._listing(under, recursive="recursive=true" in self.path.lower()))
+            elif path.startswith("/api/"):
+                with repo.lock:
+                    repo.log.append(f"unhandled GET {self.path}")
                 self._missing("RepoNotFound")
             else:
                 self._file(head=False)
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0]
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            if not path.startswith(f"/api/{repo.kind}s/{repo.repo_id}/paths-info/"):
+                with repo.lock:
+                    repo.log.append(f"unhandled POST {self.path}")
+                return self._missing("RepoNotFound")
+            asked = (
+                json.loads(body).get("paths", []) if body.startswith("{") else parse_qs(body).get("paths", [])
+            )
+            out: list[dict[str, object]] = []
+            for name in asked:
+                if name in repo.files:
+                    out.append(self._entry(name))
+                elif any(f.startswith(name.rstrip("/") + "/") for f in repo.files):
+                    out.append({"type": "directory", "path": name.rstrip("/"), "oid": SHA})
+            self._json(out)
+
+        def _listing(self, under: str, recursive: bool) -> list[dict[str, object]]:
+            under = under.strip("/")
+            out, dirs = [], set()
+            for name in repo.files:
+                if under and not name.startswith(under + "/"):
+                    continue
+                rest = name[len(under) + 1 :] if under else name
+                if "/" in rest and not recursive:
+                    dirs.add((under + "/" if under else "") + rest.split("/")[0])
+                    continue
+                out.append(self._entry(name))
+                if recursive:
+                    parts = name.split("/")[:-1]
+                    dirs.update("/".join(parts[: k + 1]) for k in range(len(parts)))
+            return [{"type": "directory", "path": d, "oid": SHA} for d in sorted(dirs)] + out
 
         def _entry(self, name: str) -> dict[str, object]:
             size = (repo.folder / name).stat().st_size
@@ -87,6 +127,8 @@ def handler_for(repo: Repo) -> type[BaseHTTPRequestHandler]:
 
         def _file(self, head: bool) -> None:
             parts = self.path.split("?")[0].lstrip("/").split("/")
+            if repo.kind == "dataset" and parts[:1] == ["datasets"]:
+                parts = parts[1:]
             # /{org}/{name}/resolve/{revision}/{filename...}
             if len(parts) < 5 or "/".join(parts[:2]) != repo.repo_id or parts[2] != "resolve":
                 return self._missing("RepoNotFound")
@@ -126,9 +168,11 @@ def handler_for(repo: Repo) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(folder: Path, repo_id: str, cut_after: int | None = None) -> tuple[ThreadingHTTPServer, Repo, str]:
+def serve(
+    folder: Path, repo_id: str, cut_after: int | None = None, kind: str = "model"
+) -> tuple[ThreadingHTTPServer, Repo, str]:
     """Start serving in a daemon thread: (server, repo with its request log, endpoint URL)."""
-    repo = Repo(folder, repo_id, cut_after)
+    repo = Repo(folder, repo_id, cut_after, kind)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(repo))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, repo, f"http://127.0.0.1:{server.server_address[1]}"

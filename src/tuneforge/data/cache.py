@@ -38,6 +38,8 @@ def cache_key(args: DataArguments, tokenizer: Any, template: str, seed: int, sta
     for name in args.dataset or []:
         spec = dataset_spec(name, args.dataset_dir)
         digest.update(json.dumps(spec.__dict__, sort_keys=True, default=str).encode())
+        if spec.hub:  # a hub dataset is keyed by its id, subset, split and revision (pin revision to be sure)
+            continue
         for path in data_files(Path(args.dataset_dir), spec.file_name):
             stat = path.stat()
             digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

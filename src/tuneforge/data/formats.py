@@ -61,15 +61,16 @@ class DatasetSpec:
             )
         self.name = name
         self.file_name: str | None = entry.get("file_name")
-        hub = [k for k in HUB_KEYS if entry.get(k)]
-        if hub and not self.file_name:
+        self.hub = _hub_source(name, entry)
+        self.subset: str | None = entry.get("subset")
+        self.split: str = entry.get("split", "train")
+        self.folder: str | None = entry.get("folder")
+        self.revision: str | None = entry.get("revision")
+        if not self.file_name and not self.hub:
             raise DataError(
-                f"dataset '{name}' comes from {hub[0]}, but no dataset hub is reachable here; download the files "
-                "and set file_name to them",
+                f"dataset '{name}' has neither file_name nor hf_hub_url/ms_hub_url in dataset_info.json",
                 "dataset_info",
             )
-        if not self.file_name:
-            raise DataError(f"dataset '{name}' has no file_name in dataset_info.json", "dataset_info")
         self.formatting: str = entry.get("formatting", "alpaca")
         if self.formatting not in _FORMATS:
             raise DataError(
@@ -136,6 +137,25 @@ def _refuse_placeholders(conversation: Conversation) -> None:
                 "remove the placeholder or set on_bad_rows: skip",
                 "multimodal",
             )
+
+
+def _hub_source(name: str, entry: dict[str, Any]) -> tuple[str, str] | None:
+    """("hf_hub_url" or "ms_hub_url", repo id) as LLaMA-Factory picks it: ModelScope with
+    USE_MODELSCOPE_HUB=1 when the entry has an ms_hub_url, else the Hugging Face id, else ModelScope's."""
+    from tuneforge.data.hub import use_modelscope
+
+    if entry.get("ms_hub_url") and (use_modelscope() or not entry.get("hf_hub_url")):
+        return "ms_hub_url", entry["ms_hub_url"]
+    if entry.get("hf_hub_url"):
+        return "hf_hub_url", entry["hf_hub_url"]
+    other = next((k for k in ("om_hub_url", "script_url", "cloud_file_name") if entry.get(k)), None)
+    if other and not entry.get("file_name"):
+        raise DataError(
+            f"dataset '{name}' comes from {other}, which tuneforge does not read; download the files and set "
+            "file_name to them",
+            "dataset_info",
+        )
+    return None
 
 
 def register_format(name: str) -> Callable[[Converter], Converter]:

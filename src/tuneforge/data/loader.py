@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import DataError, Example
 from tuneforge.data.formats import DatasetSpec
-from tuneforge.data.readers import data_files, iter_rows
+from tuneforge.data.hub import hub_rows, remote_dataset_info
+from tuneforge.data.readers import RawRow, data_files, iter_rows
 
 INFO_FILE = "dataset_info.json"
 SHOWN_PROBLEMS = 20
@@ -53,7 +55,8 @@ class BadRowsError(DataError):
 
 
 def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
-    path = Path(dataset_dir) / INFO_FILE
+    remote = str(dataset_dir).startswith("REMOTE:")
+    path = Path(remote_dataset_info(str(dataset_dir))) if remote else Path(dataset_dir) / INFO_FILE
     if not path.is_file():
         raise DataError(
             f"{path} not found; set dataset_dir to the folder that holds {INFO_FILE}", "missing_file"
@@ -87,18 +90,26 @@ def load_dataset(name: str, args: DataArguments) -> LoadedData:
     spec = dataset_spec(name, args.dataset_dir)
     limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
     loaded = LoadedData()
-    for path in data_files(Path(args.dataset_dir), spec.file_name):
-        for raw in iter_rows(path):
-            if loaded.rows_read >= limit:
-                return loaded
-            loaded.rows_read += 1
-            try:
-                if raw.error is not None:
-                    raise raw.error
-                loaded.examples.append(spec.convert(raw.value, raw.source))
-            except DataError as err:
-                loaded.problems.append(RowProblem(raw.source, err.category, str(err)))
+    for raw in raw_rows(spec, args.dataset_dir):
+        if loaded.rows_read >= limit:
+            return loaded
+        loaded.rows_read += 1
+        try:
+            if raw.error is not None:
+                raise raw.error
+            loaded.examples.append(spec.convert(raw.value, raw.source))
+        except DataError as err:
+            loaded.problems.append(RowProblem(raw.source, err.category, str(err)))
     return loaded
+
+
+def raw_rows(spec: DatasetSpec, dataset_dir: str | Path, streaming: bool = False) -> Iterator[RawRow]:
+    """The rows of one dataset as read: from its hub (hf_hub_url / ms_hub_url) or its files."""
+    if spec.hub:
+        yield from hub_rows(spec, streaming)
+        return
+    for path in data_files(Path(dataset_dir), spec.file_name):
+        yield from iter_rows(path)
 
 
 def mix(parts: list[list[Example]], strategy: str, probs: list[float] | None, seed: int) -> list[Example]:

@@ -19,9 +19,8 @@ from tuneforge.config import DataArguments
 from tuneforge.data.collator import PaddingCollator
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import tokenize_chunk
-from tuneforge.data.loader import RowProblem, dataset_spec
+from tuneforge.data.loader import RowProblem, dataset_spec, raw_rows
 from tuneforge.data.packing import collator_for, pack_examples
-from tuneforge.data.readers import data_files, iter_rows
 from tuneforge.data.template import chat_template_for, template_options
 
 if TYPE_CHECKING:
@@ -31,26 +30,25 @@ CHUNK = 256
 
 
 def iter_conversations(args: DataArguments, on_problem: Any) -> Iterator[Conversation]:
-    """Conversations of every dataset in order (`max_samples` each); bad rows go to `on_problem`."""
-    from pathlib import Path
-
+    """Conversations of every dataset in order (`max_samples` / `num_samples` each); bad rows go to
+    `on_problem`."""
     for name in args.dataset or []:
         spec = dataset_spec(name, args.dataset_dir)
+        limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
         count = 0
-        for path in data_files(Path(args.dataset_dir), spec.file_name):
-            for raw in iter_rows(path):
-                if args.max_samples is not None and count >= args.max_samples:
-                    break
-                count += 1
-                try:
-                    if raw.error is not None:
-                        raise raw.error
-                    example = spec.convert(raw.value, raw.source)
-                except DataError as err:
-                    on_problem(RowProblem(raw.source, err.category, str(err)))
-                    continue
-                if isinstance(example, Conversation):
-                    yield example
+        for raw in raw_rows(spec, args.dataset_dir, streaming=True):
+            if count >= limit:
+                break
+            count += 1
+            try:
+                if raw.error is not None:
+                    raise raw.error
+                example = spec.convert(raw.value, raw.source)
+            except DataError as err:
+                on_problem(RowProblem(raw.source, err.category, str(err)))
+                continue
+            if isinstance(example, Conversation):
+                yield example
 
 
 class StreamingSFTDataset(torch.utils.data.IterableDataset):
