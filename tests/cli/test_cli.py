@@ -114,3 +114,14 @@ def test_interactive_chat_switches_adapters_system_and_resets(tiny_model_dir, tm
     ):
         assert note in result.stdout
     assert "User [a]: " in result.stdout
+
+
+def test_llamafactory_cli_names_and_templates(capsys):
+    from tuneforge.cli.main import main
+
+    assert main(["webui", "--help"]) == 0 and "tuneforge board" in capsys.readouterr().out
+    assert main(["api", "--help"]) == 0 and "serve" in capsys.readouterr().out.lower()
+    assert main(["export", "cfg.yaml"]) == 2 and "not in tuneforge yet" in capsys.readouterr().err
+    assert main(["templates"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 124 and any(line.startswith("qwen3_nothink") for line in listed)

@@ -78,3 +78,33 @@ def test_tokenizer_own_template_gets_tools_and_calls(tmp_path, smollm2_tokenizer
     texts = [tokenizer.decode(e.input_ids) for e in examples]
     assert any(t.startswith("TOOLS:") for t in texts)
     assert any("CALL " in trained(tokenizer, e) for e in examples)
+
+
+def test_text_file_rows_load_for_pretraining_and_preview_shows_them(smollm2_tokenizer, capsys):
+    from tuneforge.cli.main import main
+    from tuneforge.data.validate import preview_rows
+
+    args = DataArguments(dataset=["wiki_demo"], dataset_dir=str(DATA), cutoff_len=64)
+    shown = preview_rows(args, smollm2_tokenizer, rows=2)
+    assert len(shown.rows) == 2 and all(e.labels == e.input_ids for e in shown.rows)  # every token trained
+    assert shown.rows[0].source.endswith("wiki_demo.txt:1")
+    model = str(Path(smollm2_tokenizer.name_or_path))
+    assert main(["data", "preview", "--dataset", "wiki_demo", "--dataset_dir", str(DATA), "--rows", "1",
+                 "--model_name_or_path", model, "--cutoff_len", "32"]) == 0  # fmt: skip
+    assert "wiki_demo.txt:1" in capsys.readouterr().out
+    assert main(["data", "validate", "--help"]) == 0 and "usage" in capsys.readouterr().out
+
+
+def test_preference_and_kto_demo_rows_all_kept_at_a_short_cutoff(smollm2_tokenizer):
+    """Shortened in proportion, no pair loses its answers (cut at the end, 134 of 300 pairs were dropped)."""
+    from tuneforge.data.preference import build_kto_data, build_pair_data
+
+    pairs = build_pair_data(
+        DataArguments(dataset=["dpo_en_demo"], dataset_dir=str(DATA), cutoff_len=256), smollm2_tokenizer
+    )
+    assert not pairs.dropped and len(pairs.train) == 300
+    assert max(len(r["chosen_input_ids"]) for r in pairs.train) <= 256
+    kto = build_kto_data(
+        DataArguments(dataset=["kto_en_demo"], dataset_dir=str(DATA), cutoff_len=256), smollm2_tokenizer
+    )
+    assert not kto.dropped and len(kto.train) == 300

@@ -154,3 +154,23 @@ def test_fa2_without_flash_attn_falls_back_to_sdpa_with_a_warning(capsys):
     assert attention_implementation("fa2") == "sdpa"  # no CUDA (or no flash-attn) here
     assert "using SDPA" in capsys.readouterr().err
     assert attention_implementation("disabled") == "eager"
+
+
+def test_mixed_precision_the_device_lacks_falls_back_to_float32_with_a_warning(capsys):
+    from tuneforge.train.arguments import mixed_precision
+
+    assert mixed_precision(bf16=False, fp16=True) == {"bf16": False, "fp16": False}  # no CUDA here
+    assert "fp16 mixed precision needs a CUDA device" in capsys.readouterr().err
+    assert mixed_precision(bf16=True, fp16=False) == {"bf16": False, "fp16": False}
+    assert "use_cpu: true keeps bf16" in capsys.readouterr().err
+    assert mixed_precision(bf16=True, fp16=False, use_cpu=True) == {"bf16": True, "fp16": False}
+
+
+def test_unknown_template_name_is_reported_with_the_other_keys():
+    with pytest.raises(ConfigError) as err:
+        build_config({"template": "qwen3_nothnk", "lora_rnak": 8})
+    assert err.value.problems == [
+        "unknown key 'lora_rnak': did you mean 'lora_rank'?",
+        "template 'qwen3_nothnk' is unknown; did you mean 'qwen3_nothink'?",
+    ]
+    assert build_config({"template": "openchat-3.6"}).data.template == "openchat-3.6"

@@ -94,6 +94,13 @@ def test_train_and_chat_by_repo_id_from_a_laid_out_cache(tiny_model_dir, tmp_pat
         capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO,
     )  # fmt: skip
     assert chat.returncode == 0, chat.stderr[-2000:]
+    models = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "models"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert models.returncode == 0 and "acme/tiny" in models.stdout
 
 
 @pytest.mark.parametrize(
@@ -115,3 +122,29 @@ def test_unknown_ids_exit_2_with_a_sentence(name, env, words, tmp_path, tiny_rep
         server.shutdown()
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_gguf_file_picks_a_gguf_in_a_hub_repo(tmp_path):
+    """The embedded SmolLM2 GGUF served as one file of a repository, fetched by name and converted."""
+    from tuneforge.model.zoo import zoo
+
+    gguf = zoo()["smollm2-135m-instruct"].gguf_path()
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "README.md").write_text("a GGUF repository")
+    (folder / gguf.name).symlink_to(gguf)
+    server, repo, url = serve(folder, "acme/smol-gguf")
+    code = (
+        "import sys; from tuneforge.model.zoo import resolve_model_path as r; "
+        "print(r(sys.argv[1], gguf_file=sys.argv[2], cache_dir=sys.argv[3]))"
+    )
+    env = {"HF_HOME": str(tmp_path / "h"), "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"}
+    try:
+        result = run(code, "acme/smol-gguf", gguf.name, str(tmp_path / "converted"), env=env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-2000:]
+    converted = Path(result.stdout.strip().splitlines()[-1])
+    assert (converted / "config.json").is_file() and any(converted.glob("*.safetensors"))
+    assert [line for line in repo.log if line.startswith("GET ")] == [f"GET {gguf.name} from 0"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -111,6 +112,13 @@ def build_config(
             problems.append(f"unknown key '{key}': did you mean '{hint}'?")
         else:
             problems.append(f"unknown key '{key}'; `tuneforge train --help` lists every key")
+    template = per_group["data"].get("template")
+    if isinstance(template, str) and template and template not in template_names():
+        hint = closest_key(template, template_names())
+        problems.append(
+            f"template '{template}' is unknown"
+            + (f"; did you mean '{hint}'?" if hint else "; `tuneforge templates` lists LLaMA-Factory's 124 names")
+        )
     groups_built: dict[str, Any] = {}
     for name, cls in GROUPS.items():
         try:
@@ -126,10 +134,20 @@ def build_config(
     return cfg
 
 
+TEMPLATE_CATALOG = Path(__file__).parent.parent / "data" / "templates" / "catalog.yaml"
+
+
+@functools.cache
+def template_names() -> tuple[str, ...]:
+    """The names `template:` takes, read from the catalog file (data, not code: config stays below data)."""
+    return tuple(yaml.safe_load(TEMPLATE_CATALOG.read_text(encoding="utf-8")))
+
+
 def cross_group_problems(cfg: RunConfig) -> list[str]:
     """Rules that tie keys of different groups together."""
     problems = []
     data, training = cfg.data, cfg.training
+
     if data.streaming:
         if training.max_steps <= 0:
             problems.append("key 'streaming': a stream has no known length, so set max_steps (> 0)")

@@ -130,6 +130,8 @@ class SlotTemplate:
     def _tools_text(self, tools: str | None) -> str:
         if not tools:
             return ""
+        if "tools" in self.extra:  # a template that writes the row's tools JSON as it is (phi4_mini)
+            return self.extra["tools"].replace("{{content}}", tools, 1)
         definitions = json.loads(tools)
         return get_tool_format(self.tool_format).tools_text(definitions) if definitions else ""
 

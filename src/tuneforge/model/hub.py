@@ -104,6 +104,32 @@ def _fetch_huggingface(
     return Path(path)
 
 
+def fetch_file(repo_id: str, filename: str, revision: str, cache_dir: str | None, token: str | None) -> Path:
+    """One file of a Hugging Face model repository (a GGUF, say), downloaded or from the cache."""
+    from huggingface_hub import errors as hub
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                local_files_only=offline(),
+            )
+        )
+    except hub.LocalEntryNotFoundError:
+        raise UserError(
+            f"{filename} of '{repo_id}' is not in the Hugging Face cache and HF_HUB_OFFLINE=1 keeps tuneforge off "
+            f"the network; run `hf download {repo_id} {filename}` on a connected machine"
+        ) from None
+    except (hub.RepositoryNotFoundError, hub.EntryNotFoundError, hub.RevisionNotFoundError):
+        raise UserError(f"'{repo_id}' has no file {filename} (check gguf_file and model_revision)") from None
+
+
 def _from_cache(repo_id: str, revision: str, cache_dir: str | None, trust_remote_code: bool) -> str:
     """The cached snapshot with what a download would have fetched (safetensors, else .bin), no network."""
     from huggingface_hub import errors as hub

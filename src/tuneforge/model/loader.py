@@ -25,6 +25,7 @@ def model_path(args: ModelArguments) -> Path:
         args.hf_hub_token,
         args.ms_hub_token,
         args.trust_remote_code,
+        args.gguf_file,
     )
 
 

@@ -59,9 +59,19 @@ def resolve_model_path(
     token: str | None = None,
     ms_token: str | None = None,
     trust_remote_code: bool = False,
+    gguf_file: str | None = None,
 ) -> Path:
     """A local directory with config.json and safetensors weights for `name_or_path` (a zoo name, a local
-    folder, a .gguf file or a hub id), converting or downloading if needed."""
+    folder, a .gguf file or a hub id; with `gguf_file`, that GGUF inside the folder or hub repository),
+    converting or downloading if needed."""
+    if gguf_file:
+        folder = Path(name_or_path).expanduser()
+        if folder.is_dir():
+            name_or_path = str(folder / gguf_file)
+        elif hub.looks_like_repo_id(name_or_path):
+            name_or_path = str(hub.fetch_file(name_or_path, gguf_file, revision, cache_dir, token))
+        if not Path(name_or_path).is_file():
+            raise UserError(f"gguf_file {gguf_file} not found in {folder}")
     entries = zoo()
     if name_or_path in entries:
         entry = entries[name_or_path]
