@@ -117,7 +117,11 @@ def build_config(
         hint = closest_key(template, template_names())
         problems.append(
             f"template '{template}' is unknown"
-            + (f"; did you mean '{hint}'?" if hint else "; `tuneforge templates` lists LLaMA-Factory's 124 names")
+            + (
+                f"; did you mean '{hint}'?"
+                if hint
+                else "; `tuneforge templates` lists LLaMA-Factory's 124 names"
+            )
         )
     groups_built: dict[str, Any] = {}
     for name, cls in GROUPS.items():

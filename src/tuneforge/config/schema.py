@@ -42,7 +42,8 @@ class ModelArguments(_Group):
         description="Hub models: the branch, tag or commit to download (a pinned commit never changes).",
     )
     gguf_file: str | None = Field(
-        None, description="A GGUF file inside model_name_or_path (a folder or hub repo), converted once to use."
+        None,
+        description="A GGUF file inside model_name_or_path (a folder or hub repo), converted once to use.",
     )
     hf_hub_token: str | None = Field(
         None,
