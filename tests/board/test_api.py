@@ -122,13 +122,10 @@ def test_a_killed_run_is_marked_failed_with_its_last_log_lines(board, tiny_model
 
 def test_form_fields_never_reach_a_shell(board, tiny_model_dir):
     # every field is YAML data for the child process; the dataset name fails the run at load time
-    config = run_config(
-        tiny_model_dir,
-        board.tmp / "$(touch pwned)",
-        dataset="x; touch pwned",
-        template="`touch pwned`",
-        max_steps=1,
-    )
+    hostile_template = run_config(tiny_model_dir, board.tmp / "t", template="`touch pwned`", max_steps=1)
+    refused = httpx.post(f"{board.url}/api/runs", json=hostile_template)  # an unknown template name: no run
+    assert refused.status_code == 422 and "template '`touch pwned`' is unknown" in refused.text
+    config = run_config(tiny_model_dir, board.tmp / "$(touch pwned)", dataset="x; touch pwned", max_steps=1)
     run_id = httpx.post(f"{board.url}/api/runs", json=config).json()["id"]
     assert wait_status(board.url, run_id, {"failed", "done"})["status"] == "failed"
     for root in (board.tmp, REPO, Path.cwd(), Path("/tmp")):

@@ -76,6 +76,20 @@ def get_tool_format(name: str) -> ToolFormat:
     return _REGISTRY[name]()
 
 
+def tagged_calls(calls: list[Call], opening: str, argument: str, closing: str) -> str:
+    """Calls written as markup, one per line group: `opening` (with {name}), then `argument` (with {key} and
+    {value}: a string as it is, anything else as JSON) per argument, then `closing`."""
+    return "\n".join(
+        opening.format(name=name)
+        + "".join(
+            argument.format(key=key, value=value if isinstance(value, str) else dumps(value))
+            for key, value in arguments.items()
+        )
+        + closing
+        for name, arguments in calls
+    )
+
+
 def json_calls(text: str, arguments_key: str) -> list[Call] | None:
     """Calls written as a JSON object or list of objects with `name` and `arguments_key`."""
     try:

@@ -18,6 +18,7 @@ from tuneforge.data.tool_formats import (
     dumps,
     json_calls,
     register_tool_format,
+    tagged_calls,
     unwrap,
 )
 
@@ -53,10 +54,6 @@ SEED_CALL = re.compile(
     r"<seed:tool_call>\s*<function=\s*([^\s<>]+)>?(.*?)</function>\s*</seed:tool_call>", re.DOTALL
 )
 SEED_PARAM = re.compile(r"<parameter=([^>]*)>(.*?)</parameter>", re.DOTALL)
-
-
-def _value_text(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value)
 
 
 def _value_of(raw: str) -> Any:
@@ -106,13 +103,9 @@ class MiniMax2Format(ToolFormat):
     def calls_text(self, calls: list[Call]) -> str:
         # Bare `<invoke>` blocks with no `<minimax:tool_call>` wrapper, as LLaMA-Factory writes them (its
         # minimax2 template's function slot adds no wrapper either).
-        parts = []
-        for name, arguments in calls:
-            text = f'<invoke name="{name}">'
-            for key, value in arguments.items():
-                text += f'\n<parameter name="{key}">{_value_text(value)}</parameter>'
-            parts.append(text + "\n</invoke>")
-        return "\n".join(parts)
+        return tagged_calls(
+            calls, '<invoke name="{name}">', '\n<parameter name="{key}">{value}</parameter>', "\n</invoke>"
+        )
 
     def parse_calls(self, text: str) -> list[Call] | None:
         # LLaMA-Factory reads only inside `<minimax:tool_call>`, so it cannot read its own calls_text; we take
@@ -133,13 +126,12 @@ class SeedOssFormat(ToolFormat):
     def calls_text(self, calls: list[Call]) -> str:
         # Upstream slip kept for identical text: `<function=name` has no closing `>`. Every call also opens
         # with "\n", so parallel calls are separated by a blank line.
-        parts = []
-        for name, arguments in calls:
-            text = f"\n<seed:tool_call>\n<function={name}"
-            for key, value in arguments.items():
-                text += f"\n<parameter={key}>{_value_text(value)}</parameter>"
-            parts.append(text + "\n</function>\n</seed:tool_call>")
-        return "\n".join(parts)
+        return tagged_calls(
+            calls,
+            "\n<seed:tool_call>\n<function={name}",
+            "\n<parameter={key}>{value}</parameter>",
+            "\n</function>\n</seed:tool_call>",
+        )
 
     def parse_calls(self, text: str) -> list[Call] | None:
         calls = [(name, _tagged_arguments(SEED_PARAM, body)) for name, body in SEED_CALL.findall(text)]

@@ -12,6 +12,7 @@ from tuneforge.data.tool_formats import (
     dumps,
     json_calls,
     register_tool_format,
+    tagged_calls,
     wrap,
 )
 
@@ -51,10 +52,6 @@ GLM4_MOE_NAME = re.compile(r"\s*([^\s<]+)")
 GLM4_MOE_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 
 
-def _value_text(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value)
-
-
 @register_tool_format("qwen")
 class QwenFormat(ToolFormat):
     prompt = QWEN_PROMPT
@@ -89,13 +86,10 @@ class GLM4MoeFormat(QwenFormat):
     prompt = GLM4_MOE_PROMPT
 
     def calls_text(self, calls: list[Call]) -> str:
-        parts = []
-        for name, arguments in calls:
-            text = "\n<tool_call>" + name
-            for key, value in arguments.items():
-                text += f"\n<arg_key>{key}</arg_key>\n<arg_value>{_value_text(value)}</arg_value>"
-            parts.append(text)
-        return "\n".join(parts)
+        # no closing </tool_call>, as LLaMA-Factory writes it
+        return tagged_calls(
+            calls, "\n<tool_call>{name}", "\n<arg_key>{key}</arg_key>\n<arg_value>{value}</arg_value>", ""
+        )
 
     def parse_calls(self, text: str) -> list[Call] | None:
         # Upstream keeps only Qwen's JSON reader, which cannot read the calls above (not JSON, no
@@ -128,13 +122,12 @@ class Qwen35Format(ToolFormat):
         )
 
     def calls_text(self, calls: list[Call]) -> str:
-        parts = []
-        for name, arguments in calls:
-            text = f"<tool_call>\n<function={name}>"
-            for key, value in arguments.items():
-                text += f"\n<parameter={key}>\n{_value_text(value)}\n</parameter>"
-            parts.append(text + "\n</function>\n</tool_call>")
-        return "\n".join(parts)
+        return tagged_calls(
+            calls,
+            "<tool_call>\n<function={name}>",
+            "\n<parameter={key}>\n{value}\n</parameter>",
+            "\n</function>\n</tool_call>",
+        )
 
     def parse_calls(self, text: str) -> list[Call] | None:
         calls = []
