@@ -38,8 +38,16 @@ def test_publish_renames_a_complete_checkpoint_into_place(tmp_path):
         (lambda p: flip_byte(p / "adapter_model.safetensors", 123), "corrupted"),
         (lambda p: p.joinpath("manifest.json").unlink(), "manifest.json is missing"),
         (lambda p: p.joinpath("sub", "state.json").unlink(), "sub/state.json is missing"),
+        # damage that keeps manifest.json valid JSON
+        (lambda p: edit_manifest(p, lambda t: t.replace('"size"', '"sizd"', 1)), "is malformed at"),
+        (lambda p: edit_manifest(p, lambda t: t.replace('"files"', '"filez"')), "is malformed"),
+        (lambda p: edit_manifest(p, lambda t: t.replace('"step": 4', '"step": "4"')), "is malformed"),
+        (lambda p: edit_manifest(p, lambda t: "[]"), "is malformed"),
+        (lambda p: edit_manifest(p, lambda t: t.replace('"sub/state.json"', '"../../escape"')), "outside"),
+        (lambda p: edit_manifest(p, lambda t: t[:-5]), "unreadable"),
     ],
-    ids=["truncated", "flipped-byte", "no-manifest", "missing-file"],
+    ids=["truncated", "flipped-byte", "no-manifest", "missing-file", "size-key", "files-key", "step-type",
+         "not-object", "escape", "cut"],  # fmt: skip
 )
 def test_damage_is_detected_named_and_auto_resume_falls_back(tmp_path, damage, reason, capsys):
     make_checkpoint(tmp_path, 2)
@@ -49,6 +57,11 @@ def test_damage_is_detected_named_and_auto_resume_falls_back(tmp_path, damage, r
     assert problem is not None and reason in problem
     found, damaged = checkpoint.newest_complete(tmp_path)
     assert found.step == 2 and damaged == [(newest, problem)]
+
+
+def edit_manifest(checkpoint_dir: Path, change) -> None:
+    manifest = checkpoint_dir / "manifest.json"
+    manifest.write_text(change(manifest.read_text()))
 
 
 def flip_byte(path: Path, offset: int) -> None:

@@ -87,15 +87,38 @@ def publish(staging: Path, final: Path, step: int) -> Path:
     return final
 
 
+def _manifest_entries(manifest: Path) -> dict[str, dict[str, object]] | str:
+    """The manifest's `{file: {size, sha256}}`, or what is wrong with it: any damage that still parses as JSON
+    (a renamed key, a wrong type, a path out of the folder) makes the checkpoint damaged, never a crash."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return f"{manifest.name} is unreadable"
+    entries = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not entries or not isinstance(data.get("step"), int):
+        return f"{manifest.name} is malformed (no step, or no list of files)"
+    for name, expected in entries.items():
+        ok = (
+            isinstance(expected, dict)
+            and type(expected.get("size")) is int
+            and isinstance(expected.get("sha256"), str)
+            and len(expected["sha256"]) == 64
+        )
+        if not ok:
+            return f"{manifest.name} is malformed at {name!r} (each file needs an integer size and a SHA-256)"
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"{manifest.name} names a file outside the checkpoint ({name!r})"
+    return entries
+
+
 def verify(directory: Path) -> str | None:
     """None when `directory` is a complete, intact checkpoint; otherwise what is wrong, in words."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return f"{manifest.name} is missing (the checkpoint was not completely written)"
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError, TypeError):
-        return f"{manifest.name} is unreadable"
+    entries = _manifest_entries(manifest)
+    if isinstance(entries, str):
+        return entries
     for name, expected in entries.items():
         path = directory / name
         if not path.is_file():
