@@ -77,6 +77,9 @@ def test_a_run_created_from_json_trains_and_streams_its_metrics(board, tiny_mode
     assert httpx.get(f"{board.url}/api/runs/{created['id']}/metrics").json() == metrics
     run = httpx.get(f"{board.url}/api/runs/{created['id']}").json()
     assert run["exit_code"] == 0 and run["config"]["max_steps"] == 4
+    # a finished run is finished: resuming it would change its model
+    again = httpx.post(f"{board.url}/api/runs/{created['id']}/resume")
+    assert again.status_code == 409 and "is finished" in again.text
 
     # a board restart (a new registry object on the same file) shows the same runs
     again = RunRegistry(board.registry.path)
@@ -143,7 +146,7 @@ def test_a_run_started_in_a_terminal_is_registered(tmp_path, tiny_model_dir, mon
         build_config(run_config(tiny_model_dir, tmp_path / "cli", max_steps=1)), tmp_path / "cfg.yaml"
     )
     assert main(["train", str(tmp_path / "cfg.yaml")]) == 0
-    assert main(["train", str(tmp_path / "cfg.yaml"), "dataset=nope"]) == 2
+    assert main(["train", str(tmp_path / "cfg.yaml"), "dataset=nope", f"output_dir={tmp_path / 'cli2'}"]) == 2
     runs = RunRegistry(tmp_path / "runs.sqlite").list()
     assert [(r.status, r.exit_code) for r in runs] == [("failed", 2), ("done", 0)]  # newest first
     assert runs[1].pid == os.getpid() and runs[1].output_dir == str(tmp_path / "cli")

@@ -46,8 +46,18 @@ def test_publish_renames_a_complete_checkpoint_into_place(tmp_path):
         (lambda p: edit_manifest(p, lambda t: t.replace('"sub/state.json"', '"../../escape"')), "outside"),
         (lambda p: edit_manifest(p, lambda t: t[:-5]), "unreadable"),
     ],
-    ids=["truncated", "flipped-byte", "no-manifest", "missing-file", "size-key", "files-key", "step-type",
-         "not-object", "escape", "cut"],  # fmt: skip
+    ids=[
+        "truncated",
+        "flipped-byte",
+        "no-manifest",
+        "missing-file",
+        "size-key",
+        "files-key",
+        "step-type",
+        "not-object",
+        "escape",
+        "cut",
+    ],  # fmt: skip
 )
 def test_damage_is_detected_named_and_auto_resume_falls_back(tmp_path, damage, reason, capsys):
     make_checkpoint(tmp_path, 2)
@@ -154,6 +164,7 @@ def test_checkpoints_hold_no_pickle_that_needs_full_unpickling(tiny_model_dir, t
 def test_a_damaged_newest_checkpoint_is_skipped_and_rewritten(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     run_stage(config(tiny_model_dir, out, max_steps=4, save_steps=2))
+    (out / "tuneforge_finished.json").unlink()  # as if killed after writing checkpoint-4, before the end
     flip_byte(out / "checkpoint-4" / "adapter_model.safetensors", 200)
     run_stage(config(tiny_model_dir, out, max_steps=4, save_steps=2))
     err = capsys.readouterr().err
@@ -182,3 +193,25 @@ def test_overwrite_output_dir_starts_afresh(tiny_model_dir, tmp_path):
     run_stage(config(tiny_model_dir, out, max_steps=3, save_steps=3, overwrite_output_dir=True))
     assert [c.step for c in checkpoint.list_checkpoints(out)] == [3]
     assert [s for s, _ in losses(out)] == [1, 2, 3]
+
+
+def test_rerunning_a_finished_run_changes_nothing_and_more_steps_continue_it(
+    tiny_model_dir, tmp_path, capsys
+):
+    from tuneforge.cli.main import main
+    from tuneforge.config import dump_config
+    from tuneforge.utils.errors import NothingToDo
+
+    out = tmp_path / "run"
+    run_stage(config(tiny_model_dir, out, max_steps=4, save_steps=2))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(NothingToDo, match="is finished \\(step 4\\)"):
+        run_stage(config(tiny_model_dir, out, max_steps=4, save_steps=2))
+    # the same from the command line: exit 0, a sentence, not a byte changed
+    dump_config(config(tiny_model_dir, out, max_steps=4, save_steps=2), tmp_path / "cfg.yaml")
+    assert main(["train", str(tmp_path / "cfg.yaml")]) == 0
+    assert "Nothing was changed" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # asking for more continues it on purpose
+    run_stage(config(tiny_model_dir, out, max_steps=6, save_steps=2))
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1] == 6

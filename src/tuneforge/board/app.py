@@ -233,6 +233,12 @@ def create_board_app(
         run = run_or_404(run_id)
         if run.status in ("queued", "running"):
             raise HTTPException(409, f"run {run_id} is {run.status}")
+        if run.status == "done":
+            raise HTTPException(
+                409,
+                f"run {run_id} is finished and its model is in {run.output_dir}; resuming would change it. "
+                "Start a new run (or one with a larger max_steps) to train more",
+            )
         launcher.resume(run_id)
         return registry.get(run_id).as_dict()
 

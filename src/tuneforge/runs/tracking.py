@@ -34,7 +34,7 @@ def tracked_run(config: dict[str, Any]) -> Iterator[str | None]:
         yield run_id
     except BaseException as err:
         code = getattr(err, "exit_code", 1)
-        status = "stopped" if isinstance(code, int) and code > 128 else "failed"
+        status = "stopped" if isinstance(code, int) and code > 128 else "done" if code == 0 else "failed"
         if isinstance(err, KeyboardInterrupt):
             status, code = "stopped", 130
         registry.finished(run_id, status, code, f"{type(err).__name__}: {err}")

@@ -23,9 +23,9 @@ from tuneforge.train.checkpoint import (
     remove_partials,
     verify,
 )
-from tuneforge.utils.errors import UserError
+from tuneforge.utils.errors import NothingToDo, UserError
 
-RUN_FILES = ("run.yaml", "metrics.jsonl")
+RUN_FILES = ("run.yaml", "metrics.jsonl")  # tuneforge_finished.json is not one: a finished run is kept
 # Keys that decide the shapes of what a checkpoint holds: resuming with different ones cannot work.
 IDENTITY_KEYS = (
     "model_name_or_path",
@@ -48,6 +48,7 @@ def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
         _clear_run_state(out)
         resume = None
     else:
+        _stop_if_finished(cfg, out)
         resume = _auto_checkpoint(out) if requested == "auto" else None
         if resume is None:
             _refuse_foreign_files(out)
@@ -59,6 +60,44 @@ def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
     trim_metrics(out / "metrics.jsonl", resume.step if resume else 0)
     dump_config(cfg, out / "run.yaml")
     return out, resume
+
+
+FINISHED = "tuneforge_finished.json"
+
+
+def _stop_if_finished(cfg: RunConfig, out: Path) -> None:
+    """Running a finished run's command again changes nothing: its model stays as it was. Asking for more
+    (a larger max_steps or num_train_epochs) continues it on purpose."""
+    marker = out / FINISHED
+    if not marker.is_file():
+        return
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        step, steps, epochs = int(done["step"]), int(done["max_steps"]), float(done["num_train_epochs"])
+    except (ValueError, KeyError, TypeError):
+        return  # an unreadable marker decides nothing: the usual resume rules apply
+    t = cfg.training
+    more = (t.max_steps > 0 and t.max_steps > max(step, steps)) or (
+        t.max_steps <= 0 and t.num_train_epochs > epochs
+    )
+    if more:
+        marker.unlink()
+        print(f"tuneforge: continuing the finished run in {out} past step {step}", file=sys.stderr)
+        return
+    raise NothingToDo(
+        f"the run in {out} is finished (step {step}); its model is in {out}. Nothing was changed: set "
+        "overwrite_output_dir: true to train it again from scratch, or raise max_steps / num_train_epochs to "
+        "continue it"
+    )
+
+
+def mark_finished(cfg: RunConfig, out: Path, step: int) -> None:
+    """Record that the run in `out` is complete (written last, after the model)."""
+    t = cfg.training
+    record = {"step": step, "max_steps": t.max_steps, "num_train_epochs": t.num_train_epochs}
+    tmp = out / f".{FINISHED}.tmp"
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    tmp.replace(out / FINISHED)
 
 
 def _explicit_checkpoint(path: Path) -> Checkpoint:
@@ -100,7 +139,8 @@ def _refuse_foreign_files(out: Path) -> None:
 
 
 def _clear_run_state(out: Path) -> None:
-    """overwrite_output_dir: forget checkpoints and metrics of the previous run in `out`."""
+    """overwrite_output_dir: forget checkpoints, metrics and the finished mark of the previous run in `out`."""
+    (out / FINISHED).unlink(missing_ok=True)
     for checkpoint in list_checkpoints(out):
         shutil.rmtree(checkpoint.path)
     (out / "metrics.jsonl").unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from tuneforge.data.table import ExampleRows
 from tuneforge.model.adapters import apply_adapter, count_parameters
 from tuneforge.model.loader import load_model
 from tuneforge.train.checkpoint import Checkpoint
-from tuneforge.train.output import save_run
+from tuneforge.train.output import mark_finished, save_run
 from tuneforge.utils.errors import UserError
 
 
@@ -111,6 +111,7 @@ def train_and_save(
     trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
     trainer.save_state()
     save_run(cfg, output_dir)
+    mark_finished(cfg, output_dir, step)
     return output_dir
 
 

@@ -5,3 +5,9 @@ class UserError(Exception):
     """Something the user can fix (a missing package, a bad path, bad data). The message says how."""
 
     exit_code = 2
+
+
+class NothingToDo(UserError):
+    """The command has nothing to do (a finished run run again): said in a sentence, exit status 0."""
+
+    exit_code = 0
