@@ -1,6 +1,7 @@
 """The inference engine: batches that mix adapters give each request what it gets alone, stop
 conditions, seeds, cancellation, the bounded queue, and streaming that never breaks a character."""
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -227,3 +228,63 @@ def test_chat_defaults_are_cut_to_the_context(tiny_engine):
     prompt = tiny_engine.render([{"role": "user", "content": "hi"}])
     assert tiny_engine.fit(params, len(prompt)).max_new_tokens == 256 - len(prompt)
     assert tiny_engine.chat([{"role": "user", "content": "hi"}], params=params)  # no error, an answer
+
+
+def test_a_failing_row_that_joined_mid_batch_fails_alone_and_every_slot_is_freed(tiny_engine, monkeypatch):
+    """A row whose sampling raises ends with an error; the rows beside it finish as they would alone."""
+    import tuneforge.inference.engine as engine_module
+
+    real = engine_module.next_tokens
+
+    def poisoned(logits, params, seen, generators):
+        if any(p.top_k == 7777 for p in params):
+            raise RuntimeError("probability tensor contains inf")
+        return real(logits, params, seen, generators)
+
+    alone = tiny_engine.generate(PROMPTS[0], greedy(30), "a")
+    monkeypatch.setattr(engine_module, "next_tokens", poisoned)
+    first = tiny_engine.submit(PROMPTS[0], greedy(30), "a")
+    pieces = iter(first)
+    next(pieces)  # decoding
+    poison = tiny_engine.submit(PROMPTS[1], greedy(10, top_k=7777))  # joins the running batch
+    third = tiny_engine.submit(PROMPTS[2], greedy(5), "b")
+    with pytest.raises(RuntimeError, match="probability tensor contains inf"):
+        poison.result()  # its caller gets the error
+    assert first.result().text == alone.text and third.result().finish_reason in ("stop", "length")
+    deadline = time.monotonic() + 5
+    while tiny_engine.load and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tiny_engine.load == 0
+
+
+def test_an_engine_error_answers_every_request_of_the_batch_including_joiners(tiny_engine, monkeypatch):
+    import tuneforge.inference.engine as engine_module
+
+    real = engine_module.InferenceEngine._forward
+    calls = {"n": 0}
+
+    def broken(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:  # after the second request has joined
+            raise RuntimeError("CUDA out of memory")
+        return real(self, *args, **kwargs)
+
+    first = tiny_engine.submit(PROMPTS[0], greedy(30), "a")
+    next(iter(first))
+    monkeypatch.setattr(engine_module.InferenceEngine, "_forward", broken)
+    joined = tiny_engine.submit(PROMPTS[1], greedy(30))
+    for handle in (first, joined):  # each caller gets the error: none waits forever
+        with pytest.raises(RuntimeError, match="out of memory"):
+            handle.result()
+    assert tiny_engine.load == 0
+
+
+def test_sampling_values_the_sampler_cannot_use_are_refused_with_their_bounds(tiny_engine):
+    for bad, words in [
+        ({"seed": 2**64}, "seed must be between 0 and 2**63 - 1"),
+        ({"top_k": 10**20}, "top_k must be between 0"),
+        ({"temperature": 1e-40}, "temperature must be 0 (greedy) or between 0.001"),
+        ({"repetition_penalty": 1e-300}, "repetition_penalty must be between 0.01"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            tiny_engine.sampling_params(**bad)

@@ -134,6 +134,14 @@ def test_limits_answer_400_413_422_never_500(client, server):
         headers=headers,
     )
     assert bad_role.status_code == 422 and "messages.0.role" in bad_role.json()["error"]["message"]
+    # values the sampler cannot use are refused with their bounds, before they reach the batch
+    for extra, words in [({"seed": 2**64}, "seed must be between"), ({"top_k": 10**20}, "top_k must be")]:
+        reply = httpx.post(
+            f"{server.url}/v1/chat/completions", json={"messages": QUESTION, **extra}, headers=headers
+        )
+        assert reply.status_code == 400 and words in reply.json()["error"]["message"], reply.text
+    with pytest.raises(openai.BadRequestError, match="repetition_penalty must be between 0.01"):
+        client.chat.completions.create(model="", messages=QUESTION, extra_body={"repetition_penalty": 1e-300})
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_slot(server):

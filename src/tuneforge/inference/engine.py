@@ -98,6 +98,7 @@ class InferenceEngine:
         self._pending: queue.Queue[Request] = queue.Queue()
         self._active = 0  # requests accepted and not finished (waiting or decoding)
         self._lock = threading.Lock()
+        self._taken: list[Request] = []  # the requests of the batch being decoded, joiners included
         self._closed = threading.Event()
         self._torch = torch
         self._worker = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
@@ -142,6 +143,9 @@ class InferenceEngine:
         for key, value in overrides.items():
             if value is not None:
                 setattr(params, key, value)
+        problems = params.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return params
 
     def fit(self, params: SamplingParams, prompt_tokens: int) -> SamplingParams:
@@ -253,6 +257,7 @@ class InferenceEngine:
             if not live:
                 continue
             self.batch_sizes.append(len(live))
+            self._taken = list(live)  # with every request that joins this batch later
             try:
                 with self._torch.inference_mode():
                     if self.sequential:
@@ -262,7 +267,7 @@ class InferenceEngine:
                         self._decode(live)
             except Exception as err:  # report to every caller instead of killing the thread
                 print(f"tuneforge: generation failed: {err!r}", file=sys.stderr)
-                for request in live:
+                for request in self._taken:  # joiners too: each is answered and its slot freed
                     self._finish(request, Event(finish_reason="error", error=str(err)))
 
     def _cancel_waiting(self, request: Request) -> None:
@@ -316,6 +321,7 @@ class InferenceEngine:
                 break
             if not self._drop_if_cancelled(request):
                 taken.append(request)
+        self._taken.extend(taken)
         return taken
 
     def _prefill(self, requests: list[Request]) -> Batch:
@@ -332,17 +338,35 @@ class InferenceEngine:
         adapters = [row.request.adapter for row in batch.rows]
         logits = self._forward(batch.next_input, batch.mask, batch.positions, batch.cache, adapters)
         rows = batch.rows
-        chosen = next_tokens(
-            logits, [r.request.params for r in rows], [r.seen for r in rows], [r.generator for r in rows]
-        )
+        chosen = self._sample(logits, rows)
         keep = [
             i
             for i, (row, token) in enumerate(zip(rows, chosen, strict=True))
-            if not self._advance(row, token)
+            if token is not None and not self._advance(row, token)
         ]
         batch.keep(keep)
         if keep:
             batch.advance([chosen[i] for i in keep])
+
+    def _sample(self, logits: Any, rows: list[_Row]) -> list[int | None]:
+        """The next token of every row; when the batch cannot be sampled, row by row, so only the rows that
+        fail end (with an error event) and the others go on. None marks a row that failed."""
+        try:
+            return next_tokens(
+                logits, [r.request.params for r in rows], [r.seen for r in rows], [r.generator for r in rows]
+            )
+        except Exception:
+            chosen: list[int | None] = []
+            for i, row in enumerate(rows):
+                try:
+                    chosen += next_tokens(
+                        logits[i : i + 1], [row.request.params], [row.seen], [row.generator]
+                    )
+                except Exception as err:
+                    print(f"tuneforge: generation failed for one request: {err!r}", file=sys.stderr)
+                    self._finish(row.request, Event(finish_reason="error", error=str(err)))
+                    chosen.append(None)
+            return chosen
 
     def _decode_with_generate(self, request: Request) -> None:
         """One request through `model.generate` (prompt-learning adapters), tokens fed to `_advance`."""

@@ -29,6 +29,34 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
+    def problems(self) -> list[str]:
+        """What the sampler cannot use, each with its bound (empty when every value is usable)."""
+        out = []
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= 100):
+            out.append(
+                f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE} and 100 (got {self.temperature})"
+            )
+        if not 0 < self.top_p <= 1:
+            out.append(f"top_p must be in (0, 1] (got {self.top_p})")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            out.append(f"top_k must be between 0 (all tokens) and {MAX_TOP_K} (got {self.top_k})")
+        if not MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY:
+            out.append(
+                f"repetition_penalty must be between {MIN_PENALTY} and {MAX_PENALTY} (got {self.repetition_penalty})"
+            )
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            out.append(f"seed must be between 0 and 2**63 - 1 (got {self.seed})")
+        if any(len(s) > MAX_STOP_CHARS for s in self.stop):
+            out.append(f"each stop string may have at most {MAX_STOP_CHARS} characters")
+        return out
+
+
+# Beyond these the logits overflow to inf/nan (a 1e-40 temperature, a 1e-300 penalty) or torch rejects the value.
+MIN_TEMPERATURE = 1e-3
+MAX_TOP_K = 1_000_000
+MIN_PENALTY, MAX_PENALTY = 0.01, 100.0
+MAX_STOP_CHARS = 1000
+
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: list[list[int]], penalties: list[float]) -> None:
     """In place, per row: divide positive logits of tokens already seen by the penalty, multiply negative ones."""

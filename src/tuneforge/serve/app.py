@@ -244,15 +244,18 @@ def _params(
             "context_length_exceeded",
             where,
         )
-    return engine.sampling_params(
-        max_new_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        repetition_penalty=body.repetition_penalty,
-        stop=body.stop,
-        seed=body.seed,
-    )
+    try:
+        return engine.sampling_params(
+            max_new_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            repetition_penalty=body.repetition_penalty,
+            stop=body.stop,
+            seed=body.seed,
+        )
+    except ValueError as err:  # a value the sampler cannot use: the message names each bound
+        raise ApiError(400, f"{err}.", "invalid_sampling", None) from None
 
 
 @dataclass
