@@ -176,3 +176,19 @@ def test_unknown_template_name_is_reported_with_the_other_keys():
         "template 'qwen3_nothnk' is unknown; did you mean 'qwen3_nothink'?",
     ]
     assert build_config({"template": "openchat-3.6"}).data.template == "openchat-3.6"
+
+
+def test_trainer_refusals_are_sentences_before_data_loads(tmp_path):
+    from tuneforge.train.stages import run_stage
+    from tuneforge.utils.errors import UserError
+
+    base = {"output_dir": str(tmp_path), "dataset": "not-even-read", "dataset_dir": str(tmp_path)}
+    with pytest.raises(UserError, match="TrainingArguments refuse this config: .*bogus"):
+        run_stage(build_config({**base, "optim": "bogus"}))
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(UserError, match="report_to: wandb needs the wandb package: pip install wandb"):
+            run_stage(build_config({**base, "report_to": "wandb"}))
+    with pytest.raises(ConfigError, match="max_steps"):
+        build_config({"max_steps": 2**70})

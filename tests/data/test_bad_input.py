@@ -1,5 +1,7 @@
 """One test per category of bad input, driven by the files in tests/data/corpus/."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,23 @@ def test_a_large_json_lines_file_streams_with_bounded_memory_and_progress(tmp_pa
     assert count == 8000
     assert peak < path.stat().st_size / 4  # rows are read one line at a time, not the whole file
     assert "reading big.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"file_name": 123}, "file_name should be a file name or a list of them, got 123"),
+        ({"file_name": ["a.json", None]}, "file_name should be a file name or a list"),
+        (
+            {"file_name": "a.json", "columns": ["instruction", "output"]},
+            "columns should map names to column names",
+        ),
+        ({"file_name": "a.json", "tags": {"role_tag": 1}}, "tags should map names"),
+        ({"file_name": "a.json", "num_samples": "ten"}, "num_samples should be a positive whole number"),
+    ],
+)
+def test_dataset_info_fields_of_the_wrong_shape_are_named(tmp_path, entry, words):
+    (tmp_path / "a.json").write_text('[{"instruction": "q", "output": "a"}]')
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": entry}))
+    with pytest.raises(DataError, match=re.escape(words)):
+        load_examples(DataArguments(dataset=["d"], dataset_dir=str(tmp_path)))

@@ -340,7 +340,9 @@ class TrainingArguments(_Group):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
     num_train_epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use num_train_epochs).")
+    max_steps: int = Field(
+        -1, le=10**9, description="Stop after this many optimizer steps (-1: use num_train_epochs)."
+    )
     lr_scheduler_type: Literal[
         "linear",
         "cosine",

@@ -60,7 +60,8 @@ class DatasetSpec:
                 f"dataset '{name}': its dataset_info.json entry should be an object", "dataset_info"
             )
         self.name = name
-        self.file_name: str | None = entry.get("file_name")
+        self.file_name: str | list[str] | None = entry.get("file_name")
+        _check_entry_types(name, entry)
         self.hub = _hub_source(name, entry)
         self.subset: str | None = entry.get("subset")
         self.split: str = entry.get("split", "train")
@@ -137,6 +138,36 @@ def _refuse_placeholders(conversation: Conversation) -> None:
                 "remove the placeholder or set on_bad_rows: skip",
                 "multimodal",
             )
+
+
+def _check_entry_types(name: str, entry: dict[str, Any]) -> None:
+    """The shapes LLaMA-Factory's schema gives each field, checked before they are used."""
+    where = f"dataset '{name}' in dataset_info.json"
+    names = entry.get("file_name")
+    if names is not None and not (
+        isinstance(names, str)
+        or (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names))
+    ):
+        raise DataError(
+            f"{where}: file_name should be a file name or a list of them, got {names!r}", "dataset_info"
+        )
+    for key in ("columns", "tags"):
+        value = entry.get(key)
+        if value is not None and not (
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            raise DataError(
+                f'{where}: {key} should map names to column names, like {{"prompt": "instruction"}}; got {value!r}',
+                "dataset_info",
+            )
+    for key in ("hf_hub_url", "ms_hub_url", "subset", "split", "folder", "revision", "formatting"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise DataError(f"{where}: {key} should be text, got {entry[key]!r}", "dataset_info")
+    samples = entry.get("num_samples")
+    if samples is not None and (type(samples) is not int or samples < 1):
+        raise DataError(
+            f"{where}: num_samples should be a positive whole number, got {samples!r}", "dataset_info"
+        )
 
 
 def _hub_source(name: str, entry: dict[str, Any]) -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ from transformers import TrainingArguments as HFTrainingArguments
 
 from tuneforge.config import RunConfig
 from tuneforge.config.llamafactory import llamafactory_keys
+from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 
 
@@ -58,7 +59,34 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     # eval_strategy, adam_beta2, torch_compile, ... win over tuneforge's choices above).
     passed = llamafactory_keys().trainer
     chosen.update({k: v for k, v in cfg.llamafactory.items() if k in passed and k in names})
-    return HFTrainingArguments(**chosen)
+    check_trackers(t.report_to)
+    try:
+        return HFTrainingArguments(**chosen)
+    except (ValueError, TypeError) as err:  # e.g. optim: bogus, eval_strategy without evaluation data
+        first = str(err).strip().splitlines()[0][:300]
+        raise UserError(f"transformers' TrainingArguments refuse this config: {first}") from None
+
+
+# report_to names and the package each needs
+TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
+            "swanlab": "swanlab", "trackio": "trackio", "clearml": "clearml", "neptune": "neptune",
+            "aim": "aim", "dvclive": "dvclive", "codecarbon": "codecarbon"}  # fmt: skip
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Every tracker in report_to installed, or a sentence naming the package (before any data loads)."""
+    import importlib.util
+
+    for name in report_to:
+        if name in ("none", "all"):
+            continue
+        package = TRACKERS.get(name)
+        if package is None:
+            raise UserError(
+                f"report_to: '{name}' is not a tracker transformers knows ({', '.join(TRACKERS)})"
+            )
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"report_to: {name} needs the {package} package: pip install {package}")
 
 
 def mixed_precision(bf16: bool, fp16: bool, use_cpu: bool = False) -> dict[str, bool]:

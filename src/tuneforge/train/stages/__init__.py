@@ -32,6 +32,8 @@ def run_stage(cfg: RunConfig) -> Path:
             f"stage '{stage}' is not available in this version of tuneforge; available: {', '.join(available_stages())}"
         )
     from tuneforge.model.loader import with_local_adapters
+    from tuneforge.train.arguments import to_hf_arguments
 
+    to_hf_arguments(cfg)  # optimizer, trackers, strategies: refused in a sentence before data or weights load
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})  # hub ids -> downloaded folders
     return importlib.import_module(_STAGES[stage]).run(cfg)
