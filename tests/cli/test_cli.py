@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tuneforge.cli.main import split_args
 
 
@@ -125,3 +127,20 @@ def test_llamafactory_cli_names_and_templates(capsys):
     assert main(["templates"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 124 and any(line.startswith("qwen3_nothink") for line in listed)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--adapters", "my.adapter=/tmp"], "adapter name 'my.adapter' may use only letters"),
+        (["--adapters", "a=/no/such/folder"], "adapter 'a': /no/such/folder is not a folder"),
+        (["--adapters", "a=../.."], "has no adapter_config.json, so it is not an adapter"),
+        (["--port", "99999"], "--port must be at most 65535"),
+    ],
+)
+def test_serve_refuses_bad_flags_in_a_sentence_before_loading_the_model(flags, words, capsys):
+    from tuneforge.cli.main import main
+
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err

@@ -49,11 +49,14 @@ def _int(options: dict[str, str], key: str, default: int | None) -> int | None:
         raise UserError(f"--{key} takes a whole number (got '{value}')") from None
     if number < (0 if key == "port" else 1):
         raise UserError(f"--{key} must be positive (got {number})")
+    if key == "port" and number > 65535:
+        raise UserError(f"--port must be at most 65535 (got {number})")
     return number
 
 
 def run_serve(cfg: RunConfig, options: dict[str, str]) -> int:
     from tuneforge.inference.engine import InferenceEngine, parse_adapters
+    from tuneforge.inference.loading import check_adapter_folder
     from tuneforge.serve.app import Limits
     from tuneforge.serve.server import DEFAULT_HOST, serve
 
@@ -65,9 +68,12 @@ def run_serve(cfg: RunConfig, options: dict[str, str]) -> int:
         max_n=_int(options, "max_n", 8),
         max_tokens=_int(options, "max_tokens", None),
     )
+    adapters = parse_adapters(options.get("adapters"))
+    for name, path in adapters.items():  # before the model loads
+        check_adapter_folder(name, path)
     engine = InferenceEngine.from_config(
         cfg,
-        parse_adapters(options.get("adapters")),
+        adapters,
         max_batch_size=_int(options, "max_batch_size", 8),
         max_queue=_int(options, "max_queue", 64),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelArguments
@@ -80,5 +82,30 @@ def parse_adapters(text: str | None) -> dict[str, str]:
             raise UserError(f"--adapters takes name=path pairs separated by commas (got '{part}')")
         if name in adapters:
             raise UserError(f"adapter name '{name}' is given twice")
+        if not ADAPTER_NAME.fullmatch(name):
+            raise UserError(
+                f"adapter name '{name}' may use only letters, digits, '-' and '_' (it becomes the API's model "
+                "name and a PEFT adapter name, where dots are not allowed)"
+            )
         adapters[name] = path
     return adapters
+
+
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_adapter_folder(name: str, path: str) -> None:
+    """A local adapter folder that PEFT can load, or a sentence naming what is missing (hub ids are fetched
+    later and checked there)."""
+    from tuneforge.model.hub import looks_like_repo_id
+
+    if looks_like_repo_id(path):
+        return
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"adapter '{name}': {path} is not a folder (give the output_dir of a training run)")
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(
+            f"adapter '{name}': {path} has no adapter_config.json, so it is not an adapter (a full or freeze "
+            "run's output is a model: serve it as model_name_or_path)"
+        )
