@@ -1,3 +1,4 @@
+import re
 import threading
 from pathlib import Path
 
@@ -89,3 +90,36 @@ def test_a_gguf_path_is_converted_once_into_the_cache(monkeypatch, tmp_path):
     (target / "config.json").write_text("{}")
     assert zoo.resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache")) == target
     assert len(converted) == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda p: (p / "model.safetensors").unlink(), "has no weights"),
+        (lambda p: [f.unlink() for f in p.glob("tokenizer*")], "has no tokenizer"),
+        (
+            lambda p: (p / "config.json").write_text('{"model_type": "llama",'),
+            "config.json is not valid JSON",
+        ),
+        (lambda p: (p / "config.json").write_text("[]"), "has no model_type"),
+        (lambda p: truncate(p / "model.safetensors"), "model.safetensors is damaged: it is truncated"),
+    ],
+    ids=["no-weights", "no-tokenizer", "bad-json", "no-model-type", "truncated"],
+)
+def test_a_damaged_model_folder_is_named_before_loading(tiny_model_dir, tmp_path, damage, words):
+    import shutil
+
+    from tuneforge.config import ModelArguments
+    from tuneforge.model.loader import load_model
+    from tuneforge.utils.errors import UserError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    damage(folder)
+    with pytest.raises(UserError, match=re.escape(words)):
+        load_model(ModelArguments(model_name_or_path=str(folder)))
+
+
+def truncate(file) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])

@@ -187,8 +187,12 @@ def check_snapshot(path: Path, repo_id: str, adapter: bool = False) -> Path:
         )
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise UserError(
-            f"'{repo_id}' has no safetensors (or .bin) weights; if it ships a GGUF, download it and give its path"
+            f"'{repo_id}' has no safetensors (or .bin) weights; if it ships a GGUF, set gguf_file to its name"
         )
+    if not adapter:
+        from tuneforge.model.zoo import check_model_folder
+
+        check_model_folder(path)
     return path
 
 

@@ -94,11 +94,7 @@ def resolve_model_path(
             return target
         return convert_gguf(path, target)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(
-                f"{path} is a directory but has no config.json; point to a Hugging Face model folder"
-            )
-        return path
+        return check_model_folder(path)
     if hub.looks_like_repo_id(name_or_path):
         snapshot = hub.fetch(name_or_path, revision, cache_dir, token, ms_token, trust_remote_code)
         return hub.check_snapshot(snapshot, name_or_path)
@@ -107,6 +103,61 @@ def resolve_model_path(
         f"model '{name_or_path}' not found: it is neither a zoo name ({known}), a local model directory, "
         "a .gguf file nor a hub id like Qwen/Qwen3-0.6B"
     )
+
+
+def check_model_folder(path: Path) -> Path:
+    """A Hugging Face model folder that loads, or a sentence naming what is missing or damaged: config.json
+    (present, a JSON object), weights (safetensors with intact headers, or .bin) and a tokenizer."""
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        raise UserError(f"{path} is a directory but has no config.json; point to a Hugging Face model folder")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{config} is not valid JSON ({err}); restore it from the original model") from None
+    if not isinstance(parsed, dict) or "model_type" not in parsed:
+        raise UserError(f"{config} has no model_type, so transformers cannot tell which model it describes")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not any(path.glob("*.bin")):
+        raise UserError(f"{path} has no weights (*.safetensors or *.bin); copy them from the original model")
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem:
+            raise UserError(f"{file} is damaged: {problem}; download or copy it again")
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if not any((path / name).is_file() for name in tokenizer_files):
+        raise UserError(
+            f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json); copy the base model's "
+            "tokenizer files into it"
+        )
+    return path
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """What is wrong with a safetensors file's framing (header and sizes), read without loading it."""
+    import json
+    import struct
+
+    size = file.stat().st_size
+    with file.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"it has {size} bytes, too short for a header"
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            return "its header is longer than the file (truncated)"
+        try:
+            header = json.loads(fh.read(length))
+        except ValueError:
+            return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    if ends and max(ends) > size - 8 - length:
+        return f"it is truncated (its tensors need {8 + length + max(ends)} bytes, the file has {size})"
+    return None
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
