@@ -184,3 +184,42 @@ def test_dataset_info_fields_of_the_wrong_shape_are_named(tmp_path, entry, words
     (tmp_path / "dataset_info.json").write_text(json.dumps({"d": entry}))
     with pytest.raises(DataError, match=re.escape(words)):
         load_examples(DataArguments(dataset=["d"], dataset_dir=str(tmp_path)))
+
+
+def write_dataset(tmp_path, name: str, text: str) -> DataArguments:
+    (tmp_path / name).write_text(text)
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": name}}))
+    return DataArguments(dataset=["d"], dataset_dir=str(tmp_path))
+
+
+def test_csv_with_an_unterminated_quote_is_named_where_it_opens(tmp_path):
+    text = 'instruction,output\nq1,a1\nq2,"a2 never closed\nq3,a3\nq4,a4\n'
+    with pytest.raises(DataError, match=r"d.csv:3: malformed CSV from this line on"):
+        load_examples(write_dataset(tmp_path, "d.csv", text))
+
+
+def test_csv_rows_with_too_many_or_too_few_fields_are_bad_rows(tmp_path):
+    text = "instruction,output\nq1,a1\nq2,a2,extra\nq3\n"
+    with pytest.raises(BadRowsError) as err:
+        load_examples(write_dataset(tmp_path, "d.csv", text))
+    messages = [p.message for p in err.value.problems]
+    assert any("d.csv:3: the row has 3 fields, the header has 2" in m for m in messages)
+    assert any("d.csv:4: the row has 1 fields, the header has 2" in m for m in messages)
+
+
+def test_a_json_file_holding_one_object_is_not_taken_as_a_row(tmp_path):
+    text = json.dumps({"instruction": ["q1", "q2"], "output": ["a1", "a2"]})
+    with pytest.raises(DataError, match="the file is one JSON object, not rows"):
+        load_examples(write_dataset(tmp_path, "d.json", text))
+
+
+def test_rows_of_a_one_line_array_are_named_by_their_place_on_the_line(tmp_path):
+    rows = [
+        {"instruction": "q", "output": "a"},
+        {"instruction": "q", "output": 5},
+        {"instruction": "q", "output": "b"},
+    ]
+    with pytest.raises(BadRowsError) as err:
+        load_examples(write_dataset(tmp_path, "d.json", json.dumps(rows)))
+    (problem,) = err.value.problems
+    assert problem.source.endswith("d.json:1 (item 2 on that line)")

@@ -157,6 +157,7 @@ def _json_array_rows(path: Path) -> Iterator[RawRow]:
         try:
             reader.skip_separators()
             reader.advance(reader.text.index("[", reader.pos) + 1)
+            last_line, item = 0, 0
             while True:
                 if not reader.skip_separators():
                     raise DataError(
@@ -175,7 +176,11 @@ def _json_array_rows(path: Path) -> Iterator[RawRow]:
                         raise DataError(
                             f"{path}:{line}:{col}: invalid JSON ({err.msg})", "invalid_json"
                         ) from None
-                yield RawRow(f"{path}:{reader.line}", value)
+                # several rows on one line (a minified array): each is named by its place on that line
+                item = item + 1 if reader.line == last_line else 1
+                place = f" (item {item} on that line)" if item > 1 else ""
+                yield RawRow(f"{path}:{reader.line}{place}", value)
+                last_line = reader.line
                 reader.advance(end)
             reader.advance(reader.pos + 1)
             while not reader.text[reader.pos :].strip() and reader.more():
@@ -212,6 +217,24 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
 
 
 def _json_lines_rows(path: Path) -> Iterator[RawRow]:
+    rows = _json_line_values(path)
+    first = next(rows, None)
+    if first is None:
+        return
+    second = next(rows, None)
+    if second is None and path.suffix == ".json" and isinstance(first.value, dict):
+        raise DataError(
+            f"{path}: the file is one JSON object, not rows; a .json data file holds an array of rows "
+            "([{...}, {...}]); a file of one object per line is JSON lines (name it .jsonl)",
+            "invalid_json",
+        )
+    yield first
+    if second is not None:
+        yield second
+        yield from rows
+
+
+def _json_line_values(path: Path) -> Iterator[RawRow]:
     seen_row = False
     for lineno, start, raw in _raw_lines(path):
         if not raw.strip():
@@ -279,9 +302,30 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
             except UnicodeDecodeError as err:
                 raise _undecodable(path, raw, err, start, lineno) from None
 
-    reader = csv.DictReader(lines())
-    for row in reader:
-        yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None})
+    reader = csv.DictReader(lines(), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # an unterminated quote swallows the rest of the file: name where it opened
+            raise DataError(
+                f"{path}:{start}: malformed CSV from this line on ({err}); a quoted field is not closed, or a "
+                'quote inside a field is not doubled ("")',
+                "invalid_csv",
+            ) from None
+        source = f"{path}:{reader.line_num}"
+        header = len(reader.fieldnames or [])
+        extra = row.pop(None, None)
+        if extra is not None or any(v is None for v in row.values()):
+            count = header + len(extra or []) - sum(v is None for v in row.values())
+            problem = DataError(
+                f"{source}: the row has {count} fields, the header has {header}", "invalid_csv"
+            )
+            yield RawRow(source, error=problem)
+            continue
+        yield RawRow(source, row)
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
