@@ -223,3 +223,12 @@ def test_rows_of_a_one_line_array_are_named_by_their_place_on_the_line(tmp_path)
         load_examples(write_dataset(tmp_path, "d.json", json.dumps(rows)))
     (problem,) = err.value.problems
     assert problem.source.endswith("d.json:1 (item 2 on that line)")
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json"])
+def test_json_nested_100k_deep_is_a_bad_row_not_a_recursion_error(tmp_path, name):
+    deep = "[" * 100_000 + "]" * 100_000
+    good = json.dumps({"instruction": "q", "output": "a"})
+    text = f"{good}\n{deep}\n" if name.endswith("l") else f"[{good},\n{deep}]"
+    with pytest.raises(DataError, match="nested deeper than it can be read"):
+        load_examples(write_dataset(tmp_path, name, text))

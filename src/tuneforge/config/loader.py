@@ -67,6 +67,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as err:
         raise ConfigError([f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: nested deeper than a config can be (a flat mapping of keys)"]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -69,6 +69,8 @@ def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
         ) from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 (byte offset {err.start})", "not_utf8") from None
+    except RecursionError:
+        raise DataError(f"{path}: the JSON is nested deeper than it can be read", "invalid_json") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: expected an object mapping dataset names to entries", "dataset_info")
     return info

@@ -23,6 +23,7 @@ from tuneforge.data.conversation import DataError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 BOM = b"\xef\xbb\xbf"
+TOO_DEEP = "the JSON is nested deeper than it can be read (hundreds of levels); no dataset row needs that"
 PROGRESS_BYTES = 32 * 1024**2
 
 
@@ -169,6 +170,8 @@ def _json_array_rows(path: Path) -> Iterator[RawRow]:
                     try:
                         value, end = decoder.raw_decode(reader.text, reader.pos)
                         break
+                    except RecursionError:
+                        raise DataError(f"{path}:{reader.line}: {TOO_DEEP}", "invalid_json") from None
                     except json.JSONDecodeError as err:
                         if reader.more():  # maybe only cut off at the end of the chunk
                             continue
@@ -245,6 +248,9 @@ def _json_line_values(path: Path) -> Iterator[RawRow]:
         except UnicodeDecodeError as err:
             yield RawRow(source, error=_undecodable(path, raw, err, start, lineno))
             continue
+        except RecursionError:
+            yield RawRow(source, error=DataError(f"{source}: {TOO_DEEP}", "invalid_json"))
+            continue
         except json.JSONDecodeError as err:
             if not seen_row:
                 _reject_single_document(path, path.stat().st_size)
@@ -274,7 +280,7 @@ def _reject_single_document(path: Path, size: int) -> None:
         return
     try:
         value = json.loads(path.read_bytes().removeprefix(BOM))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return
     raise DataError(
         f"{path}: the file is one JSON {'object' if isinstance(value, dict) else 'value'} spread over several lines; a data file holds a JSON "
