@@ -110,14 +110,15 @@ def test_a_damaged_model_folder_is_named_before_loading(tiny_model_dir, tmp_path
     import shutil
 
     from tuneforge.config import ModelArguments
-    from tuneforge.model.loader import load_model
+    from tuneforge.model.loader import load_model, load_tokenizer
     from tuneforge.utils.errors import UserError
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     damage(folder)
+    load = load_tokenizer if "tokenizer" in words else load_model
     with pytest.raises(UserError, match=re.escape(words)):
-        load_model(ModelArguments(model_name_or_path=str(folder)))
+        load(ModelArguments(model_name_or_path=str(folder)))
 
 
 def truncate(file) -> None:

@@ -173,7 +173,9 @@ def test_streaming_stops_at_a_bad_row_unless_skipping(tiny_model_dir, tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(rows))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
     keys = {"dataset": "d", "dataset_dir": str(tmp_path), "streaming": True, "max_steps": 2}
-    with pytest.raises(DataError, match="d.json:1: field 'output' is missing or null"):
+    with pytest.raises(
+        DataError, match=r"d.json:1 \(item 6 on that line\): field 'output' is missing or null"
+    ):
         run_stage(config(tiny_model_dir, tmp_path / "strict", **keys))
     run_stage(config(tiny_model_dir, tmp_path / "lenient", on_bad_rows="skip", **keys))
     assert (tmp_path / "lenient" / "adapter_model.safetensors").is_file()

@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from starlette.staticfiles import StaticFiles
 
 from tuneforge.board.chat import ChatEngines, stream_answer
+from tuneforge.board.guard import MAX_KEYS, BoardGuard, count_keys
 from tuneforge.board.launcher import Launcher
 from tuneforge.board.paths import check_paths
 from tuneforge.board.preview import DatasetPreviews, PreviewProblem
@@ -34,10 +35,35 @@ FINAL = ("done", "failed", "stopped")
 TOKEN_COOKIE = "tuneforge_token"
 
 
+async def body_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or a 4xx that says what shape was expected."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, f"the body must be a JSON object, not a {type(body).__name__}")
+    if count_keys(body) > MAX_KEYS:
+        raise HTTPException(413, f"the body has more than {MAX_KEYS} keys and items")
+    return body
+
+
+def safe_yaml(text: str) -> Any:
+    """YAML without aliases (`*name`): a few hundred bytes of nested aliases expand to gigabytes."""
+    if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text, Loader=yaml.SafeLoader)):
+        raise yaml.YAMLError("aliases (*name) are not accepted in a config")
+    return yaml.safe_load(text) or {}
+
+
 def create_board_app(
-    registry: RunRegistry, launcher: Launcher, roots: list[Path], token: str | None = None
+    registry: RunRegistry,
+    launcher: Launcher,
+    roots: list[Path],
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> FastAPI:
     app = FastAPI(title="tuneforge board", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BoardGuard, allowed_hosts=allowed_hosts)
     roots = [Path(r).resolve() for r in roots]
 
     def token_ok(given: str) -> bool:
@@ -122,12 +148,14 @@ def create_board_app(
 
     @app.post("/api/preview")
     async def preview(request: Request) -> Any:
-        body = await request.json()
+        body = await body_object(request)
         if not isinstance(body, dict):
             return JSONResponse(
                 {"problems": ["the body must be a JSON object of config keys"]}, status_code=422
             )
-        rows = int(body.pop("rows", 3) or 3)
+        rows = body.pop("rows", 3) or 3
+        if type(rows) is not int or not 1 <= rows <= 50:
+            return JSONResponse({"problems": ["rows must be a whole number from 1 to 50"]}, status_code=422)
         try:
             return await asyncio.to_thread(previews.preview, body, rows)
         except PreviewProblem as err:
@@ -139,7 +167,7 @@ def create_board_app(
 
     @app.post("/api/chat")
     async def chat(request: Request) -> Any:
-        body = await request.json()
+        body = await body_object(request)
         model = str(body.get("model") or "smollm2-135m-instruct")
         entries = [str(r) for r in body.get("adapters") or []]
         folders, problems = chats.adapter_folders(entries)
@@ -176,14 +204,16 @@ def create_board_app(
 
     @app.post("/api/yaml")
     async def to_yaml(request: Request) -> dict[str, str]:
-        flat = {k: v for k, v in (await request.json()).items() if v is not None}
+        flat = {k: v for k, v in (await body_object(request)).items() if v is not None}
         return {"yaml": yaml.safe_dump(flat, sort_keys=False, allow_unicode=True)}
 
     @app.post("/api/parse-yaml")
     async def parse_yaml(request: Request) -> Any:
-        text = (await request.json()).get("yaml", "")
+        text = (await body_object(request)).get("yaml", "")
+        if not isinstance(text, str):
+            return JSONResponse({"problems": ["yaml must be text"]}, status_code=422)
         try:
-            flat = yaml.safe_load(text) or {}
+            flat = safe_yaml(text)
         except yaml.YAMLError as err:
             return JSONResponse({"problems": [f"not valid YAML: {err}"]}, status_code=422)
         if not isinstance(flat, dict):
@@ -200,7 +230,7 @@ def create_board_app(
     @app.post("/api/runs", status_code=201)
     async def create_run(request: Request) -> Any:
         try:
-            flat = await request.json()
+            flat = await body_object(request)
         except ValueError:
             return JSONResponse({"problems": ["the body is not valid JSON"]}, status_code=422)
         if not isinstance(flat, dict):
@@ -250,6 +280,7 @@ def create_board_app(
 
     @app.get("/api/runs/{run_id}/events")
     async def events(run_id: str, poll: float = 0.2) -> StreamingResponse:
+        poll = min(max(poll, 0.1), 10.0)  # poll=0 would spin a core
         run_or_404(run_id)
         return StreamingResponse(_events(registry, run_id, poll), media_type="text/event-stream")
 

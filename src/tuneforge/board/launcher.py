@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tuneforge.runs.registry import RUN_ID_ENV, RUNS_DB_ENV, RunRegistry
+from tuneforge.runs.registry import RUN_ID_ENV, RUNS_DB_ENV, RunRegistry, runs_in
 
 
 class Launcher:
@@ -50,6 +50,9 @@ class Launcher:
         if run.status == "queued":
             self.registry.finished(run_id, "stopped", None, "stopped before it started")
         elif run.status == "running" and run.pid:
+            if not runs_in(run):  # gone, or its pid now belongs to another process: never signal that one
+                self.registry.reconcile()
+                return
             with contextlib.suppress(ProcessLookupError):  # already gone: the watcher marks it
                 os.kill(run.pid, signal.SIGTERM)
 

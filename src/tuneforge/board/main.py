@@ -11,12 +11,19 @@ from tuneforge.runs.registry import RunRegistry
 from tuneforge.utils.paths import tuneforge_home
 
 
-def run_board(host: str, port: int, token: str | None, max_concurrent: int, roots: list[Path]) -> int:
+def run_board(
+    host: str,
+    port: int,
+    token: str | None,
+    max_concurrent: int,
+    roots: list[Path],
+    allowed_hosts: list[str] = (),
+) -> int:
     import uvicorn
 
     registry = RunRegistry()
     launcher = Launcher(registry, tuneforge_home() / "board-runs", max_concurrent=max_concurrent)
-    app = create_board_app(registry, launcher, roots, token)
+    app = create_board_app(registry, launcher, roots, token, [host, *allowed_hosts])
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(
             f"tuneforge: warning: the board on {host} without --token lets anyone start runs", file=sys.stderr

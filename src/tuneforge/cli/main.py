@@ -119,7 +119,7 @@ def _serve(argv: list[str]) -> int:
     return run_serve(load_subset(config, overrides, CHAT_GROUPS), options)
 
 
-BOARD_FLAGS = ("host", "port", "token", "max_concurrent", "root")
+BOARD_FLAGS = ("host", "port", "token", "max_concurrent", "root", "allowed_hosts")
 
 
 def _board(argv: list[str]) -> int:
@@ -131,7 +131,9 @@ def _board(argv: list[str]) -> int:
             "usage: tuneforge board [--host 127.0.0.1] [--port 7860] [--token T] [--max_concurrent 1] [--root DIR]\n\n"
             "The run registry's API: GET/POST /api/runs, GET /api/runs/ID[/metrics|/events], POST\n"
             "/api/runs/ID/stop|resume. Runs may only use paths under --root (default: this folder) and\n"
-            "TUNEFORGE_HOME. --token (or TUNEFORGE_BOARD_TOKEN) requires 'Authorization: Bearer T'."
+            "TUNEFORGE_HOME. --token (or TUNEFORGE_BOARD_TOKEN) requires 'Authorization: Bearer T'.\n"
+            "Writes from other origins are refused; the Host header must be a loopback name, --host or one\n"
+            "of --allowed_hosts (comma-separated), which defeats DNS rebinding."
         )
         return 0
     from tuneforge.board.main import run_board
@@ -141,7 +143,8 @@ def _board(argv: list[str]) -> int:
     _, extra, options = split_args(argv, BOARD_FLAGS)
     if extra:
         raise UserError(
-            f"tuneforge board takes only --host, --port, --token, --max_concurrent, --root (got {extra})"
+            "tuneforge board takes only --host, --port, --token, --max_concurrent, --root, --allowed_hosts "
+            f"(got {extra})"
         )
     try:
         port, limit = int(options.get("port", 7860)), int(options.get("max_concurrent", 1))
@@ -149,7 +152,8 @@ def _board(argv: list[str]) -> int:
         raise UserError("--port and --max_concurrent take whole numbers") from None
     token = options.get("token") or os.environ.get("TUNEFORGE_BOARD_TOKEN") or None
     roots = [Path(options.get("root", ".")).resolve(), tuneforge_home().resolve()]
-    return run_board(options.get("host", "127.0.0.1"), port, token, limit, roots)
+    hosts = [h.strip() for h in options.get("allowed_hosts", "").split(",") if h.strip()]
+    return run_board(options.get("host", "127.0.0.1"), port, token, limit, roots, hosts)
 
 
 SCORE_FLAGS = ("reward_model", "prompt", "response", "system")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from tuneforge.config import ModelArguments
 from tuneforge.model import hub
-from tuneforge.model.zoo import resolve_model_path
+from tuneforge.model.zoo import check_tokenizer_files, resolve_model_path
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 
@@ -54,6 +54,7 @@ def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = model_path(args)
+    check_tokenizer_files(path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -107,7 +107,7 @@ def resolve_model_path(
 
 def check_model_folder(path: Path) -> Path:
     """A Hugging Face model folder that loads, or a sentence naming what is missing or damaged: config.json
-    (present, a JSON object), weights (safetensors with intact headers, or .bin) and a tokenizer."""
+    (present, a JSON object) and weights (safetensors with intact headers, or .bin)."""
     import json
 
     config = path / "config.json"
@@ -126,13 +126,17 @@ def check_model_folder(path: Path) -> Path:
         problem = safetensors_problem(file)
         if problem:
             raise UserError(f"{file} is damaged: {problem}; download or copy it again")
+    return path
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """A model folder with a tokenizer, or a sentence saying which files to copy in."""
     tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-    if not any((path / name).is_file() for name in tokenizer_files):
+    if path.is_dir() and not any((path / name).is_file() for name in tokenizer_files):
         raise UserError(
             f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json); copy the base model's "
             "tokenizer files into it"
         )
-    return path
 
 
 def safetensors_problem(file: Path) -> str | None:

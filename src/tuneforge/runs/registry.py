@@ -137,7 +137,7 @@ class RunRegistry:
         dead = []
         for row in rows:
             run = _run(row)
-            if run.pid is not None and not process_alive(run.pid):
+            if run.pid is not None and not runs_in(run):
                 tail = last_lines(run.log_path)
                 reason = "the training process ended without reporting (killed?)" + (
                     f"; last log lines:\n{tail}" if tail else ""
@@ -151,6 +151,21 @@ def _run(row: sqlite3.Row) -> Run:
     data = dict(row)
     data["config"] = json.loads(data["config"])
     return Run(**data)
+
+
+def runs_in(run: Run) -> bool:
+    """True while the run's recorded pid is alive and is still the run's own process: a pid reused by a
+    process started after the run was registered is not it (its start time gives it away)."""
+    if run.pid is None or not process_alive(run.pid):
+        return False
+    if run.started is None:
+        return True
+    try:
+        import psutil
+
+        return psutil.Process(run.pid).create_time() <= run.started + 1.0
+    except Exception:  # psutil missing or the process just ended: trust the liveness check
+        return True
 
 
 def process_alive(pid: int) -> bool:
