@@ -95,7 +95,9 @@ def test_a_bad_config_lists_every_problem(board):
     assert any("did you mean 'lora_rank'" in p for p in problems)
     assert any("learning_rate" in p for p in problems)
     assert any("outside the folders" in p for p in problems)
-    assert httpx.post(f"{board.url}/api/runs", content=b"{oops").status_code == 422
+    json_header = {"Content-Type": "application/json"}
+    assert httpx.post(f"{board.url}/api/runs", content=b"{oops", headers=json_header).status_code == 400
+    assert httpx.post(f"{board.url}/api/runs", content=b"{oops").status_code == 415  # not JSON: refused
 
 
 def test_stop_writes_a_checkpoint_and_resume_finishes_the_run(board, tiny_model_dir):

@@ -3,7 +3,7 @@ names may reach it, and no request body can be large enough to hurt.
 
 - Writes (POST) from another origin are refused: a browser names the page that sent a request in
   `Origin` (and `Sec-Fetch-Site`), and a page on another site, or on another port of this machine, is
-  not the board. API writes must also be JSON, which a plain HTML form cannot send.
+  not the board. API writes with a body must also be JSON, which a plain HTML form cannot send.
 - The `Host` header must name the board's own host (loopback names, the bound address, or `--allowed_hosts`),
   which defeats DNS rebinding: a hostile name that resolves to 127.0.0.1 still says its own name.
 - Bodies are limited in bytes (chunked ones too) and JSON bodies in keys; YAML with aliases is refused.
@@ -72,7 +72,8 @@ class BoardGuard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return 413, f"the request body is larger than {self.max_body_bytes} bytes"
         is_json = headers.get("content-type", "").split(";")[0].strip() == "application/json"
-        if scope["path"].startswith("/api/") and not is_json:
+        has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
+        if scope["path"].startswith("/api/") and has_body and not is_json:
             return 415, "the board's API takes JSON bodies (Content-Type: application/json)"
         return None
 
