@@ -124,3 +124,20 @@ def test_masks_and_parity_on_a_tiny_trained_tokenizer():
     builtin = render_with_loss_mask(conversation, tok, chat_template_for(tok, "chatml"), 512)
     assert builtin.input_ids == own.input_ids
     assert trained_text(tok, builtin) == ["Hello! How can I help?<|im_end|>\n", "春眠不觉晓。<|im_end|>\n"]
+
+
+def test_enable_thinking_reaches_a_tokenizers_own_template():
+    from tests.helpers import tiny_tokenizer
+    from tuneforge.config import DataArguments
+    from tuneforge.data.dataset import render_chunk
+
+    tok = tiny_tokenizer()
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['role'] == 'assistant' and enable_thinking is defined and not enable_thinking %}NOTHINK {% endif %}"
+        "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    off = render_chunk([two_turns()], DataArguments(enable_thinking=False), tok, tok.chat_template)
+    on = render_chunk([two_turns()], DataArguments(), tok, tok.chat_template)
+    assert "NOTHINK Hello!" in off[0][0] and "NOTHINK" not in on[0][0]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 SHAPING_KEYS = (
     "dataset", "template", "cutoff_len", "truncation", "max_samples", "train_on_prompt", "mask_history", "mix_strategy",
-    "interleave_probs", "on_bad_rows",
+    "interleave_probs", "on_bad_rows", "enable_thinking", "tool_format",
 )  # fmt: skip
 
 

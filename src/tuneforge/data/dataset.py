@@ -93,7 +93,7 @@ def render_chunk(
     items = []
     specials = tokenizer.special_tokens_map
     for conversation in conversations:
-        text, spans = assistant_spans(conversation, tokenizer, template, specials)
+        text, spans = assistant_spans(conversation, tokenizer, template, specials, args.enable_thinking)
         items.append((text, spans[-1:] if args.mask_history else spans, conversation.source))
     return items
 

@@ -151,6 +151,7 @@ def _render(
     gen: bool,
     specials: dict[str, Any] | None = None,
     tools: list[Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> str:
     """What `apply_chat_template(tokenize=False)` returns, without its per-call overhead (several times
     faster: one dict for the render context, no ChainMap merge). `specials` is the tokenizer's
@@ -167,6 +168,7 @@ def _render(
             "tools": tools,
             "documents": None,
             "add_generation_prompt": gen,
+            **(options or {}),
         },
         shared=True,
     )
@@ -181,6 +183,7 @@ def assistant_spans(
     tokenizer: PreTrainedTokenizerBase,
     template: str,
     specials: dict[str, Any] | None = None,
+    enable_thinking: bool | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and the character span of every assistant answer in it.
 
@@ -191,15 +194,21 @@ def assistant_spans(
     offset = 1 if conversation.system else 0
     specials = tokenizer.special_tokens_map if specials is None else specials
     tools = json.loads(conversation.tools) if conversation.tools else None
-    text = _render(tokenizer, chat, template, False, specials, tools)
+    # templates that read `enable_thinking` (Qwen3's own, ...) get the run's value, as apply_chat_template passes it
+    options = {"enable_thinking": enable_thinking} if enable_thinking is not None else None
+    text = _render(tokenizer, chat, template, False, specials, tools, options)
     spans = []
     last = len(conversation.messages) - 1
     for i, message in enumerate(conversation.messages):
         if message.role != "assistant":
             continue
         upto = offset + i
-        prompt = _render(tokenizer, chat[:upto], template, True, specials, tools)
-        turn = text if i == last else _render(tokenizer, chat[: upto + 1], template, False, specials, tools)
+        prompt = _render(tokenizer, chat[:upto], template, True, specials, tools, options)
+        turn = (
+            text
+            if i == last
+            else _render(tokenizer, chat[: upto + 1], template, False, specials, tools, options)
+        )
         if not (text.startswith(prompt) and text.startswith(turn) and turn.startswith(prompt)):
             raise DataError(
                 f"{conversation.source}: the chat template renders earlier turns differently once later turns "
