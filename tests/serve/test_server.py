@@ -158,6 +158,31 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(server):
     assert engine.load == 0
 
 
+def test_a_client_that_gives_up_on_a_non_streamed_answer_frees_its_slot(server):
+    engine = server.server.config.app.state.engine
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "poet", "messages": QUESTION, "max_tokens": 2000, "temperature": 0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=1.0)
+    deadline = time.monotonic() + 5
+    while engine.load and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.load == 0  # not 2000 tokens later
+
+
+def test_a_chunked_body_over_the_limit_is_413(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def chunks():
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(4):
+            yield b"x" * 32768
+        yield b'"}]}'
+
+    reply = httpx.post(f"{server.url}/v1/chat/completions", content=chunks(), headers=headers)
+    assert reply.status_code == 413 and "larger than 65536 bytes" in reply.json()["error"]["message"]
+
+
 def test_a_flood_gets_429_with_retry_after(tiny_model_dir):
     engine = InferenceEngine(
         ModelArguments(model_name_or_path=str(tiny_model_dir)),

@@ -42,10 +42,6 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def error_response(
     status: int, message: str, code: str | None = None, param: str | None = None, **headers: str
 ) -> JSONResponse:
@@ -78,18 +74,31 @@ class Guard:
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
             return await self._too_large(scope, receive, send)
-        seen = 0
-
-        async def counting_receive() -> dict:
-            nonlocal seen
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        # The body is read here, counted as it arrives (a chunked body has no length to check), so an
+        # oversized one is a 413 before the app's JSON parser sees it (which would answer 400).
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_body_bytes:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
 
-        return await self.app(scope, counting_receive, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later reads wait for the disconnect, as usual
+
+        return await self.app(scope, replay, send)
 
     def _authorized(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -114,12 +123,6 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         headers = {"Retry-After": "1"} if err.status == 429 else {}
         return error_response(err.status, err.message, err.code, err.param, **headers)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
-        return error_response(
-            413, f"The request body is larger than {limits.max_body_bytes} bytes.", "body_too_large"
-        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -154,7 +157,7 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         adapter = _adapter(engine, body.model)
         system, turns = body.conversation()
         tools = json.dumps(body.tools, ensure_ascii=False) if body.tools else None
@@ -171,14 +174,16 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.wants_tool_calls():
             # a call is only known once the answer is complete: it is sent whole (one chunk when streaming)
-            answer = await _complete(job, body.model or engine.base_name, kind, len(prompt), engine.template)
+            answer = await _complete(
+                job, body.model or engine.base_name, kind, len(prompt), request, engine.template
+            )
             return _as_stream(answer, include_usage) if body.stream else answer
         if body.stream:
             return _stream(job, body.model or engine.base_name, kind, len(prompt), include_usage)
-        return await _complete(job, body.model or engine.base_name, kind, len(prompt))
+        return await _complete(job, body.model or engine.base_name, kind, len(prompt), request)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, request: Request) -> Any:
         adapter = _adapter(engine, body.model)
         if body.echo:
             raise ApiError(400, "echo is not supported", "unsupported", "echo")
@@ -193,7 +198,7 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(job, body.model or engine.base_name, "text_completion", len(prompt), include_usage)
-        return await _complete(job, body.model or engine.base_name, "text_completion", len(prompt))
+        return await _complete(job, body.model or engine.base_name, "text_completion", len(prompt), request)
 
     return app
 
@@ -296,19 +301,37 @@ async def _start(
 
 
 async def _complete(
-    job: _Job, model: str, kind: str, prompt_tokens: int, tool_template: ChatTemplate | None = None
+    job: _Job,
+    model: str,
+    kind: str,
+    prompt_tokens: int,
+    request: Request | None = None,
+    tool_template: ChatTemplate | None = None,
 ) -> dict[str, Any]:
-    """The whole answer; with `tool_template`, answers that call tools come back as `tool_calls`."""
+    """The whole answer; with `tool_template`, answers that call tools come back as `tool_calls`. A client
+    that disconnects while waiting cancels its requests (their batch slots free at the next token)."""
     texts = [""] * len(job.handles)
     finals: list[Event | None] = [None] * len(job.handles)
+    # the body has been read, so the next message from the client can only be its disconnect
+    gone = asyncio.ensure_future(request.receive()) if request is not None else None
     try:
         while any(f is None for f in finals):
-            i, event = await job.events.get()
+            got = asyncio.ensure_future(job.events.get())
+            await asyncio.wait({got, gone} - {None}, return_when=asyncio.FIRST_COMPLETED)
+            if not got.done():
+                got.cancel()
+                if gone is not None and gone.result().get("type") == "http.disconnect":
+                    raise ApiError(499, "The client closed the request.", "client_closed")
+                gone = asyncio.ensure_future(request.receive())
+                continue
+            i, event = got.result()
             texts[i] += event.text
             if event.finish_reason is not None:
                 finals[i] = event
     finally:
         job.cancel()
+        if gone is not None:
+            gone.cancel()
     for final in finals:
         if final is not None and final.finish_reason == "error":
             raise ApiError(500, f"Generation failed: {final.error}", "generation_error")
