@@ -18,6 +18,7 @@ SERVE_FLAGS = (
     "max_body_bytes",
     "max_n",
     "max_tokens",
+    "allow_control_tokens",
 )
 SERVE_HELP = """usage: tuneforge serve [CONFIG.yaml] [--adapters name=path,...] [--host 127.0.0.1] [--port 8000]
                        [--api_key KEY] [--key value ...]
@@ -34,6 +35,8 @@ A request's `model` picks the base model (its name in /v1/models) or an adapter 
   --max_body_bytes N        largest request body (default 1048576); larger get 413
   --max_n N                 largest `n` (default 8)
   --max_tokens N            largest `max_tokens` (default: what fits the context)
+  --allow_control_tokens    tokenize special-token text in messages (<|im_end|>, ...) as control tokens;
+                            by default it is tokenized as plain text, so no message can inject a role
 
 Keys:
 """
@@ -67,6 +70,7 @@ def run_serve(cfg: RunConfig, options: dict[str, str]) -> int:
         max_body_bytes=_int(options, "max_body_bytes", 1 << 20),
         max_n=_int(options, "max_n", 8),
         max_tokens=_int(options, "max_tokens", None),
+        allow_control_tokens=options.get("allow_control_tokens", "false").lower() in ("1", "true", "yes"),
     )
     adapters = parse_adapters(options.get("adapters"))
     for name, path in adapters.items():  # before the model loads

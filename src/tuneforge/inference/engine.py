@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tuneforge.config import GeneratingArguments, ModelArguments, RunConfig
 from tuneforge.data.template import chat_template_for, render_prompt, template_stop_ids
 from tuneforge.inference.batch import Batch
+from tuneforge.inference.control_text import control_strings, has_control_text, render_as_text
 from tuneforge.inference.detokenize import IncrementalDetokenizer
 from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
     CACHE_ARGUMENT,
@@ -37,7 +38,7 @@ from tuneforge.inference.requests import (  # noqa: F401 - Completion too
     Request,
     RequestHandle,
 )
-from tuneforge.inference.sampling import SamplingParams, next_tokens
+from tuneforge.inference.sampling import SamplingParams, next_tokens_or_errors
 from tuneforge.model.loader import load_tokenizer, local_adapter, with_local_adapters
 from tuneforge.utils.errors import UserError
 
@@ -91,6 +92,7 @@ class InferenceEngine:
         self.stop_ids = stop_token_ids(self.model, self.tokenizer) | template_stop_ids(
             self.template, self.tokenizer
         )
+        self._control_strings = control_strings(self.tokenizer)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s  # after a request arrives, how long to wait for others to join it
@@ -156,13 +158,23 @@ class InferenceEngine:
         return dataclasses.replace(params, max_new_tokens=room)
 
     def render(
-        self, messages: list[dict[str, Any]], system: str | None = None, tools: str | None = None
+        self,
+        messages: list[dict[str, Any]],
+        system: str | None = None,
+        tools: str | None = None,
+        control_tokens_as_text: bool = True,
     ) -> list[int]:
         """Prompt ids for a conversation (and tool definitions, as JSON), rendered exactly as in training,
-        ending where the answer starts."""
-        return render_prompt(
-            messages, self.tokenizer, self.template, system or self.generating.default_system, tools
-        )
+        ending where the answer starts. Special-token strings inside the content are tokenized as text
+        (no role injection) unless `control_tokens_as_text` is False."""
+        system = system or self.generating.default_system
+
+        def plain(turns: list[dict[str, Any]], sys_prompt: str | None) -> list[int]:
+            return render_prompt(turns, self.tokenizer, self.template, sys_prompt, tools)
+
+        if control_tokens_as_text and has_control_text(messages, system, self._control_strings):
+            return render_as_text(messages, system, self.tokenizer, plain)
+        return plain(messages, system)
 
     def submit(
         self,
@@ -349,24 +361,15 @@ class InferenceEngine:
             batch.advance([chosen[i] for i in keep])
 
     def _sample(self, logits: Any, rows: list[_Row]) -> list[int | None]:
-        """The next token of every row; when the batch cannot be sampled, row by row, so only the rows that
-        fail end (with an error event) and the others go on. None marks a row that failed."""
-        try:
-            return next_tokens(
-                logits, [r.request.params for r in rows], [r.seen for r in rows], [r.generator for r in rows]
-            )
-        except Exception:
-            chosen: list[int | None] = []
-            for i, row in enumerate(rows):
-                try:
-                    chosen += next_tokens(
-                        logits[i : i + 1], [row.request.params], [row.seen], [row.generator]
-                    )
-                except Exception as err:
-                    print(f"tuneforge: generation failed for one request: {err!r}", file=sys.stderr)
-                    self._finish(row.request, Event(finish_reason="error", error=str(err)))
-                    chosen.append(None)
-            return chosen
+        """The next token of every row; a row that cannot be sampled ends alone, with an error (None)."""
+        chosen = next_tokens_or_errors(
+            logits, [r.request.params for r in rows], [r.seen for r in rows], [r.generator for r in rows]
+        )
+        for row, token in zip(rows, chosen, strict=True):
+            if isinstance(token, Exception):
+                print(f"tuneforge: generation failed for one request: {token!r}", file=sys.stderr)
+                self._finish(row.request, Event(finish_reason="error", error=str(token)))
+        return [None if isinstance(t, Exception) else t for t in chosen]
 
     def _decode_with_generate(self, request: Request) -> None:
         """One request through `model.generate` (prompt-learning adapters), tokens fed to `_advance`."""

@@ -112,3 +112,25 @@ def next_tokens(
         else:
             chosen.append(int(torch.multinomial(probs[row], 1, generator=generator)))
     return chosen
+
+
+def next_tokens_or_errors(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    seen: list[list[int]],
+    generators: list[torch.Generator | None],
+) -> list[int | Exception]:
+    """`next_tokens`, or, when the batch cannot be sampled, row by row: a row that fails gets its exception
+    in place of a token, so one bad row does not end its neighbours."""
+    try:
+        return list(next_tokens(logits, params, seen, generators))
+    except Exception:
+        out: list[int | Exception] = []
+        for i in range(len(params)):
+            try:
+                out += next_tokens(
+                    logits[i : i + 1], params[i : i + 1], seen[i : i + 1], generators[i : i + 1]
+                )
+            except Exception as err:
+                out.append(err)
+        return out

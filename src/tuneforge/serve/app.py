@@ -34,6 +34,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_n: int = 8
     max_tokens: int | None = None  # per request; None: whatever fits the context
+    allow_control_tokens: bool = False  # special-token text in messages stays text unless allowed
 
 
 class ApiError(Exception):
@@ -162,7 +163,7 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         system, turns = body.conversation()
         tools = json.dumps(body.tools, ensure_ascii=False) if body.tools else None
         try:
-            prompt = engine.render(turns, system, tools)
+            prompt = engine.render(turns, system, tools, not limits.allow_control_tokens)
         except Exception as err:  # a conversation the template cannot render (e.g. ends with the assistant)
             raise ApiError(
                 400, f"Cannot render these messages: {err}", "invalid_messages", "messages"
