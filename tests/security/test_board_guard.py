@@ -117,3 +117,33 @@ def test_stop_never_signals_a_process_that_reused_the_runs_pid(board, tiny_model
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_every_path_key_and_dataset_file_stays_inside_the_roots(board, tiny_model_dir):  # noqa: F811
+    outside = "/etc"
+    for key, value in [
+        ("model_name_or_path", outside),
+        ("adapter_name_or_path", [str(tiny_model_dir), outside]),
+        ("resume_from_checkpoint", outside),
+        ("ref_model", outside),
+        ("reward_model", "../../../../.."),
+        ("cache_dir", "/tmp/somewhere-else"),
+    ]:
+        reply = httpx.post(
+            f"{board.url}/api/runs", json={**run_config(tiny_model_dir, board.tmp / "p"), key: value}
+        )
+        assert reply.status_code == 422, (key, reply.text)
+        assert any(f"key '{key}'" in p and "outside the folders" in p for p in reply.json()["problems"]), key
+    data = board.tmp / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(json.dumps({"sneaky": {"file_name": "../../../../etc/hostname"}}))
+    sneaky = {**run_config(tiny_model_dir, board.tmp / "p"), "dataset": "sneaky", "dataset_dir": str(data)}
+    reply = httpx.post(f"{board.url}/api/runs", json=sneaky)
+    assert reply.status_code == 422 and "its file ../../../../etc/hostname is outside" in reply.text
+    code = {**run_config(tiny_model_dir, board.tmp / "p"), "stage": "grpo", "reward_funcs": "os:system"}
+    reply = httpx.post(f"{board.url}/api/runs", json=code)
+    assert reply.status_code == 422 and "would import Python code" in reply.text
+    # zoo names and hub ids are not paths
+    fine = {**run_config(tiny_model_dir, board.tmp / "p"), "ref_model": "Qwen/Qwen3-0.6B"}
+    assert "outside" not in httpx.post(f"{board.url}/api/runs", json=fine).text
+    assert runs(board) == 1
