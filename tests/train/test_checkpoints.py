@@ -215,3 +215,10 @@ def test_rerunning_a_finished_run_changes_nothing_and_more_steps_continue_it(
     # asking for more continues it on purpose
     run_stage(config(tiny_model_dir, out, max_steps=6, save_steps=2))
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1] == 6
+
+
+def test_an_output_dir_that_cannot_be_written_is_a_sentence_before_any_work(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot be written .*nothing was trained or changed"):
+        run_stage(config(tiny_model_dir, blocker / "run"))

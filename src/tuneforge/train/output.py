@@ -55,10 +55,16 @@ def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
     if resume is not None:
         _check_same_run(cfg, resume.path)
         print(f"tuneforge: resuming from {resume.path} (step {resume.step})", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_partials(out)
-    trim_metrics(out / "metrics.jsonl", resume.step if resume else 0)
-    dump_config(cfg, out / "run.yaml")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_partials(out)
+        trim_metrics(out / "metrics.jsonl", resume.step if resume else 0)
+        dump_config(cfg, out / "run.yaml")
+    except OSError as err:  # a read-only disk, a file where a folder should be, no space left
+        raise UserError(
+            f"output_dir {out} cannot be written ({err.strerror or err}); nothing was trained or changed. "
+            "Choose a writable output_dir"
+        ) from None
     return out, resume
 
 
