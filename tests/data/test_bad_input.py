@@ -232,3 +232,20 @@ def test_json_nested_100k_deep_is_a_bad_row_not_a_recursion_error(tmp_path, name
     text = f"{good}\n{deep}\n" if name.endswith("l") else f"[{good},\n{deep}]"
     with pytest.raises(DataError, match="nested deeper than it can be read"):
         load_examples(write_dataset(tmp_path, name, text))
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json"])
+def test_a_20_mb_row_is_read_the_same_by_validate_training_and_streaming(tmp_path, name):
+    from tuneforge.data.loader import dataset_spec, raw_rows
+
+    small = {"instruction": "q", "output": "a"}
+    huge = {"instruction": "x " * 10_000_000, "output": "y"}  # one 20 MB line
+    rows = [small, huge, small]
+    text = "".join(json.dumps(r) + "\n" for r in rows) if name.endswith("l") else json.dumps(rows, indent=1)
+    data = write_dataset(tmp_path, name, text)
+    validating = load_examples(data, on_bad_rows="skip")  # what `tuneforge data validate` reads
+    training = load_examples(data)  # what training reads (bad rows would stop it)
+    assert validating.problems == [] and validating.rows_read == training.rows_read == 3
+    assert len(training.examples) == 3
+    streamed = list(raw_rows(dataset_spec("d", tmp_path), tmp_path, streaming=True))
+    assert len(streamed) == 3 and len(streamed[1].value["instruction"]) == 20_000_000

@@ -8,6 +8,7 @@ output_dir (a finished model, a user's file) is kept, and the run refuses to sta
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import sys
@@ -69,6 +70,38 @@ def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
 
 
 FINISHED = "tuneforge_finished.json"
+
+# errors that mean the disk, not the run, failed: no space, read-only, quota, permissions, I/O
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+class WriteFault(UserError):
+    """output_dir stopped taking writes in the middle of a run; exit status 1 (the environment, not the config)."""
+
+    exit_code = 1
+
+
+def write_fault(err: OSError, out: Path) -> WriteFault | None:
+    """A sentence for an OSError that came from writing into `out` mid-run, saying what was kept; None when
+    the error is something else (a data file that cannot be read is reported where it is read)."""
+    if err.errno not in _DISK_ERRNOS:
+        return None
+    name = Path(str(err.filename)).resolve() if err.filename else None
+    if name is not None and out.resolve() not in (name, *name.parents):
+        return None
+    if name is None and err.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        return None
+    kept, _ = newest_complete(out) if out.is_dir() else (None, [])
+    if kept is None:
+        what = "no checkpoint had been completed, so the next run starts afresh"
+        then = "run the same command again"
+    else:
+        what = f"{kept.path.name} (step {kept.step}) is complete and verified; nothing after it was kept"
+        then = f"run the same command again to continue from {kept.path.name}"
+    return WriteFault(
+        f"output_dir {out} stopped taking writes during training ({err.strerror or err}); {what}. "
+        f"Free space or make the folder writable, then {then}"
+    )
 
 
 def _stop_if_finished(cfg: RunConfig, out: Path) -> None:

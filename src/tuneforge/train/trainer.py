@@ -206,6 +206,13 @@ class TuneforgeTrainer(Trainer):
         final = run_dir / f"{checkpoint.PREFIX}{step}"
         staging = run_dir / f"{checkpoint.PARTIAL}{final.name}"
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            self._write_checkpoint(trial, run_dir, step, staging, final)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # a half-written checkpoint is never left behind
+            raise
+
+    def _write_checkpoint(self, trial: Any, run_dir: Path, step: int, staging: Path, final: Path) -> None:
         if self.hp_search_backend is None and trial is None:
             self.store_flos()
         self.save_model(str(staging), _internal_call=True)

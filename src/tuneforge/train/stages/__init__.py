@@ -36,4 +36,12 @@ def run_stage(cfg: RunConfig) -> Path:
 
     to_hf_arguments(cfg)  # optimizer, trackers, strategies: refused in a sentence before data or weights load
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})  # hub ids -> downloaded folders
-    return importlib.import_module(_STAGES[stage]).run(cfg)
+    try:
+        return importlib.import_module(_STAGES[stage]).run(cfg)
+    except OSError as err:  # the disk filled up or turned read-only mid-run: say what was kept, exit 1
+        from tuneforge.train.output import write_fault
+
+        fault = write_fault(err, Path(cfg.training.output_dir))
+        if fault is None:
+            raise
+        raise fault from None
