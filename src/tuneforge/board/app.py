@@ -61,10 +61,12 @@ def create_board_app(
     roots: list[Path],
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
+    reward_dirs: Iterable[Path] = (),
 ) -> FastAPI:
     app = FastAPI(title="tuneforge board", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BoardGuard, allowed_hosts=allowed_hosts)
     roots = [Path(r).resolve() for r in roots]
+    reward_dirs = [Path(d).resolve() for d in reward_dirs]
 
     def token_ok(given: str) -> bool:
         return token is None or hmac.compare_digest(given.encode(), token.encode())
@@ -226,7 +228,7 @@ def create_board_app(
     @app.post("/api/runs", status_code=201)
     async def create_run(request: Request) -> Any:
         flat = await body_object(request)  # a 4xx with a sentence unless it is a JSON object
-        problems = check_paths(flat, roots)
+        problems = check_paths(flat, roots, reward_dirs=reward_dirs)
         try:
             cfg = build_config(flat)
         except ConfigError as err:

@@ -18,12 +18,13 @@ def run_board(
     max_concurrent: int,
     roots: list[Path],
     allowed_hosts: list[str] = (),
+    reward_dirs: list[Path] = (),
 ) -> int:
     import uvicorn
 
     registry = RunRegistry()
     launcher = Launcher(registry, tuneforge_home() / "board-runs", max_concurrent=max_concurrent)
-    app = create_board_app(registry, launcher, roots, token, [host, *allowed_hosts])
+    app = create_board_app(registry, launcher, roots, token, [host, *allowed_hosts], reward_dirs)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(
             f"tuneforge: warning: the board on {host} without --token lets anyone start runs", file=sys.stderr

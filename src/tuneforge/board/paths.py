@@ -1,33 +1,23 @@
 """Paths typed into the board's forms may only point inside the folders the board was allowed.
 
 Every key that names a place on disk is checked (a key that may also name a zoo model or a hub id is
-checked when its value is a path), the files a dataset_info.json entry names too, and rewards given as
-`module:function` (which would import code) are refused from the board.
+checked when its value is a path), the files a dataset_info.json entry names too. Rewards written as code
+run only from files inside the folders given with --reward_dir.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-PATH_KEYS = ("output_dir", "dataset_dir")
+from tuneforge.config.schema import path_keys
 
 
 def inside_roots(path: str, roots: list[Path]) -> bool:
     """Whether `path` (after resolving links and ..) is one of `roots` or below one."""
     resolved = Path(path).expanduser().resolve()
     return any(resolved == root or root in resolved.parents for root in roots)
-
-
-# keys whose value may instead be a zoo name, a hub id or a keyword: checked when it is a path
-MAYBE_PATH_KEYS = (
-    "model_name_or_path",
-    "adapter_name_or_path",
-    "ref_model",
-    "reward_model",
-    "resume_from_checkpoint",
-)
-ALWAYS_PATH_KEYS = ("cache_dir",)
 
 
 def looks_like_path(value: str) -> bool:
@@ -43,31 +33,46 @@ def _values(value: Any) -> list[str]:
     return [] if value is None or isinstance(value, bool) else [str(value)]
 
 
-def check_paths(flat: dict[str, Any], roots: list[Path], keys: tuple[str, ...] = PATH_KEYS) -> list[str]:
-    """Problems with path keys that point outside every allowed root."""
-    problems = []
+def check_paths(
+    flat: dict[str, Any], roots: list[Path], keys: Iterable[str] | None = None, reward_dirs: list[Path] = ()
+) -> list[str]:
+    """Problems with path-like keys (the schema marks them, see `path_keys`) that point outside every
+    allowed root, with dataset files outside them, and with rewards that would import code from
+    anywhere but `reward_dirs`. `keys` limits the check to those keys."""
     shown = ", ".join(str(r) for r in roots)
-    for key in keys:
-        value = flat.get(key)
-        if value is None:
-            continue
-        if not inside_roots(str(value), roots):
-            problems.append(f"key '{key}': {value} is outside the folders this board may use ({shown})")
-    if keys != PATH_KEYS:
-        return problems
-    for key in (*MAYBE_PATH_KEYS, *ALWAYS_PATH_KEYS):
+    kinds = path_keys()
+    problems = []
+    for key in kinds if keys is None else keys:
         for value in _values(flat.get(key)):
-            if value in ("auto", "no", "none", "") or (key in MAYBE_PATH_KEYS and not looks_like_path(value)):
+            if value in ("auto", "no", "none", "") or (kinds[key] == "maybe" and not looks_like_path(value)):
                 continue
             if not inside_roots(value, roots):
                 problems.append(f"key '{key}': {value} is outside the folders this board may use ({shown})")
+    if keys is not None:
+        return problems
     problems += _dataset_file_problems(flat, roots, shown)
+    return problems + _reward_problems(flat, list(reward_dirs))
+
+
+def _reward_problems(flat: dict[str, Any], reward_dirs: list[Path]) -> list[str]:
+    """A reward written as code runs only from a file inside a folder the board was started with
+    (--reward_dir); dotted module names are refused, as they could import anything on sys.path."""
+    problems = []
     for reward in _values(flat.get("reward_funcs")):
-        if ":" in reward:
-            problems.append(
-                f"key 'reward_funcs': {reward} would import Python code; the board runs only the built-in rewards "
-                "(start runs with module:function rewards from the command line)"
-            )
+        if ":" not in reward:
+            continue
+        target = reward.rpartition(":")[0]
+        if target.endswith(".py") and reward_dirs and inside_roots(target, reward_dirs):
+            continue
+        where = (
+            f"files inside {', '.join(str(d) for d in reward_dirs)} (path/to/file.py:function)"
+            if reward_dirs
+            else "none: start the board with --reward_dir FOLDER to allow reward files from that folder"
+        )
+        problems.append(
+            f"key 'reward_funcs': {reward} would import Python code; the board runs the built-in rewards and "
+            f"reward files from the folders it was allowed ({where})"
+        )
     return problems
 
 

@@ -119,7 +119,7 @@ def _serve(argv: list[str]) -> int:
     return run_serve(load_subset(config, overrides, CHAT_GROUPS), options)
 
 
-BOARD_FLAGS = ("host", "port", "token", "max_concurrent", "root", "allowed_hosts")
+BOARD_FLAGS = ("host", "port", "token", "max_concurrent", "root", "allowed_hosts", "reward_dir")
 
 
 def _board(argv: list[str]) -> int:
@@ -133,7 +133,9 @@ def _board(argv: list[str]) -> int:
             "/api/runs/ID/stop|resume. Runs may only use paths under --root (default: this folder) and\n"
             "TUNEFORGE_HOME. --token (or TUNEFORGE_BOARD_TOKEN) requires 'Authorization: Bearer T'.\n"
             "Writes from other origins are refused; the Host header must be a loopback name, --host or one\n"
-            "of --allowed_hosts (comma-separated), which defeats DNS rebinding."
+            "of --allowed_hosts (comma-separated), which defeats DNS rebinding. GRPO rewards written as\n"
+            "code run only from files in --reward_dir (comma-separated folders; none by default), given\n"
+            "as reward_funcs: path/to/file.py:function."
         )
         return 0
     from tuneforge.board.main import run_board
@@ -143,8 +145,8 @@ def _board(argv: list[str]) -> int:
     _, extra, options = split_args(argv, BOARD_FLAGS)
     if extra:
         raise UserError(
-            "tuneforge board takes only --host, --port, --token, --max_concurrent, --root, --allowed_hosts "
-            f"(got {extra})"
+            "tuneforge board takes only --host, --port, --token, --max_concurrent, --root, --allowed_hosts, "
+            f"--reward_dir (got {extra})"
         )
     try:
         port, limit = int(options.get("port", 7860)), int(options.get("max_concurrent", 1))
@@ -153,7 +155,8 @@ def _board(argv: list[str]) -> int:
     token = options.get("token") or os.environ.get("TUNEFORGE_BOARD_TOKEN") or None
     roots = [Path(options.get("root", ".")).resolve(), tuneforge_home().resolve()]
     hosts = [h.strip() for h in options.get("allowed_hosts", "").split(",") if h.strip()]
-    return run_board(options.get("host", "127.0.0.1"), port, token, limit, roots, hosts)
+    reward_dirs = [Path(d.strip()).resolve() for d in options.get("reward_dir", "").split(",") if d.strip()]
+    return run_board(options.get("host", "127.0.0.1"), port, token, limit, roots, hosts, reward_dirs)
 
 
 SCORE_FLAGS = ("reward_model", "prompt", "response", "system")

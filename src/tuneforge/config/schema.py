@@ -33,9 +33,12 @@ class ModelArguments(_Group):
     model_name_or_path: str = Field(
         "smollm2-135m-instruct",
         description="A zoo name (see `tuneforge models`), a local Hugging Face model directory or a .gguf file.",
+        json_schema_extra={"path": "maybe"},
     )
     adapter_name_or_path: list[str] | None = Field(
-        None, description="Adapter directories to load on top of the model (comma-separated for several)."
+        None,
+        description="Adapter directories to load on top of the model (comma-separated for several).",
+        json_schema_extra={"path": "maybe"},
     )
     model_revision: str = Field(
         "main",
@@ -61,7 +64,9 @@ class ModelArguments(_Group):
         "(eager), sdpa, fa2 or fa3 (fall back to SDPA with a warning where not installed).",
     )
     cache_dir: str | None = Field(
-        None, description="Where converted models are cached (default: $TUNEFORGE_HOME/models)."
+        None,
+        description="Where converted models are cached (default: $TUNEFORGE_HOME/models).",
+        json_schema_extra={"path": "always"},
     )
     infer_backend: Literal["huggingface", "vllm"] = Field(
         "huggingface", description="Engine for chat and serving: huggingface (any device) or vllm (CUDA)."
@@ -73,6 +78,15 @@ class ModelArguments(_Group):
     double_quantization: bool = Field(True, description="4-bit: also quantize the quantization constants.")
 
     _split_adapters = field_validator("adapter_name_or_path", mode="before")(_split_names)
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _gguf_inside(cls, value: str | None) -> str | None:
+        if value and (value.startswith(("/", "~", "\\")) or ".." in value.replace("\\", "/").split("/")):
+            raise ValueError(
+                "gguf_file names a file inside model_name_or_path (e.g. model-Q8_0.gguf), not a path"
+            )
+        return value
 
     @field_validator("flash_attn", mode="before")
     @classmethod
@@ -92,7 +106,11 @@ class DataArguments(_Group):
     dataset: list[str] | None = Field(
         None, description="Dataset names from dataset_info.json in dataset_dir (comma-separated to mix)."
     )
-    dataset_dir: str = Field("data", description="Folder holding dataset_info.json and the data files.")
+    dataset_dir: str = Field(
+        "data",
+        description="Folder holding dataset_info.json and the data files.",
+        json_schema_extra={"path": "always"},
+    )
     template: str | None = Field(
         None,
         description="Chat template: empty uses the tokenizer's own chat_template; a name picks a built-in one.",
@@ -255,10 +273,12 @@ class FinetuningArguments(_Group):
     ref_model: str | None = Field(
         None,
         description="dpo/kto: reference model (default: the trained model with adapters off, or a frozen copy).",
+        json_schema_extra={"path": "maybe"},
     )
     reward_funcs: list[str] = Field(
         default_factory=list,
-        description="grpo: rewards to add up: exact_match, contains_answer, format, length, or module:function.",
+        description="grpo: rewards to add up: exact_match, contains_answer, format, length, module:function "
+        "or path/to/file.py:function.",
     )
     reward_format_regex: str | None = Field(
         None, description="grpo: regex a completion must match for `format`."
@@ -273,7 +293,9 @@ class FinetuningArguments(_Group):
     )
     grpo_beta: float = Field(0.04, ge=0, description="grpo: weight of the KL penalty towards the reference.")
     reward_model: str | None = Field(
-        None, description="ppo: output directory of a stage rm run (default: reward_funcs score the answers)."
+        None,
+        description="ppo: output directory of a stage rm run (default: reward_funcs score the answers).",
+        json_schema_extra={"path": "maybe"},
     )
     reward_model_type: Literal["lora", "full"] = Field(
         "lora", description="ppo: lora shares the policy's base model in memory; full loads a separate model."
@@ -330,7 +352,9 @@ class TrainingArguments(_Group):
 
     do_train: bool = Field(True, description="Run training.")
     output_dir: str = Field(
-        "saves/run", description="Where the adapter, metrics and checkpoints are written."
+        "saves/run",
+        description="Where the adapter, metrics and checkpoints are written.",
+        json_schema_extra={"path": "always"},
     )
     overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output_dir.")
     per_device_train_batch_size: int = Field(8, gt=0, description="Rows per forward pass on each device.")
@@ -381,6 +405,7 @@ class TrainingArguments(_Group):
         "auto",
         description="auto: continue from the newest complete checkpoint in output_dir if there is one; "
         "a path: that checkpoint; no: never resume.",
+        json_schema_extra={"path": "maybe"},
     )
     max_nonfinite_steps: int = Field(
         3,
@@ -430,6 +455,18 @@ GROUPS: dict[str, type[_Group]] = {
     "training": TrainingArguments,
     "generating": GeneratingArguments,
 }
+
+
+def path_keys() -> dict[str, str]:
+    """Keys whose values name places on disk: "always" a path, or "maybe" (a zoo name, hub id or keyword
+    otherwise). Fields say so with `json_schema_extra={"path": ...}`; the board confines exactly these."""
+    keys = {}
+    for group in GROUPS.values():
+        for name, field in group.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and "path" in extra:
+                keys[name] = str(extra["path"])
+    return keys
 
 
 class RunConfig(BaseModel):

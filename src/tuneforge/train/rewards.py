@@ -1,4 +1,5 @@
-"""Reward functions for GRPO: built-in ones by name, or your own by dotted path (`mypkg.rewards:fn`).
+"""Reward functions for GRPO: built-in ones by name, or your own by dotted path (`mypkg.rewards:fn`)
+or by file (`rewards/math.py:fn`).
 
 A reward function takes the prompts, the completions and, as keyword lists, the dataset's other
 columns (here `answer`: the reference answer of each row), and returns one float per completion:
@@ -9,8 +10,10 @@ columns (here `answer`: the reference answer of each row), and returns one float
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tuneforge.utils.errors import UserError
@@ -53,8 +56,30 @@ def make_length_reward(target: int) -> RewardFunc:
     return length_reward
 
 
+def _imported_reward(name: str) -> RewardFunc:
+    """`module:function` (imported from sys.path) or `path/to/file.py:function` (that file, loaded as a module)."""
+    target, _, attr = name.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target).expanduser()
+            if not path.is_file():
+                raise UserError(f"reward function '{name}': the file {path} does not exist")
+            spec = importlib.util.spec_from_file_location(f"tuneforge_rewards_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError, SyntaxError) as err:
+        raise UserError(f"reward function '{name}' could not be loaded: {err}") from None
+    if not callable(fn):
+        raise UserError(f"reward function '{name}' is not callable")
+    return fn
+
+
 def load_reward_funcs(names: list[str], format_regex: str | None, length_target: int) -> list[RewardFunc]:
-    """Resolve `reward_funcs` entries: exact_match, contains_answer, format, length, or module:function."""
+    """Resolve `reward_funcs` entries: exact_match, contains_answer, format, length, module:function or
+    path/to/file.py:function."""
     funcs: list[RewardFunc] = []
     for name in names:
         if name == "exact_match":
@@ -70,18 +95,11 @@ def load_reward_funcs(names: list[str], format_regex: str | None, length_target:
         elif name == "length":
             funcs.append(make_length_reward(length_target))
         elif ":" in name:
-            module, _, attr = name.partition(":")
-            try:
-                fn = getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as err:
-                raise UserError(f"reward function '{name}' could not be loaded: {err}") from None
-            if not callable(fn):
-                raise UserError(f"reward function '{name}' is not callable")
-            funcs.append(fn)
+            funcs.append(_imported_reward(name))
         else:
             raise UserError(
                 f"unknown reward function '{name}': use exact_match, contains_answer, format, length, "
-                "or a dotted path module:function"
+                "a dotted path module:function or a file path/to/rewards.py:function"
             )
     if not funcs:
         raise UserError("stage grpo needs reward_funcs (e.g. reward_funcs: exact_match)")
