@@ -169,6 +169,11 @@ def test_max_samples_and_num_samples_limit_each_dataset(tmp_path):
     assert len(load_examples(args.model_copy(update={"max_samples": 3})).examples) == 3
     args = make(tmp_path, rows, {"num_samples": 4}, name="n")
     assert len(load_examples(args).examples) == 4
+    # streaming reads through the same reader, so it honours both limits too
+    from tuneforge.data.streaming import iter_conversations
+
+    assert len(list(iter_conversations(args, print))) == 4
+    assert len(list(iter_conversations(args.model_copy(update={"max_samples": 2}), print))) == 2
 
 
 def two_datasets(tmp_path, **extra) -> DataArguments:

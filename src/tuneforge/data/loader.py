@@ -87,21 +87,31 @@ def dataset_spec(name: str, dataset_dir: str | Path) -> DatasetSpec:
     return DatasetSpec(name, info[name])
 
 
-def load_dataset(name: str, args: DataArguments) -> LoadedData:
-    """Every row of one dataset (at most `max_samples` / `num_samples`), good ones converted, bad ones collected."""
+def dataset_rows(name: str, args: DataArguments, streaming: bool = False) -> Iterator[Example | RowProblem]:
+    """One dataset's rows in file order, at most `max_samples` / `num_samples`: each good row converted, each
+    bad one as a `RowProblem`. The one reader behind loading up front and streaming."""
     spec = dataset_spec(name, args.dataset_dir)
     limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
-    loaded = LoadedData()
-    for raw in raw_rows(spec, args.dataset_dir):
-        if loaded.rows_read >= limit:
-            return loaded
-        loaded.rows_read += 1
+    for count, raw in enumerate(raw_rows(spec, args.dataset_dir, streaming)):
+        if count >= limit:
+            return
         try:
             if raw.error is not None:
                 raise raw.error
-            loaded.examples.append(spec.convert(raw.value, raw.source))
+            yield spec.convert(raw.value, raw.source)
         except DataError as err:
-            loaded.problems.append(RowProblem(raw.source, err.category, str(err)))
+            yield RowProblem(raw.source, err.category, str(err))
+
+
+def load_dataset(name: str, args: DataArguments) -> LoadedData:
+    """Every row of one dataset (at most `max_samples` / `num_samples`), good ones converted, bad ones collected."""
+    loaded = LoadedData()
+    for row in dataset_rows(name, args):
+        loaded.rows_read += 1
+        if isinstance(row, RowProblem):
+            loaded.problems.append(row)
+        else:
+            loaded.examples.append(row)
     return loaded
 
 

@@ -19,7 +19,7 @@ from tuneforge.config import DataArguments
 from tuneforge.data.collator import PaddingCollator
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import tokenize_chunk
-from tuneforge.data.loader import RowProblem, dataset_spec, raw_rows
+from tuneforge.data.loader import RowProblem, dataset_rows
 from tuneforge.data.packing import collator_for, pack_examples
 from tuneforge.data.template import chat_template_for, template_options
 
@@ -33,22 +33,11 @@ def iter_conversations(args: DataArguments, on_problem: Any) -> Iterator[Convers
     """Conversations of every dataset in order (`max_samples` / `num_samples` each); bad rows go to
     `on_problem`."""
     for name in args.dataset or []:
-        spec = dataset_spec(name, args.dataset_dir)
-        limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
-        count = 0
-        for raw in raw_rows(spec, args.dataset_dir, streaming=True):
-            if count >= limit:
-                break
-            count += 1
-            try:
-                if raw.error is not None:
-                    raise raw.error
-                example = spec.convert(raw.value, raw.source)
-            except DataError as err:
-                on_problem(RowProblem(raw.source, err.category, str(err)))
-                continue
-            if isinstance(example, Conversation):
-                yield example
+        for row in dataset_rows(name, args, streaming=True):
+            if isinstance(row, RowProblem):
+                on_problem(row)
+            elif isinstance(row, Conversation):
+                yield row
 
 
 class StreamingSFTDataset(torch.utils.data.IterableDataset):
