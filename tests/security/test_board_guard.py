@@ -144,6 +144,6 @@ def test_every_path_key_and_dataset_file_stays_inside_the_roots(board, tiny_mode
     reply = httpx.post(f"{board.url}/api/runs", json=code)
     assert reply.status_code == 422 and "would import Python code" in reply.text
     # zoo names and hub ids are not paths
-    fine = {**run_config(tiny_model_dir, board.tmp / "p"), "ref_model": "Qwen/Qwen3-0.6B"}
+    fine = {**run_config(tiny_model_dir, board.tmp / "p"), "stage": "dpo", "ref_model": "Qwen/Qwen3-0.6B"}
     assert "outside" not in httpx.post(f"{board.url}/api/runs", json=fine).text
     assert runs(board) == 1

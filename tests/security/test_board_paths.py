@@ -58,15 +58,16 @@ def test_reward_code_runs_only_from_files_in_the_allowed_folders(tmp_path: Path)
 
 
 def test_a_reward_file_is_loaded_by_path(tmp_path: Path):
+    from tuneforge.config import FinetuningArguments
     from tuneforge.train.rewards import load_reward_funcs
     from tuneforge.utils.errors import UserError
 
     (tmp_path / "mine.py").write_text(
         "def longer(prompts, completions, **kw):\n    return [float(len(c)) for c in completions]\n"
     )
-    (fn,) = load_reward_funcs([f"{tmp_path / 'mine.py'}:longer"], None, 200)
+    (fn,) = load_reward_funcs([f"{tmp_path / 'mine.py'}:longer"], FinetuningArguments())
     assert fn(["p", "p"], ["ab", "abcd"]) == [2.0, 4.0]
     with pytest.raises(UserError, match="does not exist"):
-        load_reward_funcs([f"{tmp_path / 'none.py'}:f"], None, 200)
+        load_reward_funcs([f"{tmp_path / 'none.py'}:f"], FinetuningArguments())
     with pytest.raises(UserError, match="could not be loaded"):
-        load_reward_funcs([f"{tmp_path / 'mine.py'}:missing"], None, 200)
+        load_reward_funcs([f"{tmp_path / 'mine.py'}:missing"], FinetuningArguments())

@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from tuneforge.train.losses import dpo_loss, kto_loss, orpo_loss, ranking_loss, simpo_loss
+from tuneforge.train.losses import (
+    dpo_loss,
+    hinge_margin,
+    ipo_margin,
+    kto_loss,
+    orpo_loss,
+    ranking_loss,
+    sigmoid_margin,
+    simpo_loss,
+)
 
 
 def logsig(x: float) -> float:
@@ -30,7 +39,7 @@ def test_ranking_loss():
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_dpo_sigmoid(smoothing):
-    out = dpo_loss(PC, PR, RC, RR, beta=0.1, kind="sigmoid", label_smoothing=smoothing)
+    out = dpo_loss(PC, PR, RC, RR, 0.1, lambda h: sigmoid_margin(h, 0.1, label_smoothing=smoothing))
     expected = [-(1 - smoothing) * logsig(0.1 * h) - smoothing * logsig(-0.1 * h) for h in H]
     assert out.loss.tolist() == pytest.approx(expected)
     assert out.chosen_rewards.tolist() == pytest.approx([0.1 * 1.0, 0.1 * 0.5])
@@ -38,9 +47,9 @@ def test_dpo_sigmoid(smoothing):
 
 
 def test_dpo_ipo_and_hinge():
-    ipo = dpo_loss(PC, PR, RC, RR, beta=0.5, kind="ipo").loss
+    ipo = dpo_loss(PC, PR, RC, RR, 0.5, lambda h: ipo_margin(h, 0.5)).loss
     assert ipo.tolist() == pytest.approx([(h - 1 / (2 * 0.5)) ** 2 for h in H])
-    hinge = dpo_loss(PC, PR, RC, RR, beta=0.5, kind="hinge").loss
+    hinge = dpo_loss(PC, PR, RC, RR, 0.5, lambda h: hinge_margin(h, 0.5)).loss
     assert hinge.tolist() == pytest.approx([max(0.0, 1 - 0.5 * h) for h in H])
 
 

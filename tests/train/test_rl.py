@@ -7,8 +7,12 @@ import torch
 
 from tests.helpers import tiny_llama, tiny_tokenizer
 from tests.train.test_sft_stage import config
+from tuneforge.config import FinetuningArguments
 from tuneforge.train.callbacks import read_metrics
-from tuneforge.train.rewards import exact_match, load_reward_funcs, make_format_reward, make_length_reward
+from tuneforge.train.rewards import load_reward_funcs
+from tuneforge.train.rewards.answer import exact_match
+from tuneforge.train.rewards.format import make_format_reward
+from tuneforge.train.rewards.length import make_length_reward
 from tuneforge.train.rl import group_advantages, grpo_token_loss
 from tuneforge.train.stages import run_stage
 from tuneforge.utils.errors import UserError
@@ -50,11 +54,11 @@ def test_built_in_rewards():
     assert exact_match(["q"], ["Paris."], answer=["paris"]) == [1.0]
     assert make_format_reward(r"<a>.*</a>")(["q"], ["<a>x</a>", "x"]) == [1.0, 0.0]
     assert make_length_reward(10)(["q"], ["x" * 10, "x" * 15, ""]) == [1.0, 0.5, 0.0]
-    assert load_reward_funcs(["tests.train.test_rl:letter_a"], None, 10)[0] is letter_a
+    assert load_reward_funcs(["tests.train.test_rl:letter_a"], FinetuningArguments())[0] is letter_a
     with pytest.raises(UserError, match="unknown reward function 'nope'"):
-        load_reward_funcs(["nope"], None, 10)
+        load_reward_funcs(["nope"], FinetuningArguments())
     with pytest.raises(UserError, match="reward_format_regex"):
-        load_reward_funcs(["format"], None, 10)
+        load_reward_funcs(["format"], FinetuningArguments())
 
 
 @pytest.fixture(scope="module")

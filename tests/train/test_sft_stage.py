@@ -19,8 +19,9 @@ def config(tiny_model_dir: Path, out: Path, **extra):
 
 
 def tiny_run_keys(tiny_model_dir: Path, out: Path, **extra) -> dict:
-    """Flat keys of a seconds-long LoRA SFT run of a tiny model on the shipped identity data."""
-    return {
+    """Flat keys of a seconds-long LoRA SFT run of a tiny model on the shipped identity data (lora_rank only
+    when the method is LoRA: it belongs to finetuning_type lora)."""
+    keys = {
         "model_name_or_path": str(tiny_model_dir),
         "dataset": "identity",
         "dataset_dir": str(REPO / "data"),
@@ -34,6 +35,9 @@ def tiny_run_keys(tiny_model_dir: Path, out: Path, **extra) -> dict:
         "lora_rank": 4,
         **extra,
     }
+    if keys.get("finetuning_type", "lora") != "lora" and "lora_rank" not in extra:
+        del keys["lora_rank"]
+    return keys
 
 
 def test_sft_run_writes_adapter_config_metrics_and_plot(tiny_model_dir, tmp_path):

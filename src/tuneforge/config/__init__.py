@@ -1,4 +1,10 @@
-"""Typed configuration: one pydantic tree, flat YAML keys, all problems reported at once."""
+"""Typed configuration: one pydantic tree, flat YAML keys, all problems reported at once.
+
+`FinetuningArguments` and `GROUPS` are composed on first use from the base keys and every plug-in's
+keys (see `tuneforge.config.plugins`); the other groups are plain classes.
+"""
+
+from typing import Any
 
 from tuneforge.config.loader import (
     ConfigError,
@@ -9,14 +15,22 @@ from tuneforge.config.loader import (
     read_yaml,
 )
 from tuneforge.config.schema import (
-    GROUPS,
     DataArguments,
-    FinetuningArguments,
     GeneratingArguments,
     ModelArguments,
     RunConfig,
     TrainingArguments,
+    groups,
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GROUPS":
+        return groups()
+    if name == "FinetuningArguments":
+        return groups()["finetuning"]
+    raise AttributeError(f"module 'tuneforge.config' has no attribute '{name}'")
+
 
 __all__ = [
     "GROUPS",
@@ -32,4 +46,5 @@ __all__ = [
     "load_config",
     "load_subset",
     "read_yaml",
+    "groups",
 ]

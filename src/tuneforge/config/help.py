@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 from pydantic.fields import FieldInfo
 
-from tuneforge.config.schema import GROUPS
+from tuneforge.config.plugins import key_owners
+from tuneforge.config.schema import groups, ordered_keys
 
 
 def type_name(annotation: object) -> str:
@@ -30,15 +31,30 @@ def _default(field: FieldInfo) -> str:
     return "-" if value is None else str(value)
 
 
-def describe_keys(groups: Iterable[str] | None = None) -> str:
-    """Every key of the chosen groups with its type, default and one-line doc."""
+def owner_label(key: str, group: str) -> str:
+    """Which members a key belongs to, as users select them: "finetuning_type: lora or oft"; "" for base keys."""
+    owners = key_owners(group).get(key)
+    return "; ".join(f"{selector}: {' or '.join(names)}" for selector, names in owners) if owners else ""
+
+
+def describe_keys(shown: Iterable[str] | None = None) -> str:
+    """Every key of the chosen groups with its type, default and one-line doc; a group's plug-in keys are
+    listed under the member that owns them."""
     lines: list[str] = []
-    for name in groups or GROUPS:
-        cls = GROUPS[name]
+    composed = groups()
+    for name in shown or composed:
+        cls = composed[name]
         lines.append(f"{name} keys ({(cls.__doc__ or '').strip()})")
-        for key, field in cls.model_fields.items():
-            lines.append(f"  {key}  [{type_name(field.annotation)}, default {_default(field)}]")
-            lines.append(f"      {field.description or ''}")
+        by_owner: dict[str, list[str]] = {}
+        for key in ordered_keys(name):
+            by_owner.setdefault(owner_label(key, name), []).append(key)
+        for owner, keys in by_owner.items():
+            if owner:
+                lines.append(f"  with {owner}:")
+            for key in keys:
+                field = cls.model_fields[key]
+                lines.append(f"  {key}  [{type_name(field.annotation)}, default {_default(field)}]")
+                lines.append(f"      {field.description or ''}")
         lines.append("")
     return "\n".join(lines)
 
@@ -79,7 +95,8 @@ def form_sections() -> list[dict[str, object]]:
     sections = []
     for title, group, keep in FORM_SECTIONS:
         fields = []
-        for key, field in GROUPS[group].model_fields.items():
+        fields_of = groups()[group].model_fields
+        for key, field in ((k, fields_of[k]) for k in ordered_keys(group)):
             if keep is not None and not keep(key):
                 continue
             kind, choices = _kind(field.annotation)
@@ -93,6 +110,7 @@ def form_sections() -> list[dict[str, object]]:
                     "choices": choices,
                     "default": default,
                     "doc": field.description or "",
+                    "owner": owner_label(key, group),
                     "optional": type(None) in typing.get_args(field.annotation),
                     # choices that are numbers (quantization_bit: 4 | 8) are sent as numbers
                     "numeric": kind == "choice" and all(isinstance(v, int) for v in values),

@@ -13,7 +13,9 @@ import yaml
 from pydantic import ValidationError
 
 from tuneforge.config.llamafactory import foreign_file_kind, judge_foreign_key, llamafactory_keys
-from tuneforge.config.schema import GROUPS, RunConfig
+from tuneforge.config.plugins import owner_problems
+from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import groups as composed_groups
 
 
 class ConfigError(Exception):
@@ -32,7 +34,7 @@ class ConfigError(Exception):
 
 def known_keys() -> dict[str, str]:
     """Every flat key mapped to the group that owns it."""
-    return {key: group for group, cls in GROUPS.items() for key in cls.model_fields}
+    return {key: group for group, cls in composed_groups().items() for key in cls.model_fields}
 
 
 def closest_key(key: str, keys: Iterable[str]) -> str | None:
@@ -86,13 +88,14 @@ def build_config(
     flat: dict[str, Any], source: str | None = None, groups: Iterable[str] | None = None
 ) -> RunConfig:
     """Validate flat keys into a `RunConfig`. `groups` limits which keys are allowed (e.g. chat has no training)."""
-    allowed = set(groups) if groups is not None else set(GROUPS)
+    composed = composed_groups()
+    allowed = set(groups) if groups is not None else set(composed)
     owners = {k: g for k, g in known_keys().items() if g in allowed}
     problems: list[str] = []
     kind = foreign_file_kind({str(k) for k in flat} - set(owners))
     if kind:
         raise ConfigError([kind], source)
-    per_group: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    per_group: dict[str, dict[str, Any]] = {g: {} for g in composed}
     foreign: dict[str, Any] = {}
     for key, value in flat.items():
         key = str(key)
@@ -126,11 +129,13 @@ def build_config(
             )
         )
     groups_built: dict[str, Any] = {}
-    for name, cls in GROUPS.items():
+    for name, cls in composed.items():
         try:
             groups_built[name] = cls(**per_group[name])
         except ValidationError as err:
             problems.extend(_describe(err))
+            continue
+        problems += owner_problems(groups_built[name], name)
     if problems:
         raise ConfigError(problems, source)
     cfg = RunConfig(**groups_built, llamafactory=foreign)

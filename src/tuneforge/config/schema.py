@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-Stage = Literal["pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"]
-FinetuningType = Literal["lora", "freeze", "full", "oft", "prefix", "prompt", "p_tuning"]
-# Methods that wrap the model in PEFT (an adapter is what gets saved).
-PEFT_METHODS = ("lora", "oft", "prefix", "prompt", "p_tuning")
+from tuneforge.config.plugins import compose_group, key_order
 
 
-def _split_names(value: object) -> object:
+def split_names(value: object) -> object:
     """Accept `a,b` or `[a, b]` for list-of-name keys."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -68,7 +65,7 @@ class ModelArguments(_Group):
         description="Where converted models are cached (default: $TUNEFORGE_HOME/models).",
         json_schema_extra={"path": "always"},
     )
-    infer_backend: Literal["huggingface", "vllm"] = Field(
+    infer_backend: str = Field(
         "huggingface", description="Engine for chat and serving: huggingface (any device) or vllm (CUDA)."
     )
     quantization_bit: Literal[4, 8] | None = Field(
@@ -77,7 +74,7 @@ class ModelArguments(_Group):
     quantization_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: nf4 or fp4.")
     double_quantization: bool = Field(True, description="4-bit: also quantize the quantization constants.")
 
-    _split_adapters = field_validator("adapter_name_or_path", mode="before")(_split_names)
+    _split_adapters = field_validator("adapter_name_or_path", mode="before")(split_names)
 
     @field_validator("gguf_file")
     @classmethod
@@ -167,8 +164,8 @@ class DataArguments(_Group):
         description="Bad data rows: error stops before training (listing all), skip drops and counts them.",
     )
 
-    _split_datasets = field_validator("dataset", mode="before")(_split_names)
-    _split_probs = field_validator("interleave_probs", mode="before")(_split_names)
+    _split_datasets = field_validator("dataset", mode="before")(split_names)
+    _split_probs = field_validator("interleave_probs", mode="before")(split_names)
 
     @model_validator(mode="after")
     def _probabilities_match(self) -> DataArguments:
@@ -187,164 +184,18 @@ class DataArguments(_Group):
 
 
 class FinetuningArguments(_Group):
-    """What to train: the stage and the parameter-efficient method."""
+    """What to train: the stage and the method. Each stage, method, preference loss and reward adds its own
+    keys (declared in its plug-in file; see `tuneforge.config.plugins`)."""
 
-    stage: Stage = Field("sft", description="Training stage: pt, sft, rm, dpo, kto, ppo or grpo.")
-    finetuning_type: FinetuningType = Field("lora", description="lora, freeze (some layers) or full.")
-    lora_rank: int = Field(8, gt=0, description="Rank of the LoRA matrices.")
-    lora_alpha: int | None = Field(None, gt=0, description="LoRA scaling numerator (default: 2 x lora_rank).")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_target: list[str] = Field(
-        default_factory=lambda: ["all"],
-        description="Modules that get LoRA: `all` (every linear layer but the output head) or names like q_proj,v_proj.",
+    stage: str = Field("sft", description="Training stage: pt, sft, rm, dpo, kto, ppo or grpo.")
+    finetuning_type: str = Field(
+        "lora",
+        description="lora, oft, freeze (some layers), full, or the prompt methods prefix, prompt, p_tuning.",
     )
-    freeze_trainable_layers: int = Field(
-        2, description="freeze: train the last N layers (negative: the first N)."
-    )
-    freeze_trainable_modules: list[str] = Field(
-        default_factory=lambda: ["all"],
-        description="freeze: module names inside the trainable layers, or `all`.",
-    )
-    use_dora: bool = Field(False, description="lora: weight-decomposed LoRA (DoRA).")
-    use_rslora: bool = Field(
-        False, description="lora: rank-stabilised scaling alpha/sqrt(r) instead of alpha/r."
-    )
-    pissa_init: bool = Field(
-        False, description="lora: initialise from the principal singular vectors of each weight (PiSSA)."
-    )
-    pissa_iter: int = Field(16, ge=-1, description="PiSSA: fast-SVD iterations (-1: exact SVD, slower).")
-    loraplus_lr_ratio: float | None = Field(
-        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (16 is typical)."
-    )
-    loraplus_lr_embedding: float = Field(
-        1e-6, gt=0, description="LoRA+: learning rate of LoRA on embeddings."
-    )
-    additional_target: list[str] | None = Field(
-        None,
-        description="Modules trained fully and saved with the adapter (e.g. embed_tokens,lm_head after adding tokens).",
-    )
-    create_new_adapter: bool = Field(
-        False,
-        description="With adapter_name_or_path: merge all given adapters and train a fresh one on top.",
-    )
-    oft_block_size: int = Field(32, gt=0, description="oft: size of each orthogonal block.")
-    num_virtual_tokens: int = Field(
-        20, gt=0, description="prefix/prompt/p_tuning: number of trained virtual tokens."
-    )
-    prefix_projection: bool = Field(
-        False, description="prefix: produce the prefix through a trained MLP (reparameterisation)."
-    )
-    encoder_hidden_size: int | None = Field(
-        None, gt=0, description="p_tuning: hidden size of the prompt encoder (default: the model's)."
-    )
-    prompt_tuning_init_text: str | None = Field(
-        None, description="prompt: initialise the virtual tokens from this text instead of randomly."
-    )
-    use_galore: bool = Field(False, description="GaLore: low-rank projected gradients for full tuning.")
-    galore_target: list[str] = Field(
-        default_factory=lambda: ["all"], description="GaLore: linear modules to project (`all` or names)."
-    )
-    galore_rank: int = Field(16, gt=0, description="GaLore: projection rank.")
-    galore_update_interval: int = Field(200, gt=0, description="GaLore: steps between projection updates.")
-    galore_scale: float = Field(2.0, gt=0, description="GaLore: scale of the projected update.")
-    galore_layerwise: bool = Field(
-        False, description="GaLore: step each layer during backward (less memory)."
-    )
-    use_apollo: bool = Field(False, description="APOLLO: memory-light AdamW for full tuning.")
-    apollo_target: list[str] = Field(
-        default_factory=lambda: ["all"], description="APOLLO: linear modules it applies to (`all` or names)."
-    )
-    apollo_rank: int = Field(16, gt=0, description="APOLLO: projection rank.")
-    apollo_update_interval: int = Field(200, gt=0, description="APOLLO: steps between projection updates.")
-    apollo_scale: float = Field(32.0, gt=0, description="APOLLO: scale of the update.")
-    pref_beta: float = Field(
-        0.1, gt=0, description="dpo/kto: strength of the pull towards the reference (beta)."
-    )
-    pref_loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = Field(
-        "sigmoid", description="dpo: sigmoid (DPO), ipo, hinge, or the reference-free orpo and simpo."
-    )
-    simpo_gamma: float = Field(0.5, ge=0, description="simpo: target reward margin (gamma).")
-    pref_ftx: float = Field(0.0, ge=0, description="dpo: weight of an extra SFT loss on the chosen answers.")
-    dpo_label_smoothing: float = Field(
-        0.0, ge=0, le=0.5, description="dpo (sigmoid, simpo): probability that a preference label is flipped."
-    )
-    kto_chosen_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
-    kto_rejected_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
-    ref_model: str | None = Field(
-        None,
-        description="dpo/kto: reference model (default: the trained model with adapters off, or a frozen copy).",
-        json_schema_extra={"path": "maybe"},
-    )
-    reward_funcs: list[str] = Field(
-        default_factory=list,
-        description="grpo: rewards to add up: exact_match, contains_answer, format, length, module:function "
-        "or path/to/file.py:function.",
-    )
-    reward_format_regex: str | None = Field(
-        None, description="grpo: regex a completion must match for `format`."
-    )
-    reward_length_target: int = Field(
-        200, gt=0, description="grpo: completion length (characters) `length` prefers."
-    )
-    num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (the group).")
-    max_completion_length: int = Field(128, gt=0, description="grpo/ppo: longest sampled answer, in tokens.")
-    rollout_temperature: float = Field(
-        1.0, gt=0, description="grpo/ppo: sampling temperature of the answers."
-    )
-    grpo_beta: float = Field(0.04, ge=0, description="grpo: weight of the KL penalty towards the reference.")
-    reward_model: str | None = Field(
-        None,
-        description="ppo: output directory of a stage rm run (default: reward_funcs score the answers).",
-        json_schema_extra={"path": "maybe"},
-    )
-    reward_model_type: Literal["lora", "full"] = Field(
-        "lora", description="ppo: lora shares the policy's base model in memory; full loads a separate model."
-    )
-    ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation passes over each rollout batch.")
-    ppo_buffer_size: int = Field(1, gt=0, description="ppo: minibatches each rollout batch is split into.")
-    ppo_score_norm: bool = Field(
-        False, description="ppo: standardise scores with their running mean and std."
-    )
-    ppo_whiten_rewards: bool = Field(False, description="ppo: whiten per-token rewards before GAE.")
-    ppo_target: float | None = Field(
-        6.0,
-        gt=0,
-        description="ppo: KL (per answer) the adaptive KL coefficient aims at; empty for a fixed one.",
-    )
-    ppo_kl_coef: float = Field(0.05, ge=0, description="ppo: initial KL penalty coefficient.")
-    ppo_cliprange: float = Field(0.2, gt=0, description="ppo: clip range of the policy ratio.")
-    ppo_cliprange_value: float = Field(0.2, gt=0, description="ppo: clip range of the value update.")
-    ppo_vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
     neftune_noise_alpha: float | None = Field(
         None, gt=0, description="NEFTune: noise on input embeddings while training (5 is typical)."
     )
     plot_loss: bool = Field(False, description="Save loss.png in output_dir after training.")
-
-    _split_targets = field_validator(
-        "lora_target",
-        "freeze_trainable_modules",
-        "additional_target",
-        "reward_funcs",
-        "galore_target",
-        "apollo_target",
-        mode="before",
-    )(_split_names)
-
-    @model_validator(mode="after")
-    def _one_optimizer(self) -> FinetuningArguments:
-        if self.use_galore and self.use_apollo:
-            raise ValueError("use_galore and use_apollo are both on; choose one")
-        if (self.use_galore or self.use_apollo) and self.finetuning_type != "full":
-            name = "use_galore" if self.use_galore else "use_apollo"
-            raise ValueError(
-                f"{name} projects the gradients of full weights, so it needs finetuning_type: full "
-                f"(got {self.finetuning_type}); with LoRA the weights are already low-rank"
-            )
-        return self
-
-    @property
-    def resolved_lora_alpha(self) -> int:
-        return self.lora_alpha if self.lora_alpha is not None else self.lora_rank * 2
 
 
 class TrainingArguments(_Group):
@@ -418,7 +269,7 @@ class TrainingArguments(_Group):
         description="Stop when eval_loss has not improved for this many evaluations (needs val_size).",
     )
 
-    _split_report = field_validator("report_to", mode="before")(_split_names)
+    _split_report = field_validator("report_to", mode="before")(split_names)
 
     @field_validator("resume_from_checkpoint", mode="before")
     @classmethod
@@ -448,7 +299,7 @@ class GeneratingArguments(_Group):
     default_system: str | None = Field(None, description="System prompt used when a conversation has none.")
 
 
-GROUPS: dict[str, type[_Group]] = {
+BASE_GROUPS: dict[str, type[_Group]] = {
     "model": ModelArguments,
     "data": DataArguments,
     "finetuning": FinetuningArguments,
@@ -457,11 +308,28 @@ GROUPS: dict[str, type[_Group]] = {
 }
 
 
+def groups() -> dict[str, type[_Group]]:
+    """Every group with the keys its plug-ins declare (the finetuning group gains each method's, stage's, loss's
+    and reward's keys; model gains the inference backends')."""
+    return {name: compose_group(name, base) for name, base in BASE_GROUPS.items()}
+
+
+def ordered_keys(name: str) -> list[str]:
+    """The keys of group `name` in reading order: its own keys first, then its plug-ins' (member by member)."""
+    return key_order(name, BASE_GROUPS[name])
+
+
+def __getattr__(name: str) -> Any:  # GROUPS is composed on first use, once every plug-in folder is importable
+    if name == "GROUPS":
+        return groups()
+    raise AttributeError(name)
+
+
 def path_keys() -> dict[str, str]:
     """Keys whose values name places on disk: "always" a path, or "maybe" (a zoo name, hub id or keyword
     otherwise). Fields say so with `json_schema_extra={"path": ...}`; the board confines exactly these."""
     keys = {}
-    for group in GROUPS.values():
+    for group in groups().values():
         for name, field in group.model_fields.items():
             extra = field.json_schema_extra
             if isinstance(extra, dict) and "path" in extra:
@@ -474,9 +342,10 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: ModelArguments = Field(default_factory=ModelArguments)
+    # groups with plug-in keys hold instances of their composed classes (`groups()`), serialized as such
+    model: SerializeAsAny[ModelArguments] = Field(default_factory=lambda: groups()["model"]())
     data: DataArguments = Field(default_factory=DataArguments)
-    finetuning: FinetuningArguments = Field(default_factory=FinetuningArguments)
+    finetuning: SerializeAsAny[FinetuningArguments] = Field(default_factory=lambda: groups()["finetuning"]())
     training: TrainingArguments = Field(default_factory=TrainingArguments)
     generating: GeneratingArguments = Field(default_factory=GeneratingArguments)
     llamafactory: dict[str, Any] = Field(
@@ -488,7 +357,8 @@ class RunConfig(BaseModel):
     def to_flat(self) -> dict[str, object]:
         """The flat YAML form, as a user would write it (every key, resolved)."""
         flat: dict[str, object] = {}
-        for name in GROUPS:
-            flat.update(getattr(self, name).model_dump(mode="json"))
+        for name in BASE_GROUPS:
+            values = getattr(self, name).model_dump(mode="json")
+            flat.update({key: values[key] for key in ordered_keys(name) if key in values})
         flat.update(self.llamafactory)
         return flat

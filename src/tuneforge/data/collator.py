@@ -8,6 +8,31 @@ from typing import Any
 from tuneforge.data.template import IGNORE_INDEX
 
 
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False, length: int | None = None) -> Any:
+    """`[len(rows), length]` long tensor of the rows padded with `value` to `length` (default: the longest),
+    on the right (training batches) or the left (prompts for generation). The one padding function."""
+    import torch
+
+    length = max(len(r) for r in rows) if length is None else length
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            target = out[i, length - len(row) :] if left else out[i, : len(row)]
+            target.copy_(torch.as_tensor(row, dtype=torch.long))
+    return out
+
+
+def pad_batch(
+    ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_id: int, length: int | None = None
+) -> dict[str, Any]:
+    """Right-padded `{input_ids, attention_mask, labels}` of token rows and their labels."""
+    return {
+        "input_ids": pad_rows(ids, pad_id, length=length),
+        "attention_mask": pad_rows([[1] * len(r) for r in ids], 0, length=length),
+        "labels": pad_rows(labels, IGNORE_INDEX, length=length),
+    }
+
+
 class PaddingCollator:
     """Right-pads `input_ids` with `pad_token_id`, `labels` with IGNORE_INDEX; returns [batch, seq] tensors."""
 
@@ -22,15 +47,9 @@ class PaddingCollator:
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             longest = (longest + m - 1) // m * m
-        ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            ids[i, :n] = torch.tensor(row["input_ids"])
-            labels[i, :n] = torch.tensor(row["labels"])
-            mask[i, :n] = 1
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = pad_batch(
+            [r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_token_id, longest
+        )
         if "position_ids" in rows[0]:
             batch["position_ids"] = self._positions(rows, longest)
         if "sample_id" in rows[0]:  # which training rows a batch held, for the numerics guard's report

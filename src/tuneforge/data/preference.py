@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import DataArguments
+from tuneforge.data.collator import pad_batch
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import CHUNK, split_validation, tokenize_chunk
 from tuneforge.data.loader import RowProblem, load_examples
@@ -136,22 +137,6 @@ def _finish(data: PreferenceData, args: DataArguments, seed: int, kind: str) -> 
     return data
 
 
-def _pad(sequences: list[list[int]], value: int) -> Any:
-    import torch
-
-    longest = max(len(s) for s in sequences)
-    out = torch.full((len(sequences), longest), value, dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        out[i, : len(seq)] = torch.tensor(seq)
-    return out
-
-
-def _batch(ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, Any]:
-    input_ids = _pad(ids, pad_id)
-    mask = _pad([[1] * len(s) for s in ids], 0)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": _pad(labels, IGNORE_INDEX)}
-
-
 class PairCollator:
     """`[2 * batch, seq]`: the chosen sequences first, then the rejected ones in the same order."""
 
@@ -161,7 +146,7 @@ class PairCollator:
     def __call__(self, rows: list[Row]) -> dict[str, Any]:
         ids = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
         labels = [r["chosen_labels"] for r in rows] + [r["rejected_labels"] for r in rows]
-        return _with_ids(_batch(ids, labels, self.pad_token_id), rows)
+        return _with_ids(pad_batch(ids, labels, self.pad_token_id), rows)
 
 
 def _with_ids(batch: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
@@ -177,7 +162,7 @@ def batch_from_pieces(prompts: list[list[int]], answers: list[list[int]], pad_id
     """Right-padded `prompt + answer` rows with only the answers labelled."""
     ids = [p + a for p, a in zip(prompts, answers, strict=True)]
     labels = [[IGNORE_INDEX] * len(p) + a for p, a in zip(prompts, answers, strict=True)]
-    return _batch(ids, labels, pad_id)
+    return pad_batch(ids, labels, pad_id)
 
 
 class KTOCollator:

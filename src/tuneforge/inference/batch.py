@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.collator import pad_rows
+
 
 @dataclass
 class Batch:
@@ -24,12 +26,8 @@ class Batch:
     @classmethod
     def start(cls, rows: list[Any], prompts: list[list[int]], pad_id: int, cache: Any) -> Batch:
         """Prompts left-padded to the longest; the first forward pass feeds them whole."""
-        longest = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, longest - len(prompt) :] = torch.tensor(prompt)
-            mask[i, longest - len(prompt) :] = 1
+        ids = pad_rows(prompts, pad_id, left=True)
+        mask = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return cls(rows, cache, mask, positions, ids)
 

@@ -40,7 +40,6 @@ from tuneforge.inference.requests import (  # noqa: F401 - Completion too
 )
 from tuneforge.inference.sampling import SamplingParams, next_tokens_or_errors
 from tuneforge.model.loader import load_tokenizer, local_adapter, with_local_adapters
-from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -113,13 +112,11 @@ class InferenceEngine:
     def from_config(
         cls, cfg: RunConfig, adapters: dict[str, str] | None = None, **options: Any
     ) -> InferenceEngine:
-        """The engine `infer_backend` names, for the config's model, template and generating defaults."""
-        if cfg.model.infer_backend != "huggingface":
-            raise UserError(
-                f"infer_backend: {cfg.model.infer_backend} is not available in this version of tuneforge: the vLLM "
-                "engine needs a CUDA machine to be built and tested on. Use infer_backend: huggingface."
-            )
-        return cls(cfg.model, cfg.generating, cfg.data.template, adapters, **options)
+        """The engine `infer_backend` names (a member of `tuneforge.inference.backends`), for the config's model,
+        template and generating defaults."""
+        from tuneforge.inference.backends import BACKENDS
+
+        return BACKENDS.get(cfg.model.infer_backend).target(cfg, adapters, **options)
 
     # ---- public API ----
 

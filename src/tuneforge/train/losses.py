@@ -7,6 +7,7 @@ Shapes: every `*_logps` is `[batch]`: the summed log-probability of a sequence's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,28 +32,29 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float,
-    kind: str = "sigmoid",
-    label_smoothing: float = 0.0,
+    margin_loss: Callable[[torch.Tensor], torch.Tensor],
 ) -> PreferenceLoss:
-    """DPO and its reference-based variants on h = (log pi/ref)(chosen) - (log pi/ref)(rejected).
-
-    sigmoid (Rafailov et al. 2023, with conservative label smoothing eps):
-        -(1-eps) log s(beta h) - eps log s(-beta h)
-    ipo (Azar et al. 2023):    (h - 1/(2 beta))^2
-    hinge (SLiC, Zhao et al.): max(0, 1 - beta h)
-    """
+    """A reference-based preference loss: `margin_loss(h)` of the log-ratio margin
+    h = (log pi/ref)(chosen) - (log pi/ref)(rejected), `[batch]`; rewards are beta x each log-ratio."""
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
-    h = chosen_ratio - rejected_ratio
-    if kind == "sigmoid":
-        loss = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
-    elif kind == "ipo":
-        loss = (h - 1 / (2 * beta)) ** 2
-    elif kind == "hinge":
-        loss = torch.relu(1 - beta * h)
-    else:
-        raise ValueError(f"unknown reference-based preference loss '{kind}'")
+    loss = margin_loss(chosen_ratio - rejected_ratio)
     return PreferenceLoss(loss, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach())
+
+
+def sigmoid_margin(h: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023), with conservative label smoothing eps: -(1-eps) log s(beta h) - eps log s(-beta h)."""
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def ipo_margin(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """IPO (Azar et al. 2023): (h - 1/(2 beta))^2."""
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def hinge_margin(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """SLiC hinge (Zhao et al. 2023): max(0, 1 - beta h)."""
+    return torch.relu(1 - beta * h)
 
 
 def simpo_loss(

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 
 from tuneforge.data.preference import batch_from_pieces
-from tuneforge.data.template import IGNORE_INDEX
 from tuneforge.train.rewards import score_completions
 from tuneforge.train.rl import sample_answers
-from tuneforge.train.trainer import TuneforgeTrainer, split_decoder_and_head
+from tuneforge.train.trainer import TuneforgeTrainer, labelled_outputs
 
 VALUE_HEAD = "value_head.safetensors"
 
@@ -95,16 +94,9 @@ class PolicyWithValueHead(torch.nn.Module):
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probability, value) of every labelled token `[n]` each; the value is that of the state before it."""
-        decoder, head = split_decoder_and_head(self.policy)
-        labels = batch["labels"]
-        targets = labels[:, 1:]
-        keep = targets != IGNORE_INDEX
-        hidden = decoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        )
-        states = hidden.last_hidden_state[:, :-1][keep]
-        logps = head(states).float().log_softmax(-1).gather(-1, targets[keep][:, None]).squeeze(-1)
-        return logps, self.v_head(states).squeeze(-1).float()
+        out = labelled_outputs(self.policy, {k: batch[k] for k in ("input_ids", "attention_mask", "labels")})
+        logps = out.label_logps()
+        return logps, self.v_head(out.states).squeeze(-1).float()
 
 
 class SharedRewardAdapter:
@@ -310,7 +302,7 @@ class PPOTrainer(TuneforgeTrainer):
 
     # ---- saving and resuming: the policy adapter and the value head ----
 
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+    def save_weights(self, output_dir: str | None, state_dict: Any) -> None:
         from safetensors.torch import save_file
 
         out = Path(output_dir or self.args.output_dir)
@@ -324,7 +316,7 @@ class PPOTrainer(TuneforgeTrainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(str(out))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+    def load_weights(self, resume_from_checkpoint: str, model: Any) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 

@@ -14,34 +14,20 @@ from typing import Any
 
 import torch
 
-from tuneforge.data.template import IGNORE_INDEX
-from tuneforge.train.losses import dpo_loss, kto_loss, orpo_loss, ranking_loss, simpo_loss
-from tuneforge.train.trainer import TuneforgeTrainer, split_decoder_and_head
-
-REFERENCE_FREE = ("orpo", "simpo")
+from tuneforge.train.losses import kto_loss, ranking_loss
+from tuneforge.train.pref_losses import PairLogps, preference_loss
+from tuneforge.train.trainer import TuneforgeTrainer, labelled_outputs
 
 
 def token_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
-    labels = batch[f"{prefix}labels"]
-    forward = {
-        "input_ids": batch[f"{prefix}input_ids"],
-        "attention_mask": batch[f"{prefix}attention_mask"],
-        "use_cache": False,
-    }
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    parts = split_decoder_and_head(model)
-    if parts is None:
-        logits = model(**forward).logits
-        picked = logits[:, logits.shape[1] - labels.shape[1] :][:, :-1][keep]
-    else:
-        decoder, head = parts
-        picked = head(decoder(**forward).last_hidden_state[:, :-1][keep])
-    logps = picked.float().log_softmax(-1).gather(-1, targets[keep][:, None]).squeeze(-1)
-    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(targets)[keep]
+    out = labelled_outputs(
+        model, {k: batch[f"{prefix}{k}"] for k in ("input_ids", "attention_mask", "labels")}
+    )
+    logps = out.label_logps()
+    rows = torch.arange(out.keep.shape[0], device=out.keep.device)[:, None].expand_as(out.keep)[out.keep]
     return logps, rows
 
 
@@ -93,46 +79,28 @@ class RewardTrainer(_PerExampleLoss):
 
 
 class DPOTrainer(_PerExampleLoss):
-    """DPO with `kind` sigmoid | ipo | hinge (reference-based) or orpo | simpo (reference-free)."""
+    """DPO and its variants: `pref_loss` names the member of `tuneforge.train.pref_losses` that scores the pairs."""
 
-    def __init__(
-        self,
-        *args: Any,
-        beta: float = 0.1,
-        kind: str = "sigmoid",
-        ftx: float = 0.0,
-        label_smoothing: float = 0.0,
-        simpo_gamma: float = 0.5,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, finetuning: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.beta, self.kind, self.ftx = beta, kind, ftx
-        self.label_smoothing, self.simpo_gamma = label_smoothing, simpo_gamma
+        self.finetuning = finetuning
+        self.objective = preference_loss(finetuning.pref_loss)
 
     def training_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
     ) -> torch.Tensor:
         sums, avgs = sequence_logps(model, inputs)
         half = sums.shape[0] // 2
-        if self.kind == "orpo":
-            out = orpo_loss(avgs[:half], avgs[half:], self.beta)
-        elif self.kind == "simpo":
-            out = simpo_loss(avgs[:half], avgs[half:], self.beta, self.simpo_gamma, self.label_smoothing)
-        else:
+        logps = PairLogps(sums[:half], sums[half:], avgs[:half], avgs[half:])
+        if self.objective.traits.get("reference"):
             with self.reference(model) as ref:
                 ref_sums, _ = sequence_logps(ref, inputs)
-            out = dpo_loss(
-                sums[:half],
-                sums[half:],
-                ref_sums[:half],
-                ref_sums[half:],
-                self.beta,
-                self.kind,
-                self.label_smoothing,
-            )
+            logps.ref_chosen, logps.ref_rejected = ref_sums[:half], ref_sums[half:]
+        out = self.objective.target(logps, self.finetuning)
         loss = out.loss.mean()
-        if self.ftx > 0 and self.kind != "orpo":  # ORPO has its own NLL term
-            loss = loss + self.ftx * -avgs[:half].mean()
+        ftx = self.finetuning.pref_ftx
+        if ftx > 0 and not self.objective.traits.get("own_nll"):  # ORPO has its own NLL term
+            loss = loss + ftx * -avgs[:half].mean()
         self.record(
             model,
             **{

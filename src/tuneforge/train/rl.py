@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.collator import pad_rows
 from tuneforge.data.preference import batch_from_pieces
 from tuneforge.train.preference import _PerExampleLoss, token_logps
 from tuneforge.train.rewards import RewardFunc, score_completions
@@ -113,12 +114,8 @@ def sample_answers(
     """`n` sampled answers per prompt (token ids, up to and including the first EOS), prompt-major order."""
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     device = next(model.parameters()).device
-    longest = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, prompt in enumerate(prompts):  # left padding for generation
-        ids[i, longest - len(prompt) :] = torch.tensor(prompt)
-        mask[i, longest - len(prompt) :] = 1
+    ids = pad_rows(prompts, pad, left=True)  # left padding for generation
+    mask = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
     was_training = model.training
     model.eval()
     try:
@@ -137,7 +134,7 @@ def sample_answers(
     finally:
         model.train(was_training)
     answers = []
-    for row in out[:, longest:].tolist():
+    for row in out[:, ids.shape[1] :].tolist():
         if eos in row:
             row = row[: row.index(eos) + 1]
         answers.append(row or [eos])

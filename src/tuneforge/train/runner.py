@@ -127,10 +127,10 @@ def number_rows(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
 
 def reference_model(cfg: RunConfig) -> Any:
     """The frozen reference policy, or None when the trained model can serve as its own (adapters off)."""
-    from tuneforge.config.schema import PEFT_METHODS
+    from tuneforge.model.adapters import is_peft
 
     f = cfg.finetuning
-    if f.ref_model is None and f.finetuning_type in PEFT_METHODS:
+    if f.ref_model is None and is_peft(f.finetuning_type):
         return None
     args = (
         cfg.model

@@ -11,16 +11,17 @@ import json
 import math
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
 from transformers.trainer_callback import ExportableState
 
 from tuneforge.data.template import IGNORE_INDEX
 from tuneforge.train import checkpoint
+from tuneforge.train.internals import GuardedTrainer
 from tuneforge.utils.errors import UserError
 
 TUNEFORGE_STATE = "tuneforge_state.json"
@@ -50,12 +51,24 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
     return decoder, head
 
 
-def answer_only_loss(
-    model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
-) -> torch.Tensor:
-    """Next-token cross-entropy over label positions; summed then divided by `num_items` (or the local count)."""
+@dataclass
+class LabelledOutputs:
+    """A causal LM's outputs at the positions that predict a label, only there."""
+
+    logits: torch.Tensor  # [n, vocab]
+    targets: torch.Tensor  # [n]: the label each position predicts
+    keep: torch.Tensor  # [batch, seq - 1] bool: which positions those are
+    states: torch.Tensor | None  # [n, hidden] last hidden states there; None when the model cannot be split
+
+    def label_logps(self) -> torch.Tensor:
+        """Log-probability of each label `[n]` (float32)."""
+        return self.logits.float().log_softmax(-1).gather(-1, self.targets[:, None]).squeeze(-1)
+
+
+def labelled_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> LabelledOutputs:
+    """Run the model and its output head on labelled positions only (the head is the largest matmul and its
+    logits the largest activation; prompt and padding positions never need them)."""
     labels = inputs["labels"]
-    parts = split_decoder_and_head(model)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     # Packed rows come without an attention mask: transformers then reads row boundaries from position_ids.
@@ -64,22 +77,30 @@ def answer_only_loss(
     }
     # No KV cache while training: it only costs memory, and transformers ignores packing when one exists.
     forward["use_cache"] = False
+    parts = split_decoder_and_head(model)
     if parts is None:  # e.g. prompt-learning adapters: the full forward is needed
         logits = model(**forward).logits
         # prompt/p-tuning return logits for their virtual tokens too, in front of the real ones
         logits = logits[:, logits.shape[1] - labels.shape[1] :]
-        picked = logits[:, :-1][keep]
-    else:
-        decoder, head = parts
-        picked = head(decoder(**forward).last_hidden_state[:, :-1][keep])
-    loss = F.cross_entropy(picked.float(), targets[keep], reduction="sum")
-    denominator = num_items if num_items is not None else keep.sum().clamp(min=1)
+        return LabelledOutputs(logits[:, :-1][keep], targets[keep], keep, None)
+    decoder, head = parts
+    states = decoder(**forward).last_hidden_state[:, :-1][keep]
+    return LabelledOutputs(head(states), targets[keep], keep, states)
+
+
+def answer_only_loss(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
+) -> torch.Tensor:
+    """Next-token cross-entropy over label positions; summed then divided by `num_items` (or the local count)."""
+    out = labelled_outputs(model, inputs)
+    loss = F.cross_entropy(out.logits.float(), out.targets, reduction="sum")
+    denominator = num_items if num_items is not None else out.keep.sum().clamp(min=1)
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(loss.device)
     return loss / denominator
 
 
-class TuneforgeTrainer(Trainer):
+class TuneforgeTrainer(GuardedTrainer):
     """The Hugging Face Trainer with tuneforge's loss, checkpoints and numerics guard.
 
     - `answer_only_loss`, and a count of non-padding tokens (for tokens/s).
@@ -156,8 +177,7 @@ class TuneforgeTrainer(Trainer):
 
     # ---- numerics guard ----
 
-    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
-        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+    def after_grad_norm(self, grad_norm: Any) -> None:
         value = float(grad_norm) if grad_norm is not None else 0.0
         problem = self._step_problem or (None if math.isfinite(value) else f"gradient norm is {value}")
         samples, self._step_samples, self._step_problem = self._step_samples, [], None
@@ -165,12 +185,10 @@ class TuneforgeTrainer(Trainer):
             self._consecutive_bad = 0
         else:
             self._skip_update(problem, samples)
-        return grad_norm
 
     def _skip_update(self, problem: str, samples: list[int]) -> None:
         """Make the coming optimizer and scheduler steps no-ops, record the step, stop if it keeps happening."""
-        for owner in (self.optimizer, self.lr_scheduler):
-            _skip_next_step(owner)
+        self.skip_next_update()
         step = self.state.global_step + 1
         self.nonfinite_steps += 1
         self._consecutive_bad += 1
@@ -199,30 +217,25 @@ class TuneforgeTrainer(Trainer):
 
     # ---- checkpoints ----
 
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+    def write_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """Write checkpoint-N into a staging folder, manifest it, rename it into place, then rotate."""
-        run_dir = Path(self._get_output_dir(trial=trial))
+        run_dir = self.run_dir(trial)
         step = self.state.global_step
         final = run_dir / f"{checkpoint.PREFIX}{step}"
         staging = run_dir / f"{checkpoint.PARTIAL}{final.name}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            self._write_checkpoint(trial, run_dir, step, staging, final)
+            self._stage_checkpoint(trial, run_dir, step, staging, final)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a half-written checkpoint is never left behind
             raise
 
-    def _write_checkpoint(self, trial: Any, run_dir: Path, step: int, staging: Path, final: Path) -> None:
-        if self.hp_search_backend is None and trial is None:
-            self.store_flos()
+    def _stage_checkpoint(self, trial: Any, run_dir: Path, step: int, staging: Path, final: Path) -> None:
         self.save_model(str(staging), _internal_call=True)
         best = self.state.best_global_step
         if best and (best == step or (run_dir / f"{checkpoint.PREFIX}{best}").is_dir()):
             self.state.best_model_checkpoint = str(run_dir / f"{checkpoint.PREFIX}{best}")
-        if not self.args.save_only_model:
-            self._save_optimizer_and_scheduler(str(staging))
-            self._save_scaler(str(staging))
-            self._save_rng_state(str(staging))
+        self.write_trainer_files(str(staging), trial)
         if not self.args.should_save:
             return
         for cb in [
@@ -240,8 +253,8 @@ class TuneforgeTrainer(Trainer):
         keep = [self.state.best_model_checkpoint] if self.state.best_model_checkpoint else []
         checkpoint.rotate(run_dir, self.save_limit, keep)
 
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        super()._save(output_dir, state_dict)
+    def save_weights(self, output_dir: str | None, state_dict: Any) -> None:
+        super().save_weights(output_dir, state_dict)
         # training_args.bin is a pickle that only full unpickling could read; run.yaml records the run instead.
         Path(output_dir or self.args.output_dir, "training_args.bin").unlink(missing_ok=True)
 
@@ -252,12 +265,3 @@ class TuneforgeTrainer(Trainer):
             own = json.loads(path.read_text(encoding="utf-8"))
             self.tokens_seen = int(own.get("tokens_seen", 0))
             self.nonfinite_steps = int(own.get("nonfinite_steps", 0))
-
-
-def _skip_next_step(owner: Any) -> None:
-    """Replace `owner.step` with a no-op for one call (the Trainer calls it right after the grad norm)."""
-
-    def skip(*args: Any, **kwargs: Any) -> None:
-        del owner.step
-
-    owner.step = skip

@@ -1,9 +1,16 @@
-"""Fine-tuning methods as a registry: `finetuning_type: NAME` picks the builder registered under NAME."""
+"""Fine-tuning methods as plug-ins: `finetuning_type: NAME` picks the member registered under NAME.
+
+Each file here is one method (or a helper of several): it declares its keys as a `Params` model and
+registers a builder `(model, finetuning_args, model_args) -> model` with `register_adapter`. The folder is
+discovered, so a new method is a new file (`lora.py` is the one to copy).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tuneforge.config.plugins import Params, family
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -11,29 +18,29 @@ if TYPE_CHECKING:
     from tuneforge.config import FinetuningArguments, ModelArguments
 
 AdapterBuilder = Callable[["PreTrainedModel", "FinetuningArguments", "ModelArguments"], "PreTrainedModel"]
-_BUILDERS: dict[str, AdapterBuilder] = {}
+METHODS = family("finetuning_type")
 
 
-def register_adapter(name: str) -> Callable[[AdapterBuilder], AdapterBuilder]:
-    def wrap(fn: AdapterBuilder) -> AdapterBuilder:
-        _BUILDERS[name] = fn
-        return fn
+def register_adapter(
+    name: str, params: type[Params] | None = None, **traits: Any
+) -> Callable[[AdapterBuilder], AdapterBuilder]:
+    """Register a method; `peft=True` says it wraps the model in PEFT (an adapter is what gets saved)."""
+    return METHODS.register(name, params, **traits)
 
-    return wrap
+
+def is_peft(finetuning_type: str) -> bool:
+    """Whether the method wraps the model in PEFT, so its reference policy is the model with adapters off."""
+    return bool(METHODS.get(finetuning_type).traits.get("peft"))
 
 
 def apply_adapter(
     model: PreTrainedModel, finetuning: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
     """Make only the parameters of `finetuning.finetuning_type` trainable (wrapping the model if needed)."""
-    from tuneforge.model.adapters import freeze, lora, prompt  # noqa: F401 - registration side effect
-
     try:
-        builder = _BUILDERS[finetuning.finetuning_type]
-    except KeyError:
-        raise ValueError(
-            f"finetuning_type '{finetuning.finetuning_type}' has no builder; known: {', '.join(sorted(_BUILDERS))}"
-        ) from None
+        builder = METHODS.get(finetuning.finetuning_type).target
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
     return builder(model, finetuning, model_args)
 
 

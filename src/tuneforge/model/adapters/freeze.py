@@ -1,9 +1,13 @@
-"""Freeze and full tuning: train some (or all) of the model's own parameters, no extra modules."""
+"""Freeze tuning: train the last (or first) N decoder layers of the model's own parameters, no extra modules."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field, field_validator
+
+from tuneforge.config.plugins import Params
+from tuneforge.config.schema import split_names
 from tuneforge.model.adapters import register_adapter
 from tuneforge.utils.errors import UserError
 
@@ -11,6 +15,18 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from tuneforge.config import FinetuningArguments, ModelArguments
+
+
+class FreezeParams(Params):
+    freeze_trainable_layers: int = Field(
+        2, description="freeze: train the last N layers (negative: the first N)."
+    )
+    freeze_trainable_modules: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="freeze: module names inside the trainable layers, or `all`.",
+    )
+
+    _split_freeze_modules = field_validator("freeze_trainable_modules", mode="before")(split_names)
 
 
 def decoder_layers(model: PreTrainedModel) -> tuple[str, int]:
@@ -32,7 +48,7 @@ def decoder_layers(model: PreTrainedModel) -> tuple[str, int]:
     )
 
 
-@register_adapter("freeze")
+@register_adapter("freeze", FreezeParams)
 def build_freeze(
     model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
@@ -51,13 +67,4 @@ def build_freeze(
         param.requires_grad_(wanted)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"freeze_trainable_modules {modules} matched no parameter in the trainable layers")
-    return model
-
-
-@register_adapter("full")
-def build_full(
-    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
-) -> PreTrainedModel:
-    for param in model.parameters():
-        param.requires_grad_(True)
     return model

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field, field_validator
+
+from tuneforge.config.plugins import Params
+from tuneforge.config.schema import split_names
 from tuneforge.model.adapters import register_adapter
 from tuneforge.utils.errors import UserError
 
@@ -11,6 +15,49 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from tuneforge.config import FinetuningArguments, ModelArguments, TrainingArguments
+
+
+class TargetParams(Params):
+    """Which modules an adapter wraps (shared by lora and oft)."""
+
+    lora_target: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="Modules that get LoRA: `all` (every linear layer but the output head) or names like q_proj,v_proj.",
+    )
+    additional_target: list[str] | None = Field(
+        None,
+        description="Modules trained fully and saved with the adapter (e.g. embed_tokens,lm_head after adding tokens).",
+    )
+
+    _split_lora_targets = field_validator("lora_target", "additional_target", mode="before")(split_names)
+
+
+class LoraParams(TargetParams):
+    lora_rank: int = Field(8, gt=0, description="Rank of the LoRA matrices.")
+    lora_alpha: int | None = Field(None, gt=0, description="LoRA scaling numerator (default: 2 x lora_rank).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    use_dora: bool = Field(False, description="lora: weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(
+        False, description="lora: rank-stabilised scaling alpha/sqrt(r) instead of alpha/r."
+    )
+    pissa_init: bool = Field(
+        False, description="lora: initialise from the principal singular vectors of each weight (PiSSA)."
+    )
+    pissa_iter: int = Field(16, ge=-1, description="PiSSA: fast-SVD iterations (-1: exact SVD, slower).")
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (16 is typical)."
+    )
+    loraplus_lr_embedding: float = Field(
+        1e-6, gt=0, description="LoRA+: learning rate of LoRA on embeddings."
+    )
+    create_new_adapter: bool = Field(
+        False,
+        description="With adapter_name_or_path: merge all given adapters and train a fresh one on top.",
+    )
+
+    @property
+    def resolved_lora_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else self.lora_rank * 2
 
 
 def find_linear_targets(model: PreTrainedModel) -> list[str]:
@@ -50,11 +97,16 @@ def resolve_targets(model: PreTrainedModel, requested: list[str]) -> list[str]:
     return requested
 
 
-def _load_adapters(model: PreTrainedModel, paths: list[str], trainable_last: bool) -> PreTrainedModel:
+def is_quantized(model: PreTrainedModel) -> bool:
+    """Whether the base weights are stored quantized (bitsandbytes through `quantization_bit`)."""
+    return bool(getattr(model, "is_quantized", False)) or getattr(model, "hf_quantizer", None) is not None
+
+
+def load_adapters(model: PreTrainedModel, paths: list[str], trainable_last: bool) -> PreTrainedModel:
     """Merge adapters into the base in order; the last one stays an adapter (trainable) unless merged too."""
     from peft import PeftModel
 
-    quantized = getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None
+    quantized = is_quantized(model)
     to_merge = paths if not trainable_last else paths[:-1]
     if quantized and to_merge:
         raise UserError(
@@ -79,7 +131,7 @@ def _init_weights(args: FinetuningArguments, quantized: bool) -> bool | str:
     return "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
 
 
-@register_adapter("lora")
+@register_adapter("lora", LoraParams, peft=True)
 def build_lora(
     model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
@@ -89,10 +141,10 @@ def build_lora(
     if adapters:
         # Continue training the last adapter (earlier ones merged into the base), or merge them all and
         # start a fresh adapter on top with create_new_adapter.
-        model = _load_adapters(model, adapters, trainable_last=not args.create_new_adapter)
+        model = load_adapters(model, adapters, trainable_last=not args.create_new_adapter)
         if not args.create_new_adapter:
             return model
-    quantized = getattr(model, "hf_quantizer", None) is not None
+    quantized = is_quantized(model)
     targets = resolve_targets(model, args.lora_target)
     scoring = type(model).__name__.endswith("ForSequenceClassification")  # reward models: head saved too
     config = LoraConfig(
@@ -119,37 +171,6 @@ def resolve_extra_modules(model: PreTrainedModel, names: list[str] | None) -> li
     if missing:
         raise UserError(f"additional_target names {missing} that this model does not have")
     return names
-
-
-@register_adapter("oft")
-def build_oft(
-    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
-) -> PreTrainedModel:
-    """Orthogonal fine-tuning: each target weight is multiplied by a trained block-diagonal orthogonal matrix."""
-    from peft import OFTConfig, TaskType, get_peft_model
-
-    if model_args.adapter_name_or_path:
-        return _load_adapters(model, model_args.adapter_name_or_path, trainable_last=True)
-    targets = resolve_targets(model, args.lora_target)
-    sizes = {
-        m.in_features
-        for n, m in model.named_modules()
-        if n.rsplit(".", 1)[-1] in targets and hasattr(m, "in_features")
-    }
-    bad = sorted(size for size in sizes if size % args.oft_block_size)
-    if bad:
-        raise UserError(
-            f"oft_block_size {args.oft_block_size} must divide the input size of every target layer "
-            f"(these are not multiples: {bad}); pick a divisor or narrow lora_target"
-        )
-    config = OFTConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=0,
-        oft_block_size=args.oft_block_size,
-        target_modules=targets,
-        modules_to_save=resolve_extra_modules(model, args.additional_target),
-    )
-    return get_peft_model(model, config)
 
 
 def loraplus_optimizer(model: PreTrainedModel, args: FinetuningArguments, training: TrainingArguments) -> Any:

@@ -1,14 +1,13 @@
-"""The PEFT prompt methods: trained virtual tokens in front of every input, the base model frozen.
-
-- `prefix`: trained key/value prefixes in every attention layer (Prefix-Tuning, Li & Liang 2021).
-- `prompt`: trained input embeddings only (Prompt Tuning, Lester et al. 2021).
-- `p_tuning`: virtual token embeddings produced by a small trained encoder (P-Tuning, Liu et al. 2021).
-"""
+"""Prompt Tuning (Lester et al. 2021): trained input embeddings only, the base model frozen; and what the
+three PEFT prompt methods share (`prefix.py`, `p_tuning.py`): the virtual-token keys and the wrapping."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from tuneforge.config.plugins import Params
 from tuneforge.model.adapters import register_adapter
 from tuneforge.model.loader import model_path
 
@@ -18,7 +17,27 @@ if TYPE_CHECKING:
     from tuneforge.config import FinetuningArguments, ModelArguments
 
 
-def _wrap(model: PreTrainedModel, config: object, model_args: ModelArguments) -> PreTrainedModel:
+class VirtualTokenParams(Params):
+    """How many virtual tokens a prompt method trains (shared by prefix, prompt and p_tuning)."""
+
+    num_virtual_tokens: int = Field(
+        20, gt=0, description="prefix/prompt/p_tuning: number of trained virtual tokens."
+    )
+
+
+class EncoderParams(VirtualTokenParams):
+    encoder_hidden_size: int | None = Field(
+        None, gt=0, description="p_tuning: hidden size of the prompt encoder (default: the model's)."
+    )
+
+
+class PromptParams(VirtualTokenParams):
+    prompt_tuning_init_text: str | None = Field(
+        None, description="prompt: initialise the virtual tokens from this text instead of randomly."
+    )
+
+
+def wrap_prompt_method(model: PreTrainedModel, config: object, model_args: ModelArguments) -> PreTrainedModel:
     from peft import PeftModel, get_peft_model
 
     if model_args.adapter_name_or_path:
@@ -26,22 +45,7 @@ def _wrap(model: PreTrainedModel, config: object, model_args: ModelArguments) ->
     return get_peft_model(model, config)
 
 
-@register_adapter("prefix")
-def build_prefix(
-    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
-) -> PreTrainedModel:
-    from peft import PrefixTuningConfig, TaskType
-
-    config = PrefixTuningConfig(
-        task_type=TaskType.CAUSAL_LM,
-        num_virtual_tokens=args.num_virtual_tokens,
-        prefix_projection=args.prefix_projection,
-        encoder_hidden_size=args.encoder_hidden_size or model.config.hidden_size,
-    )
-    return _wrap(model, config, model_args)
-
-
-@register_adapter("prompt")
+@register_adapter("prompt", PromptParams, peft=True)
 def build_prompt(
     model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
@@ -55,18 +59,4 @@ def build_prompt(
         prompt_tuning_init_text=text,
         tokenizer_name_or_path=str(model_path(model_args)) if text else None,
     )
-    return _wrap(model, config, model_args)
-
-
-@register_adapter("p_tuning")
-def build_p_tuning(
-    model: PreTrainedModel, args: FinetuningArguments, model_args: ModelArguments
-) -> PreTrainedModel:
-    from peft import PromptEncoderConfig, TaskType
-
-    config = PromptEncoderConfig(
-        task_type=TaskType.CAUSAL_LM,
-        num_virtual_tokens=args.num_virtual_tokens,
-        encoder_hidden_size=args.encoder_hidden_size or model.config.hidden_size,
-    )
-    return _wrap(model, config, model_args)
+    return wrap_prompt_method(model, config, model_args)

@@ -1,5 +1,5 @@
-"""Reward functions for GRPO: built-in ones by name, or your own by dotted path (`mypkg.rewards:fn`)
-or by file (`rewards/math.py:fn`).
+"""Reward functions for GRPO and PPO: built-in ones by name (one file each in this folder, `length.py` is the
+one to copy), or your own by dotted path (`mypkg.rewards:fn`) or by file (`rewards/math.py:fn`).
 
 A reward function takes the prompts, the completions and, as keyword lists, the dataset's other
 columns (here `answer`: the reference answer of each row), and returns one float per completion:
@@ -11,49 +11,20 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config.plugins import Params, family
 from tuneforge.utils.errors import UserError
 
 RewardFunc = Callable[..., list[float]]
+REWARDS = family("reward_funcs")
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.strip().lower().split()).rstrip(".")
-
-
-def exact_match(prompts: list[str], completions: list[str], answer: list[str], **kwargs: Any) -> list[float]:
-    """1.0 when the completion equals the reference answer (case, spacing and a final period ignored)."""
-    return [float(_normalise(c) == _normalise(a)) for c, a in zip(completions, answer, strict=True)]
-
-
-def contains_answer(
-    prompts: list[str], completions: list[str], answer: list[str], **kwargs: Any
-) -> list[float]:
-    """1.0 when the reference answer appears in the completion."""
-    return [float(_normalise(a) in _normalise(c)) for c, a in zip(completions, answer, strict=True)]
-
-
-def make_format_reward(pattern: str) -> RewardFunc:
-    """1.0 when the whole completion matches `pattern` (a Python regex, DOTALL)."""
-    compiled = re.compile(pattern, re.DOTALL)
-
-    def format_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
-        return [float(compiled.fullmatch(c.strip()) is not None) for c in completions]
-
-    return format_reward
-
-
-def make_length_reward(target: int) -> RewardFunc:
-    """1.0 at `target` characters, falling linearly to 0 at 0 and 2 x target characters."""
-
-    def length_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
-        return [max(0.0, 1 - abs(len(c) - target) / target) for c in completions]
-
-    return length_reward
+def register_reward(name: str, params: type[Params] | None = None) -> Callable[[Any], Any]:
+    """Register `make(finetuning_args) -> RewardFunc` as the reward `name` (with the keys it reads)."""
+    return REWARDS.register(name, params)
 
 
 def _imported_reward(name: str) -> RewardFunc:
@@ -77,28 +48,19 @@ def _imported_reward(name: str) -> RewardFunc:
     return fn
 
 
-def load_reward_funcs(names: list[str], format_regex: str | None, length_target: int) -> list[RewardFunc]:
-    """Resolve `reward_funcs` entries: exact_match, contains_answer, format, length, module:function or
-    path/to/file.py:function."""
+def load_reward_funcs(names: list[str], finetuning: Any) -> list[RewardFunc]:
+    """Resolve `reward_funcs` entries: a registered reward (exact_match, contains_answer, format, length, or
+    any file added to this folder), module:function or path/to/file.py:function."""
     funcs: list[RewardFunc] = []
+    known = REWARDS.members()
     for name in names:
-        if name == "exact_match":
-            funcs.append(exact_match)
-        elif name == "contains_answer":
-            funcs.append(contains_answer)
-        elif name == "format":
-            if not format_regex:
-                raise UserError(
-                    "reward_funcs 'format' needs reward_format_regex (e.g. '<think>.*</think>.*')"
-                )
-            funcs.append(make_format_reward(format_regex))
-        elif name == "length":
-            funcs.append(make_length_reward(length_target))
+        if name in known:
+            funcs.append(known[name].target(finetuning))
         elif ":" in name:
             funcs.append(_imported_reward(name))
         else:
             raise UserError(
-                f"unknown reward function '{name}': use exact_match, contains_answer, format, length, "
+                f"unknown reward function '{name}': use {', '.join(sorted(known))}, "
                 "a dotted path module:function or a file path/to/rewards.py:function"
             )
     if not funcs:

@@ -1,33 +1,37 @@
-"""Training stages as a registry: `stage: NAME` runs the module registered under NAME."""
+"""Training stages as plug-ins: `stage: NAME` runs the member registered under NAME.
+
+A stage file declares the keys it reads (a `Params` model) and registers its `run(cfg) -> Path` with
+`register_stage`; the folder is discovered, so a new stage is a new file (`dpo.py` is the one to copy).
+"""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tuneforge.config import RunConfig
+from tuneforge.config.plugins import Params, family
 from tuneforge.utils.errors import UserError
 
-# pt is sft on raw text: the `text` format makes every token a label, and packing is on by default.
-_STAGES = {
-    "pt": "tuneforge.train.stages.sft",
-    "sft": "tuneforge.train.stages.sft",
-    "rm": "tuneforge.train.stages.rm",
-    "dpo": "tuneforge.train.stages.dpo",
-    "kto": "tuneforge.train.stages.kto",
-    "grpo": "tuneforge.train.stages.grpo",
-    "ppo": "tuneforge.train.stages.ppo",
-}
+STAGES = family("stage")
+StageRun = Callable[[RunConfig], Path]
+
+
+def register_stage(
+    name: str, params: type[Params] | None = None, **traits: Any
+) -> Callable[[StageRun], StageRun]:
+    return STAGES.register(name, params, **traits)
 
 
 def available_stages() -> list[str]:
-    return sorted(_STAGES)
+    return sorted(STAGES.members())
 
 
 def run_stage(cfg: RunConfig) -> Path:
     """Run the configured stage; returns the output directory."""
     stage = cfg.finetuning.stage
-    if stage not in _STAGES:
+    if stage not in STAGES.members():
         raise UserError(
             f"stage '{stage}' is not available in this version of tuneforge; available: {', '.join(available_stages())}"
         )
@@ -37,7 +41,7 @@ def run_stage(cfg: RunConfig) -> Path:
     to_hf_arguments(cfg)  # optimizer, trackers, strategies: refused in a sentence before data or weights load
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})  # hub ids -> downloaded folders
     try:
-        return importlib.import_module(_STAGES[stage]).run(cfg)
+        return STAGES.get(stage).target(cfg)
     except OSError as err:  # the disk filled up or turned read-only mid-run: say what was kept, exit 1
         from tuneforge.train.output import write_fault
 

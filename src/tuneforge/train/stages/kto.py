@@ -7,12 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from tuneforge.config import RunConfig
 from tuneforge.data.preference import KTOCollator, build_kto_data
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
+from tuneforge.train.stages import register_stage
+from tuneforge.train.stages.dpo import BetaParams
 
 
+class KTOParams(BetaParams):
+    kto_chosen_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
+    kto_rejected_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
+
+
+@register_stage("kto", KTOParams)
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.preference import KTOTrainer
     from tuneforge.train.runner import build_model, number_rows, reference_model, train_and_save

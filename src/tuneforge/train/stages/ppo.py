@@ -5,23 +5,48 @@ Run as: tuneforge train examples/ppo.yaml   (after a stage rm run whose output i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from pydantic import Field
 
 from tuneforge.config import RunConfig
 from tuneforge.data.preference import PromptCollator, build_prompt_data
-from tuneforge.model.loader import load_model, load_tokenizer, local_adapter
+from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
+from tuneforge.train.stages import register_stage
+from tuneforge.train.stages.grpo import RolloutParams
 
 
-def run(cfg: RunConfig) -> Path:
-    from tuneforge.train.ppo import (
-        FullRewardModel,
-        KLController,
-        PolicyWithValueHead,
-        PPOTrainer,
-        SharedRewardAdapter,
+class PPOParams(RolloutParams):
+    reward_model: str | None = Field(
+        None,
+        description="ppo: output directory of a stage rm run (default: reward_funcs score the answers).",
+        json_schema_extra={"path": "maybe"},
     )
+    reward_model_type: str = Field(
+        "lora", description="ppo: lora shares the policy's base model in memory; full loads a separate model."
+    )
+    ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation passes over each rollout batch.")
+    ppo_buffer_size: int = Field(1, gt=0, description="ppo: minibatches each rollout batch is split into.")
+    ppo_score_norm: bool = Field(
+        False, description="ppo: standardise scores with their running mean and std."
+    )
+    ppo_whiten_rewards: bool = Field(False, description="ppo: whiten per-token rewards before GAE.")
+    ppo_target: float | None = Field(
+        6.0,
+        gt=0,
+        description="ppo: KL (per answer) the adaptive KL coefficient aims at; empty for a fixed one.",
+    )
+    ppo_kl_coef: float = Field(0.05, ge=0, description="ppo: initial KL penalty coefficient.")
+    ppo_cliprange: float = Field(0.2, gt=0, description="ppo: clip range of the policy ratio.")
+    ppo_cliprange_value: float = Field(0.2, gt=0, description="ppo: clip range of the value update.")
+    ppo_vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
+
+
+@register_stage("ppo", PPOParams)
+def run(cfg: RunConfig) -> Path:
+    from tuneforge.train.ppo import KLController, PolicyWithValueHead, PPOTrainer
+    from tuneforge.train.reward_models import REWARD_MODELS
     from tuneforge.train.rewards import load_reward_funcs
     from tuneforge.train.runner import build_model, number_rows, train_and_save
 
@@ -30,20 +55,10 @@ def run(cfg: RunConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     data = build_prompt_data(cfg.data, tokenizer, seed=cfg.training.seed)
     policy = build_model(cfg)
-    if f.reward_model and f.reward_model_type == "lora":
-        reward_dir = str(local_adapter(f.reward_model, cfg.model))  # a folder, or a hub id downloaded
-        reward = SharedRewardAdapter(policy, reward_dir, tokenizer.pad_token_id)
-        print(
-            f"tuneforge: reward model {f.reward_model} shares the base model as adapter 'reward'",
-            file=sys.stderr,
-        )
-    elif f.reward_model:
-        args = cfg.model.model_copy(
-            update={"model_name_or_path": f.reward_model, "adapter_name_or_path": None}
-        )
-        reward = FullRewardModel(load_model(args, head="score"))
+    if f.reward_model:
+        reward = REWARD_MODELS.get(f.reward_model_type).target(cfg, policy, tokenizer)
     else:
-        reward = load_reward_funcs(f.reward_funcs, f.reward_format_regex, f.reward_length_target)
+        reward = load_reward_funcs(f.reward_funcs, f)
     return train_and_save(
         cfg,
         PPOTrainer,

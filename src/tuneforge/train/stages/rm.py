@@ -11,8 +11,10 @@ from tuneforge.config import RunConfig
 from tuneforge.data.preference import PairCollator, build_pair_data
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
+from tuneforge.train.stages import register_stage
 
 
+@register_stage("rm")
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.preference import RewardTrainer
     from tuneforge.train.runner import build_model, number_rows, train_and_save

@@ -16,8 +16,11 @@ from tuneforge.data.packing import training_rows
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.runner import number_rows
+from tuneforge.train.stages import register_stage
 
 
+@register_stage("pt")
+@register_stage("sft")
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.runner import build_model, train_and_save
     from tuneforge.train.trainer import TuneforgeTrainer
