@@ -54,3 +54,43 @@ def test_config_never_imports_heavy_libraries():
     for path in (PACKAGE / "config").rglob("*.py"):
         heavy = [n for n in imports(path) if n.split(".")[0] in HEAVY]
         assert not heavy, (path, heavy)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the tuneforge modules it imports (at the top or inside functions; TYPE_CHECKING too)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles_inside_a_package():
+    """A cycle (a imports b imports a, even lazily) means two modules are one responsibility split badly."""
+    graph = _import_graph()
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in graph[node]:
+            if nxt.split(".")[:2] != node.split(".")[:2]:
+                continue  # across packages the layer test already forbids going back up
+            if nxt in path:
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif len(path) < 8:
+                visit(nxt, path + [nxt])
+
+    for start in graph:
+        visit(start, [start])
+    assert not cycles, sorted(set(cycles))

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tuneforge.cli.main import split_args
+from tuneforge.cli.args import split_args
 
 
 def tuneforge(*args: str, **kwargs) -> subprocess.CompletedProcess:

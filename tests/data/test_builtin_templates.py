@@ -6,12 +6,12 @@ from tests.helpers import tiny_tokenizer
 from tuneforge.data.conversation import Conversation, Message
 from tuneforge.data.encode import render_with_loss_mask
 from tuneforge.data.template import (
-    IGNORE_INDEX,
     builtin_templates,
     chat_template_for,
     render_prompt,
     template_mismatch,
 )
+from tuneforge.data.tokenized import IGNORE_INDEX
 
 CONVERSATION = Conversation(
     [Message("user", "Q1"), Message("assistant", "A1"), Message("user", "Q2"), Message("assistant", "A2")],

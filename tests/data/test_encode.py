@@ -5,7 +5,8 @@ import pytest
 from tests.helpers import tiny_tokenizer
 from tuneforge.data.conversation import Conversation, Message
 from tuneforge.data.encode import Encoder, _added_token_split
-from tuneforge.data.template import IGNORE_INDEX, assistant_spans, chat_template_for
+from tuneforge.data.template import assistant_spans, chat_template_for
+from tuneforge.data.tokenized import IGNORE_INDEX
 
 ANSWERS = [
     "Paris.",

@@ -4,7 +4,7 @@ from tests.helpers import tiny_llama
 from tuneforge.config import DataArguments
 from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
 from tuneforge.data.packing import pack_examples, training_rows
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 from tuneforge.train.trainer import answer_only_loss
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from tuneforge.data.table import ExampleRows, TokenTable
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 
 
 def rows() -> list[TokenizedExample]:

@@ -3,10 +3,10 @@ import pytest
 from tuneforge.data.conversation import Conversation, DataError, Message
 from tuneforge.data.encode import render_with_loss_mask
 from tuneforge.data.template import (
-    IGNORE_INDEX,
     chat_template_for,
     render_prompt,
 )
+from tuneforge.data.tokenized import IGNORE_INDEX
 
 
 def two_turns(system: str | None = None) -> Conversation:

@@ -1,6 +1,6 @@
 """LLaMA-Factory's proportional truncation, checked by hand on small lists."""
 
-from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.data.truncation import infer_seqlen, truncate_turns, turn_pieces
 
 

@@ -3,7 +3,7 @@ import torch
 
 from tests.helpers import tiny_llama
 from tuneforge.config import FinetuningArguments, ModelArguments
-from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.model.adapters import apply_adapter
 from tuneforge.train.trainer import answer_only_loss, split_decoder_and_head
 

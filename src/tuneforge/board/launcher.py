@@ -19,6 +19,9 @@ from typing import Any
 import yaml
 
 from tuneforge.runs.registry import RUN_ID_ENV, RUNS_DB_ENV, RunRegistry, runs_in
+from tuneforge.utils.log import get_logger
+
+board_log = get_logger("tuneforge.board")
 
 
 class Launcher:
@@ -99,7 +102,7 @@ class Launcher:
             try:
                 self.schedule()
             except Exception as err:  # keep watching; the next poll tries again
-                print(f"tuneforge board: scheduling failed: {err}", file=sys.stderr)
+                board_log.info(f"scheduling failed: {err}")
 
     def close(self) -> None:
         self._stop.set()

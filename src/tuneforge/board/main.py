@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from tuneforge.board.app import create_board_app
 from tuneforge.board.launcher import Launcher
 from tuneforge.runs.registry import RunRegistry
+from tuneforge.utils.log import get_logger
 from tuneforge.utils.paths import tuneforge_home
+
+board_log = get_logger("tuneforge.board")
 
 
 def run_board(
@@ -26,10 +28,8 @@ def run_board(
     launcher = Launcher(registry, tuneforge_home() / "board-runs", max_concurrent=max_concurrent)
     app = create_board_app(registry, launcher, roots, token, [host, *allowed_hosts], reward_dirs)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        print(
-            f"tuneforge: warning: the board on {host} without --token lets anyone start runs", file=sys.stderr
-        )
-    print(f"tuneforge board: http://{host}:{port}/api/runs (runs in {registry.path})", file=sys.stderr)
+        board_log.warning(f"the board on {host} without --token lets anyone start runs")
+    board_log.info(f"http://{host}:{port}/api/runs (runs in {registry.path})")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

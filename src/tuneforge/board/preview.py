@@ -8,18 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.board.paths import check_paths
+from tuneforge.board.requests import Problems
 from tuneforge.config import ConfigError, build_config
 from tuneforge.data.conversation import DataError
 
 MAX_ROWS = 20
-
-
-class PreviewProblem(Exception):
-    """Problems to show the user (422), each a sentence."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 class DatasetPreviews:
@@ -36,11 +29,11 @@ class DatasetPreviews:
 
         problems = check_paths({"dataset_dir": dataset_dir}, self.roots, ("dataset_dir",))
         if problems:
-            raise PreviewProblem(problems)
+            raise Problems(problems)
         try:
             return sorted(read_dataset_info(dataset_dir))
         except DataError as err:
-            raise PreviewProblem([str(err)]) from None
+            raise Problems([str(err)]) from None
 
     def preview(self, flat: dict[str, Any], rows: int) -> dict[str, Any]:
         """The first `rows` rows of the form's datasets as training would see them."""
@@ -57,16 +50,16 @@ class DatasetPreviews:
         if not flat.get("dataset"):
             problems.append("key 'dataset': pick a dataset to preview")
         if problems:
-            raise PreviewProblem(problems)
+            raise Problems(problems)
         try:
             cfg = build_config(flat)
         except ConfigError as err:
-            raise PreviewProblem(list(err.problems)) from None
+            raise Problems(list(err.problems)) from None
         try:
             tokenizer = self._tokenizer(cfg.model)
             shown = preview_rows(cfg.data, tokenizer, max(1, min(rows, MAX_ROWS)))
         except DataError as err:
-            raise PreviewProblem([str(err)]) from None
+            raise Problems([str(err)]) from None
         return {
             "rows": [
                 {

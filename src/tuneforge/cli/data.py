@@ -19,7 +19,7 @@ preview prints the first N rows as the model sees them, with the trained tokens 
 
 
 def run_data(argv: list[str]) -> int:
-    from tuneforge.cli.main import split_args
+    from tuneforge.cli.args import split_args
     from tuneforge.config import load_config
 
     asks_help = any(a in ("-h", "--help") for a in argv)

@@ -7,6 +7,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from tuneforge.cli.args import split_args
+
 USAGE = """usage: tuneforge <command> [args]
 
 commands:
@@ -24,37 +26,6 @@ commands:
 
 `tuneforge <command> --help` describes a command and every key it takes.
 """
-
-
-def split_args(
-    argv: Sequence[str], flags: Sequence[str] = ()
-) -> tuple[str | None, list[str], dict[str, str]]:
-    """(config path, `key=value` overrides, command flags) from `CONFIG.yaml key=v --key v --key=v`."""
-    config: str | None = None
-    overrides: list[str] = []
-    options: dict[str, str] = {}
-    items = list(argv)
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if item.startswith("--"):
-            key, eq, value = item[2:].partition("=")
-            if not eq:
-                has_value = i + 1 < len(items) and not items[i + 1].startswith("--")
-                value = items[i + 1] if has_value else "true"
-                i += 1 if has_value else 0
-            if key in flags:
-                options[key] = value
-            else:
-                overrides.append(f"{key}={value}")
-        elif "=" in item:
-            overrides.append(item)
-        elif config is None and item.endswith((".yaml", ".yml", ".json")):
-            config = item
-        else:
-            overrides.append(item)  # reported as "not of the form key=value"
-        i += 1
-    return config, overrides, options
 
 
 def _train(argv: list[str]) -> int:
@@ -293,9 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_reporting_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
     """Problems the user can fix are printed as sentences, never as tracebacks; exit status 2 unless the
     error says otherwise (1 for a run stopped by non-finite losses, 128+N for a run stopped by signal N)."""
-    from tuneforge.config import ConfigError
-    from tuneforge.data.conversation import DataError
-    from tuneforge.utils.errors import UserError
+    from tuneforge.utils.errors import TuneforgeError
 
     # raised inside PEFT on every model it wraps; nothing a user can act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
@@ -303,7 +272,7 @@ def _run_reporting_errors(command: Callable[[list[str]], int], argv: list[str]) 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return command(argv)
-    except (ConfigError, DataError, UserError) as err:
+    except TuneforgeError as err:
         print(f"tuneforge: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:

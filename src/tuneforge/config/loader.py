@@ -16,9 +16,10 @@ from tuneforge.config.llamafactory import foreign_file_kind, judge_foreign_key, 
 from tuneforge.config.plugins import owner_problems
 from tuneforge.config.schema import RunConfig
 from tuneforge.config.schema import groups as composed_groups
+from tuneforge.utils.errors import TuneforgeError
 
 
-class ConfigError(Exception):
+class ConfigError(TuneforgeError):
     """One or more problems in a config; `problems` lists each as a sentence for people."""
 
     exit_code = 2

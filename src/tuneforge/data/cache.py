@@ -13,16 +13,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.loader import RowProblem, dataset_spec
 from tuneforge.data.readers import data_files
-from tuneforge.data.table import TokenTable
+from tuneforge.data.table import SFTData, TokenTable
 from tuneforge.utils.paths import tuneforge_home
-
-if TYPE_CHECKING:
-    from tuneforge.data.dataset import SFTData
 
 FORMAT_VERSION = 1
 SHAPING_KEYS = (
@@ -86,8 +83,6 @@ def save(data: SFTData, key: str) -> Path:
 def load(key: str) -> SFTData | None:
     """The cached data for `key`, or None when there is none (or it cannot be read)."""
     from safetensors.numpy import load_file
-
-    from tuneforge.data.dataset import SFTData
 
     folder = cache_dir(key)
     try:

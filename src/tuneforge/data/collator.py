@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.data.tokenized import IGNORE_INDEX
 
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False, length: int | None = None) -> Any:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tuneforge.utils.errors import TuneforgeError
+
 Role = Literal["system", "user", "assistant", "tool"]
 PROMPT_SIDE = ("user", "tool")
 
 
-class DataError(Exception):
+class DataError(TuneforgeError):
     """Bad data: the message names the file, row and field and says what to do.
 
     `category` groups problems in reports (`missing_field`, `wrong_type`, `turn_order`, ...).

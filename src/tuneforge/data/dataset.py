@@ -4,58 +4,30 @@ from __future__ import annotations
 
 import gc
 import random
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, DataError, Document
 from tuneforge.data.encode import Encoder
-from tuneforge.data.loader import LoadedData, RowProblem, load_examples
+from tuneforge.data.loader import LoadedData, load_examples
 from tuneforge.data.slot_encode import SlotEncoder
 from tuneforge.data.slots import SlotTemplate
-from tuneforge.data.table import TokenTable
+from tuneforge.data.table import SFTData, TokenTable
 from tuneforge.data.template import (
     ChatTemplate,
-    TokenizedExample,
     assistant_spans,
     chat_template_for,
     template_fingerprint,
     template_mismatch,
     template_options,
 )
+from tuneforge.data.tokenized import TokenizedExample
+from tuneforge.utils.log import info, warn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-
-@dataclass
-class SFTData:
-    train: Sequence[TokenizedExample]  # a TokenTable once built (compact; rows made when read)
-    eval: list[TokenizedExample] = field(default_factory=list)
-    truncated: int = 0
-    dropped_no_target: list[str] = field(default_factory=list)
-    skipped: list[RowProblem] = field(default_factory=list)
-    special_token_rows: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        tokens = (
-            self.train.token_count()
-            if isinstance(self.train, TokenTable)
-            else sum(len(e.input_ids) for e in self.train)
-        )
-        text = f"{len(self.train)} training rows ({tokens} tokens)"
-        if self.eval:
-            text += f", {len(self.eval)} evaluation rows"
-        if self.truncated:
-            text += f", {self.truncated} truncated to cutoff_len"
-        if self.dropped_no_target:
-            text += f", {len(self.dropped_no_target)} dropped with no trainable token left"
-        if self.skipped:
-            text += f", {len(self.skipped)} bad rows skipped"
-        return text
 
 
 def special_tokens_in_prompts(conversation: Conversation, specials: list[str]) -> list[str]:
@@ -210,7 +182,7 @@ def build_sft_data(
     with gc_paused():
         data = None if args.overwrite_cache else cache.load(key)
         if data is not None:
-            print(f"tuneforge: using tokenized data cached in {cache.cache_dir(key)}", file=sys.stderr)
+            info(f"using tokenized data cached in {cache.cache_dir(key)}")
         else:
             loaded = load_examples(args, args.on_bad_rows, seed)
             if stage == "pt":
@@ -224,7 +196,7 @@ def build_sft_data(
     _warn(data, args)
     mismatch = template_mismatch(tokenizer, args.template)
     if mismatch:
-        print(f"tuneforge: warning: {mismatch}", file=sys.stderr)
+        warn(f"{mismatch}")
     if not data.train:
         raise DataError(
             f"no row has a trainable token within cutoff_len={args.cutoff_len}; raise cutoff_len", "empty"
@@ -276,7 +248,7 @@ def split_validation(
 
 def _warn(data: SFTData, args: DataArguments) -> None:
     def say(text: str) -> None:
-        print(f"tuneforge: warning: {text}", file=sys.stderr)
+        warn(f"{text}")
 
     if data.skipped:
         say(f"skipped {len(data.skipped)} bad rows (on_bad_rows: skip); first: {data.skipped[0].message}")

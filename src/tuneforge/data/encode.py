@@ -18,7 +18,8 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.conversation import Conversation, DataError
-from tuneforge.data.template import IGNORE_INDEX, ChatTemplate, TokenizedExample, assistant_spans
+from tuneforge.data.template import ChatTemplate, assistant_spans
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 from tuneforge.data.truncation import Truncation, truncate_turns
 
 if TYPE_CHECKING:

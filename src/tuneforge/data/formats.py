@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tuneforge.data.conversation import Conversation, DataError, Document, Example, Message
+from tuneforge.utils.env import env_flag
 
 Row = dict[str, Any]
 Converter = Callable[[Row, "DatasetSpec", str], Example]
@@ -173,9 +174,7 @@ def _check_entry_types(name: str, entry: dict[str, Any]) -> None:
 def _hub_source(name: str, entry: dict[str, Any]) -> tuple[str, str] | None:
     """("hf_hub_url" or "ms_hub_url", repo id) as LLaMA-Factory picks it: ModelScope with
     USE_MODELSCOPE_HUB=1 when the entry has an ms_hub_url, else the Hugging Face id, else ModelScope's."""
-    from tuneforge.data.hub import use_modelscope
-
-    if entry.get("ms_hub_url") and (use_modelscope() or not entry.get("hf_hub_url")):
+    if entry.get("ms_hub_url") and (env_flag("USE_MODELSCOPE_HUB") or not entry.get("hf_hub_url")):
         return "ms_hub_url", entry["ms_hub_url"]
     if entry.get("hf_hub_url"):
         return "hf_hub_url", entry["hf_hub_url"]

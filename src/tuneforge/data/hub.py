@@ -4,21 +4,15 @@ streamed with `streaming: true`, and offline from the cache with `HF_DATASETS_OF
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.conversation import DataError
 from tuneforge.data.readers import RawRow
+from tuneforge.utils.env import env_flag
 
 if TYPE_CHECKING:
     from tuneforge.data.formats import DatasetSpec
-
-TRUTHY = ("1", "true", "yes", "on")
-
-
-def use_modelscope() -> bool:
-    return os.environ.get("USE_MODELSCOPE_HUB", "").lower() in TRUTHY
 
 
 def hub_rows(spec: DatasetSpec, streaming: bool = False) -> Iterator[RawRow]:
@@ -43,7 +37,7 @@ def _huggingface_rows(spec: DatasetSpec, streaming: bool) -> Any:
             streaming=streaming,
         )
     except ConnectionError as err:
-        offline = os.environ.get("HF_DATASETS_OFFLINE", "").lower() in TRUTHY or "Offline" in str(err)
+        offline = env_flag("HF_DATASETS_OFFLINE") or "Offline" in str(err)
         hint = (
             f"it is not in the datasets cache and offline mode is on; load it once online (same HF_HOME) or "
             f"`hf download --repo-type dataset {repo}`"

@@ -16,7 +16,7 @@ from typing import Any
 from tuneforge.config import DataArguments
 from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
 from tuneforge.data.table import ExampleRows, TokenTable
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 
 
 @dataclass

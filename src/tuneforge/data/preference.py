@@ -9,7 +9,6 @@ also build mismatched pairs (prompt i with answer i+1) for its KL estimate.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,9 @@ from tuneforge.data.collator import pad_batch
 from tuneforge.data.conversation import Conversation, DataError
 from tuneforge.data.dataset import CHUNK, split_validation, tokenize_chunk
 from tuneforge.data.loader import RowProblem, load_examples
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample, chat_template_for, template_options
+from tuneforge.data.template import chat_template_for, template_options
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
+from tuneforge.utils.log import info, warn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -120,10 +121,9 @@ def build_kto_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed
         )
     kinds = {row["label"] for row in data.train}
     if data.train and len(kinds) < 2:
-        print(
-            f"tuneforge: warning: every KTO row is {'desirable' if True in kinds else 'undesirable'}; "
-            "KTO learns most from both kinds",
-            file=sys.stderr,
+        warn(
+            f"every KTO row is {'desirable' if True in kinds else 'undesirable'}; "
+            "KTO learns most from both kinds"
         )
     return _finish(data, args, seed, "KTO rows")
 
@@ -133,7 +133,7 @@ def _finish(data: PreferenceData, args: DataArguments, seed: int, kind: str) -> 
         raise DataError(f"no {kind} left with an answer token within cutoff_len={args.cutoff_len}", "empty")
     if args.val_size > 0:
         data.train, data.eval = split_validation(data.train, args.val_size, seed)
-    print(f"tuneforge: {data.summary(kind)}", file=sys.stderr)
+    info(f"{data.summary(kind)}")
     return data
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.data.slots import Piece, SlotTemplate, Special, Turn, special_ids
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 from tuneforge.data.truncation import Truncation, infer_seqlen
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ it is met (`on_bad_rows: error`) or is skipped; run `tuneforge data validate` fi
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from tuneforge.data.dataset import tokenize_chunk
 from tuneforge.data.loader import RowProblem, dataset_rows
 from tuneforge.data.packing import collator_for, pack_examples
 from tuneforge.data.template import chat_template_for, template_options
+from tuneforge.utils.log import warn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -60,7 +60,7 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
                 f"{problem.message}\n(set on_bad_rows: skip to train without such rows)", problem.category
             )
         self.skipped += 1
-        print(f"tuneforge: warning: skipped bad row {problem.message}", file=sys.stderr)
+        warn(f"skipped bad row {problem.message}")
 
     def __iter__(self) -> Iterator[dict[str, list[int]]]:
         """Pass after pass over the data, without end: the Trainer stops at max_steps. One endless stream

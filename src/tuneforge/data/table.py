@@ -10,12 +10,14 @@ time, and `ExampleRows` hands the Trainer rows the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, overload
 
 import numpy as np
 
-from tuneforge.data.template import TokenizedExample
+from tuneforge.data.loader import RowProblem
+from tuneforge.data.tokenized import TokenizedExample
 
 
 class TokenTable(Sequence[TokenizedExample]):
@@ -109,3 +111,30 @@ class ExampleRows(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         example = self.table[index]
         return {"input_ids": example.input_ids, "labels": example.labels, "sample_id": index % len(self)}
+
+
+@dataclass
+class SFTData:
+    train: Sequence[TokenizedExample]  # a TokenTable once built (compact; rows made when read)
+    eval: list[TokenizedExample] = field(default_factory=list)
+    truncated: int = 0
+    dropped_no_target: list[str] = field(default_factory=list)
+    skipped: list[RowProblem] = field(default_factory=list)
+    special_token_rows: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        tokens = (
+            self.train.token_count()
+            if isinstance(self.train, TokenTable)
+            else sum(len(e.input_ids) for e in self.train)
+        )
+        text = f"{len(self.train)} training rows ({tokens} tokens)"
+        if self.eval:
+            text += f", {len(self.eval)} evaluation rows"
+        if self.truncated:
+            text += f", {self.truncated} truncated to cutoff_len"
+        if self.dropped_no_target:
+            text += f", {len(self.dropped_no_target)} dropped with no trainable token left"
+        if self.skipped:
+            text += f", {len(self.skipped)} bad rows skipped"
+        return text

@@ -10,7 +10,6 @@ inference sees exactly what training saw.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Union
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
     from tuneforge.data.slots import SlotTemplate
 
-IGNORE_INDEX = -100
 
 ChatTemplate = Union[str, "SlotTemplate"]
 """A Jinja chat template (the tokenizer's own) or one of LLaMA-Factory's named templates."""
@@ -120,18 +118,6 @@ def template_mismatch(tokenizer: PreTrainedTokenizerBase, template: str | None) 
         "template and served with another may not stop or may ramble; leave `template` empty to use the "
         "tokenizer's own"
     )
-
-
-@dataclass
-class TokenizedExample:
-    input_ids: list[int]
-    labels: list[int]
-    source: str = "?"
-    truncated: bool = False
-
-    @property
-    def trainable_tokens(self) -> int:
-        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
 
 @lru_cache(maxsize=32)

@@ -10,7 +10,7 @@ from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, Document
 from tuneforge.data.dataset import tokenize_conversations, tokenize_for_pretraining
 from tuneforge.data.loader import RowProblem, load_examples
-from tuneforge.data.template import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

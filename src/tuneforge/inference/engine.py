@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import sys
 import threading
 import time
 import weakref
@@ -40,6 +39,7 @@ from tuneforge.inference.requests import (  # noqa: F401 - Completion too
 )
 from tuneforge.inference.sampling import SamplingParams, next_tokens_or_errors
 from tuneforge.model.loader import load_tokenizer, local_adapter, with_local_adapters
+from tuneforge.utils.log import info
 
 if TYPE_CHECKING:
     import torch
@@ -275,7 +275,7 @@ class InferenceEngine:
                     else:
                         self._decode(live)
             except Exception as err:  # report to every caller instead of killing the thread
-                print(f"tuneforge: generation failed: {err!r}", file=sys.stderr)
+                info(f"generation failed: {err!r}")
                 for request in self._taken:  # joiners too: each is answered and its slot freed
                     self._finish(request, Event(finish_reason="error", error=str(err)))
 
@@ -364,7 +364,7 @@ class InferenceEngine:
         )
         for row, token in zip(rows, chosen, strict=True):
             if isinstance(token, Exception):
-                print(f"tuneforge: generation failed for one request: {token!r}", file=sys.stderr)
+                info(f"generation failed for one request: {token!r}")
                 self._finish(row.request, Event(finish_reason="error", error=str(token)))
         return [None if isinstance(t, Exception) else t for t in chosen]
 

@@ -13,11 +13,11 @@ import os
 import re
 from pathlib import Path
 
+from tuneforge.utils.env import env_flag
 from tuneforge.utils.errors import UserError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SUPPORT_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "*.jinja", "tokenizer*"]
-TRUTHY = ("1", "true", "yes", "on")
 
 
 def looks_like_repo_id(name: str) -> bool:
@@ -26,11 +26,11 @@ def looks_like_repo_id(name: str) -> bool:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in TRUTHY
+    return env_flag("HF_HUB_OFFLINE")
 
 
 def use_modelscope(ms_token: str | None) -> bool:
-    return bool(ms_token) or os.environ.get("USE_MODELSCOPE_HUB", "").lower() in TRUTHY
+    return bool(ms_token) or env_flag("USE_MODELSCOPE_HUB")
 
 
 def files_to_fetch(files: list[str], trust_remote_code: bool = False) -> list[str]:
@@ -190,7 +190,7 @@ def check_snapshot(path: Path, repo_id: str, adapter: bool = False) -> Path:
             f"'{repo_id}' has no safetensors (or .bin) weights; if it ships a GGUF, set gguf_file to its name"
         )
     if not adapter:
-        from tuneforge.model.zoo import check_model_folder
+        from tuneforge.model.folder import check_model_folder
 
         check_model_folder(path)
     return path

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from tuneforge.model import hub
+from tuneforge.model.folder import check_model_folder
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.log import info
 from tuneforge.utils.paths import models_cache
 
 _ZOO_FILE = Path(__file__).with_name("zoo.yaml")
@@ -105,65 +106,6 @@ def resolve_model_path(
     )
 
 
-def check_model_folder(path: Path) -> Path:
-    """A Hugging Face model folder that loads, or a sentence naming what is missing or damaged: config.json
-    (present, a JSON object) and weights (safetensors with intact headers, or .bin)."""
-    import json
-
-    config = path / "config.json"
-    if not config.is_file():
-        raise UserError(f"{path} is a directory but has no config.json; point to a Hugging Face model folder")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{config} is not valid JSON ({err}); restore it from the original model") from None
-    if not isinstance(parsed, dict) or "model_type" not in parsed:
-        raise UserError(f"{config} has no model_type, so transformers cannot tell which model it describes")
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights and not any(path.glob("*.bin")):
-        raise UserError(f"{path} has no weights (*.safetensors or *.bin); copy them from the original model")
-    for file in weights:
-        problem = safetensors_problem(file)
-        if problem:
-            raise UserError(f"{file} is damaged: {problem}; download or copy it again")
-    return path
-
-
-def check_tokenizer_files(path: Path) -> None:
-    """A model folder with a tokenizer, or a sentence saying which files to copy in."""
-    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-    if path.is_dir() and not any((path / name).is_file() for name in tokenizer_files):
-        raise UserError(
-            f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json); copy the base model's "
-            "tokenizer files into it"
-        )
-
-
-def safetensors_problem(file: Path) -> str | None:
-    """What is wrong with a safetensors file's framing (header and sizes), read without loading it."""
-    import json
-    import struct
-
-    size = file.stat().st_size
-    with file.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            return f"it has {size} bytes, too short for a header"
-        (length,) = struct.unpack("<Q", head)
-        if length > size - 8:
-            return "its header is longer than the file (truncated)"
-        try:
-            header = json.loads(fh.read(length))
-        except ValueError:
-            return "its header is not valid JSON"
-    if not isinstance(header, dict):
-        return "its header is not a JSON object"
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
-    if ends and max(ends) > size - 8 - length:
-        return f"it is truncated (its tensors need {8 + length + max(ends)} bytes, the file has {size})"
-    return None
-
-
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantize a GGUF file into a safetensors model directory at `target` (once, under a lock)."""
     from filelock import FileLock
@@ -172,7 +114,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
-        print(f"tuneforge: converting {gguf.name} to safetensors in {target} (once)...", file=sys.stderr)
+        info(f"converting {gguf.name} to safetensors in {target} (once)...")
         tmp = target.with_name(target.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         model, tokenizer = load_gguf(gguf)
@@ -180,7 +122,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         _fsync_tree(tmp)
         tmp.rename(target)
-        print(f"tuneforge: model ready in {target}", file=sys.stderr)
+        info(f"model ready in {target}")
     return target
 
 

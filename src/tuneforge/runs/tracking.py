@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tuneforge.runs.registry import RUN_ID_ENV, RunRegistry
+from tuneforge.utils.log import warn
 
 
 @contextmanager
@@ -24,10 +24,7 @@ def tracked_run(config: dict[str, Any]) -> Iterator[str | None]:
             run_id = registry.create(config, status="running").id
         registry.started(run_id, os.getpid())
     except Exception as err:  # a read-only home, a locked file: not a reason to lose a training run
-        print(
-            f"tuneforge: warning: the run registry is unavailable ({err}); this run is not listed",
-            file=sys.stderr,
-        )
+        warn(f"the run registry is unavailable ({err}); this run is not listed")
         yield None
         return
     try:

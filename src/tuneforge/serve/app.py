@@ -27,6 +27,7 @@ from tuneforge.data.template import ChatTemplate
 from tuneforge.inference.engine import Event, InferenceEngine, QueueFull, SamplingParams
 from tuneforge.serve.protocol import ChatCompletionRequest, CompletionRequest
 from tuneforge.serve.tools import assistant_message
+from tuneforge.utils.errors import TuneforgeError
 
 
 @dataclass
@@ -37,7 +38,9 @@ class Limits:
     allow_control_tokens: bool = False  # special-token text in messages stays text unless allowed
 
 
-class ApiError(Exception):
+class ApiError(TuneforgeError):
+    """A request the server refuses: answered with `status` and OpenAI's error shape."""
+
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param

@@ -122,6 +122,7 @@ class GracefulStop(TrainerCallback):
             signal.raise_signal(signum)
             return
         self.signum = signum
+        # print, not logging: this runs in a signal handler, which must not wait on the logging lock
         print(
             f"tuneforge: received {signal.Signals(signum).name}; saving a checkpoint after this step, then exiting",
             file=sys.stderr,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from tuneforge.config import RunConfig, dump_config, read_yaml
@@ -25,6 +24,7 @@ from tuneforge.train.checkpoint import (
     verify,
 )
 from tuneforge.utils.errors import NothingToDo, UserError
+from tuneforge.utils.log import info, warn
 
 RUN_FILES = ("run.yaml", "metrics.jsonl")  # tuneforge_finished.json is not one: a finished run is kept
 # Keys that decide the shapes of what a checkpoint holds: resuming with different ones cannot work.
@@ -55,7 +55,7 @@ def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
             _refuse_foreign_files(out)
     if resume is not None:
         _check_same_run(cfg, resume.path)
-        print(f"tuneforge: resuming from {resume.path} (step {resume.step})", file=sys.stderr)
+        info(f"resuming from {resume.path} (step {resume.step})")
     try:
         out.mkdir(parents=True, exist_ok=True)
         remove_partials(out)
@@ -121,7 +121,7 @@ def _stop_if_finished(cfg: RunConfig, out: Path) -> None:
     )
     if more:
         marker.unlink()
-        print(f"tuneforge: continuing the finished run in {out} past step {step}", file=sys.stderr)
+        info(f"continuing the finished run in {out} past step {step}")
         return
     raise NothingToDo(
         f"the run in {out} is finished (step {step}); its model is in {out}. Nothing was changed: set "
@@ -151,9 +151,7 @@ def _auto_checkpoint(out: Path) -> Checkpoint | None:
     resume, damaged = newest_complete(out)
     for path, problem in damaged:
         fallback = f"falling back to {resume.path.name}" if resume else "no earlier complete checkpoint"
-        print(
-            f"tuneforge: warning: skipping damaged checkpoint {path}: {problem}; {fallback}", file=sys.stderr
-        )
+        warn(f"skipping damaged checkpoint {path}: {problem}; {fallback}")
     if resume is None and damaged:
         names = "; ".join(f"{p.name}: {why}" for p, why in damaged)
         raise UserError(

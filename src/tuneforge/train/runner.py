@@ -3,7 +3,6 @@ checkpoints, signals and metrics, save. A stage's `run(cfg)` reads: output dir, 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from tuneforge.model.loader import load_model
 from tuneforge.train.checkpoint import Checkpoint
 from tuneforge.train.output import mark_finished, save_run
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.log import info
 
 
 class TrainingInterrupted(UserError):
@@ -46,10 +46,7 @@ def build_model(cfg: RunConfig, head: str = "lm") -> Any:
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
-    print(
-        f"tuneforge: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)",
-        file=sys.stderr,
-    )
+    info(f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)")
     return model
 
 
@@ -142,7 +139,7 @@ def reference_model(cfg: RunConfig) -> Any:
         if f.ref_model
         else f"a frozen copy of the model ({f.finetuning_type} tuning has no adapters to switch off)"
     )
-    print(f"tuneforge: reference policy: {why}", file=sys.stderr)
+    info(f"reference policy: {why}")
     model = load_model(args)
     if args.adapter_name_or_path:
         from peft import PeftModel

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from transformers.trainer_callback import ExportableState
 
-from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.train import checkpoint
 from tuneforge.train.internals import GuardedTrainer
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.log import warn
 
 TUNEFORGE_STATE = "tuneforge_state.json"
 
@@ -199,10 +199,7 @@ class TuneforgeTrainer(GuardedTrainer):
             "sample_ids": sorted(set(samples)),
             "nonfinite_steps": self.nonfinite_steps,
         }
-        print(
-            f"tuneforge: warning: step {step} skipped: {problem} (rows {record['sample_ids']})",
-            file=sys.stderr,
-        )
+        warn(f"step {step} skipped: {problem} (rows {record['sample_ids']})")
         if self.metrics_path is not None and self.args.should_save:
             with self.metrics_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")

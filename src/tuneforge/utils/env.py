@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 
@@ -34,3 +35,9 @@ def environment_report() -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` is set to a true value (1, true, yes, on), as the Hugging Face
+    and ModelScope clients read their flags (HF_HUB_OFFLINE, USE_MODELSCOPE_HUB, ...)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

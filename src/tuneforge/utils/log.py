@@ -1,10 +1,44 @@
-"""One way to tell the user something went differently from what they asked: a line on stderr."""
+"""Diagnostics through the standard `logging` module, printed the way tuneforge always printed them.
+
+Modules log to `logging.getLogger("tuneforge")` (or a child such as `tuneforge.board`). Records reach the
+terminal as `tuneforge: MESSAGE` (`tuneforge board: MESSAGE` for the board), warnings as
+`tuneforge: warning: MESSAGE`, on stderr (never stdout, which commands may pipe). Applications that
+embed tuneforge can attach their own handlers or silence it with `logging.getLogger("tuneforge")`.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time of the record (tests and redirections replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = record.name.replace(".", " ")
+            kind = "warning: " if record.levelno >= logging.WARNING else ""
+            print(f"{prefix}: {kind}{record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:  # a log line must never take the run down
+            self.handleError(record)
+
+
+def get_logger(name: str = "tuneforge") -> logging.Logger:
+    """The `tuneforge` logger (or a child), printing to stderr at INFO unless the application configured it."""
+    root = logging.getLogger("tuneforge")
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+        root.setLevel(logging.INFO)
+        root.propagate = False
+    return logging.getLogger(name)
+
+
+def info(message: str) -> None:
+    """`tuneforge: MESSAGE` on stderr."""
+    get_logger().info(message)
+
+
 def warn(message: str) -> None:
-    """`tuneforge: warning: MESSAGE` on stderr (never stdout, which commands may pipe)."""
-    print(f"tuneforge: warning: {message}", file=sys.stderr, flush=True)
+    """`tuneforge: warning: MESSAGE` on stderr."""
+    get_logger().warning(message)

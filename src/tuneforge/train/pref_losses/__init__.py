@@ -8,6 +8,7 @@ is the file to copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,24 @@ class PairLogps:
     rejected_avg: torch.Tensor
     ref_chosen: torch.Tensor | None = None
     ref_rejected: torch.Tensor | None = None
+
+
+def margin_loss(margin: Callable[[torch.Tensor, Any], torch.Tensor]) -> Callable[[PairLogps, Any], Any]:
+    """A reference-based loss from its formula on the log-ratio margin h: `margin(h, finetuning_args)`."""
+
+    def loss(logps: PairLogps, args: Any) -> Any:
+        from tuneforge.train.losses import dpo_loss
+
+        return dpo_loss(
+            logps.chosen,
+            logps.rejected,
+            logps.ref_chosen,
+            logps.ref_rejected,
+            args.pref_beta,
+            lambda h: margin(h, args),
+        )
+
+    return loss
 
 
 def needs_reference(name: str) -> bool:

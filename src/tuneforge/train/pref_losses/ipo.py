@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from tuneforge.train.pref_losses import PREF_LOSSES, PairLogps
-
-if TYPE_CHECKING:
-    from tuneforge.config import FinetuningArguments
-    from tuneforge.train.losses import PreferenceLoss
+from tuneforge.train.pref_losses import PREF_LOSSES, margin_loss
 
 
-@PREF_LOSSES.register("ipo", reference=True)
-def ipo(logps: PairLogps, args: FinetuningArguments) -> PreferenceLoss:
-    from tuneforge.train.losses import dpo_loss, ipo_margin
+def ipo(h: Any, args: Any) -> Any:
+    from tuneforge.train.losses import ipo_margin
 
-    beta = args.pref_beta
-    return dpo_loss(
-        logps.chosen,
-        logps.rejected,
-        logps.ref_chosen,
-        logps.ref_rejected,
-        beta,
-        lambda h: ipo_margin(h, beta),
-    )
+    return ipo_margin(h, args.pref_beta)
+
+
+PREF_LOSSES.register("ipo", reference=True)(margin_loss(ipo))

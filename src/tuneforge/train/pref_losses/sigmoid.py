@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pydantic import Field
 
 from tuneforge.config.plugins import Params
-from tuneforge.train.pref_losses import PREF_LOSSES, PairLogps
-
-if TYPE_CHECKING:
-    from tuneforge.config import FinetuningArguments
-    from tuneforge.train.losses import PreferenceLoss
+from tuneforge.train.pref_losses import PREF_LOSSES, margin_loss
 
 
 class SmoothingParams(Params):
@@ -22,16 +18,10 @@ class SmoothingParams(Params):
     )
 
 
-@PREF_LOSSES.register("sigmoid", SmoothingParams, reference=True)
-def sigmoid(logps: PairLogps, args: FinetuningArguments) -> PreferenceLoss:
-    from tuneforge.train.losses import dpo_loss, sigmoid_margin
+def sigmoid(h: Any, args: Any) -> Any:
+    from tuneforge.train.losses import sigmoid_margin
 
-    beta = args.pref_beta
-    return dpo_loss(
-        logps.chosen,
-        logps.rejected,
-        logps.ref_chosen,
-        logps.ref_rejected,
-        beta,
-        lambda h: sigmoid_margin(h, beta, args.dpo_label_smoothing),
-    )
+    return sigmoid_margin(h, args.pref_beta, args.dpo_label_smoothing)
+
+
+PREF_LOSSES.register("sigmoid", SmoothingParams, reference=True)(margin_loss(sigmoid))

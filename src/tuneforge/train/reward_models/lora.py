@@ -3,10 +3,10 @@ adapter 'reward', so no second copy of the weights is in memory."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from tuneforge.train.reward_models import register_reward_model
+from tuneforge.utils.log import info
 
 
 @register_reward_model("lora")
@@ -14,11 +14,7 @@ def build(cfg: Any, policy: Any, tokenizer: Any) -> Any:
     from tuneforge.model.loader import local_adapter
     from tuneforge.train.ppo import SharedRewardAdapter
 
-    reward_dir = str(
-        local_adapter(cfg.finetuning.reward_model, cfg.model)
-    )  # a folder, or a hub id downloaded
-    print(
-        f"tuneforge: reward model {cfg.finetuning.reward_model} shares the base model as adapter 'reward'",
-        file=sys.stderr,
-    )
+    reward_model = cfg.finetuning.reward_model
+    reward_dir = str(local_adapter(reward_model, cfg.model))  # a folder, or a hub id downloaded
+    info(f"reward model {reward_model} shares the base model as adapter 'reward'")
     return SharedRewardAdapter(policy, reward_dir, tokenizer.pad_token_id)

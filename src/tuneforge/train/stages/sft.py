@@ -5,7 +5,6 @@ Run as: tuneforge train examples/lora_sft.yaml
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.runner import number_rows
 from tuneforge.train.stages import register_stage
+from tuneforge.utils.log import info
 
 
 @register_stage("pt")
@@ -45,14 +45,14 @@ def prepare_rows(cfg: RunConfig, tokenizer: Any) -> tuple[Any, list[dict[str, li
         )
         eval_rows = stream.eval_rows()
         stream.first_rows(8)
-        print("tuneforge: streaming the training data", file=sys.stderr)
+        info("streaming the training data")
         return stream, eval_rows, stream.collator(tokenizer.pad_token_id)
     data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed, stage=cfg.finetuning.stage)
-    print(f"tuneforge: {data.summary()}", file=sys.stderr)
+    info(f"{data.summary()}")
     stage = cfg.finetuning.stage
     train_rows, collator = training_rows(data.train, cfg.data, stage, tokenizer.pad_token_id)
     eval_rows, _ = training_rows(data.eval, cfg.data, stage, tokenizer.pad_token_id)
     number_rows(train_rows)
     if len(train_rows) != len(data.train):
-        print(f"tuneforge: packed {len(data.train)} rows into {len(train_rows)} sequences", file=sys.stderr)
+        info(f"packed {len(data.train)} rows into {len(train_rows)} sequences")
     return train_rows, eval_rows, collator

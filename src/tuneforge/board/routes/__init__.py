@@ -1,0 +1,1 @@
+"""The board's routes, one module per concern; each reads the shared `BoardState` from `request.app.state.board`."""

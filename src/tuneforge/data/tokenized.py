@@ -1,0 +1,21 @@
+"""A tokenized training example: token ids and their labels, IGNORE_INDEX where no loss is taken."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = (
+    -100
+)  # the label of a position the loss skips (prompt, padding), as PyTorch's cross-entropy expects
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+    source: str = "?"
+    truncated: bool = False
+
+    @property
+    def trainable_tokens(self) -> int:
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
