@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool; the median is shown")
     args = parser.parse_args()
 
-    from tuneforge.model.zoo import resolve_model_path
+    from tuneforge.model.sources import resolve_model_path
 
     model_dir = resolve_model_path("smollm2-135m-instruct")
     with tempfile.TemporaryDirectory() as tmp:

@@ -148,7 +148,7 @@ def parity(names: list[str] | None = None) -> dict[str, tuple[str, str]]:
     """name -> (verdict, detail) for the given template names (all of both sides' by default)."""
     from transformers import AutoTokenizer
 
-    from tuneforge.model.zoo import resolve_model_path
+    from tuneforge.model.sources import resolve_model_path
 
     tokenizer_dir = resolve_model_path("smollm2-135m-instruct")
     ensure_llamafactory()

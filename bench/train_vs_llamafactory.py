@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--modes", default="defaults,same", help="defaults, same, or both")
     args = parser.parse_args()
 
-    from tuneforge.model.zoo import resolve_model_path
+    from tuneforge.model.sources import resolve_model_path
 
     model_dir = resolve_model_path("smollm2-135m-instruct")
     lf_cli = ensure_llamafactory()

@@ -22,7 +22,7 @@ os.environ["TUNEFORGE_HOME"] = str(TEST_HOME)
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as a safetensors directory."""
-    from tuneforge.model.zoo import resolve_model_path
+    from tuneforge.model.sources import resolve_model_path
 
     return resolve_model_path("smollm2-135m-instruct")
 

@@ -117,7 +117,7 @@ if __name__ == "__main__" and "--write" in sys.argv:
     os.environ.setdefault("TUNEFORGE_HOME", str(HERE.parent.parent / ".cache" / "test-home"))
     from transformers import AutoTokenizer
 
-    from tuneforge.model.zoo import resolve_model_path
+    from tuneforge.model.sources import resolve_model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-instruct"))

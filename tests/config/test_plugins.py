@@ -141,3 +141,23 @@ def test_composing_the_schema_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_model_source_defined_in_a_test_resolves_its_names(tmp_path, tiny_model_dir):
+    from tuneforge.model.sources import SOURCES, register_source, resolve_model_path
+
+    @register_source("vault", order=5)
+    class Vault:
+        def claims(self, name: str) -> bool:
+            return name.startswith("vault://")
+
+        def resolve(self, request):
+            return tiny_model_dir
+
+    try:
+        assert resolve_model_path("vault://tiny") == tiny_model_dir
+        assert resolve_model_path(str(tiny_model_dir)) == tiny_model_dir  # the folder source still answers
+    finally:
+        SOURCES.unregister("vault")
+    with pytest.raises(Exception, match="not found: it is neither a zoo name"):
+        resolve_model_path("vault://tiny")

@@ -13,7 +13,7 @@ import pytest
 from tests.model.hub_server import serve
 
 REPO = Path(__file__).resolve().parents[2]
-RESOLVE = "from tuneforge.model.zoo import resolve_model_path as r; import sys; print(r(sys.argv[1]))"
+RESOLVE = "from tuneforge.model.sources import resolve_model_path as r; import sys; print(r(sys.argv[1]))"
 
 
 def run(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -136,7 +136,7 @@ def test_gguf_file_picks_a_gguf_in_a_hub_repo(tmp_path):
     (folder / gguf.name).symlink_to(gguf)
     server, repo, url = serve(folder, "acme/smol-gguf")
     code = (
-        "import sys; from tuneforge.model.zoo import resolve_model_path as r; "
+        "import sys; from tuneforge.model.sources import resolve_model_path as r; "
         "print(r(sys.argv[1], gguf_file=sys.argv[2], cache_dir=sys.argv[3]))"
     )
     env = {"HF_HOME": str(tmp_path / "h"), "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"}

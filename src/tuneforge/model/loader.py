@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tuneforge.config import ModelArguments
 from tuneforge.model import hub
 from tuneforge.model.folder import check_tokenizer_files
-from tuneforge.model.zoo import resolve_model_path
+from tuneforge.model.sources import resolve_model_path
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 

