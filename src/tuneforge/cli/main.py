@@ -16,6 +16,7 @@ commands:
   chat [CONFIG.yaml] [--key value]    chat with a model (and adapters) in the terminal
   serve [CONFIG.yaml] [--adapters ..] OpenAI-compatible API (127.0.0.1:8000 by default)
   score --reward_model DIR ...        the reward a trained reward model gives an answer
+  export CONFIG.yaml [key=value ...]  merge adapters into a standalone model: safetensors or GGUF, with a Modelfile
   board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and the models in the Hugging Face cache
@@ -192,6 +193,29 @@ def _models(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    from tuneforge.config import load_config
+
+    if not argv or argv[0] in ("-h", "--help"):
+        from tuneforge.config.help import describe_keys
+
+        print(
+            "usage: tuneforge export CONFIG.yaml [key=value ...]\n\n"
+            "Writes model_name_or_path with adapter_name_or_path merged (in order) into export_dir: a Hugging\n"
+            "Face folder (export_format: safetensors) or one GGUF file (export_format: gguf), with the chat\n"
+            "template the run trained with, generation_config.json, a model card and an Ollama Modelfile.\n\n"
+            "Keys:\n"
+        )
+        print(describe_keys(("model", "export")))
+        return 0
+    config, overrides, _ = split_args(argv)
+    cfg = load_config(config, overrides)
+    from tuneforge.export import run_export
+
+    run_export(cfg)
+    return 0
+
+
 def _templates(argv: list[str]) -> int:
     from tuneforge.data.slots import catalog_names, slot_template
 
@@ -232,7 +256,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "board": _board,
     "webui": _board,  # llamafactory-cli's names
     "api": _serve,
-    "export": _not_yet("export", "merging adapters and writing GGUF"),
+    "export": _export,
     "eval": _not_yet("eval", "MMLU / C-Eval / CMMLU evaluation"),
     "data": _data,
     "models": _models,

@@ -111,6 +111,7 @@ FAMILIES: dict[str, Family] = {
         Family("reward_funcs", "tuneforge.train.rewards", "finetuning", multiple=True),
         Family("reward_model_type", "tuneforge.train.reward_models", "finetuning"),
         Family("infer_backend", "tuneforge.inference.backends", "model"),
+        Family("export_format", "tuneforge.export.formats", "export"),
         # chosen by the shape of model_name_or_path, not by a key of its own: no config group
         Family("model_source", "tuneforge.model.sources", ""),
     )

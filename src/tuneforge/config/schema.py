@@ -287,6 +287,29 @@ class TrainingArguments(_Group):
         return self
 
 
+class ExportArguments(_Group):
+    """What `tuneforge export` writes: a standalone model (adapters merged) as LLaMA-Factory's export keys say.
+    Each export_format adds its own keys (see `tuneforge/export/formats/`)."""
+
+    export_dir: str | None = Field(
+        None, description="Folder the exported model is written to.", json_schema_extra={"path": "always"}
+    )
+    export_format: str = Field(
+        "safetensors",
+        description="safetensors: a Hugging Face model folder; gguf: one .gguf file for llama.cpp and Ollama.",
+    )
+    export_size: int = Field(5, gt=0, description="Largest safetensors shard, in GB.")
+    export_device: Literal["cpu", "auto"] = Field(
+        "cpu", description="Where adapters are merged: cpu, or auto (a GPU when there is one)."
+    )
+    export_legacy_format: bool = Field(
+        False, description="Write pickled .bin weights instead of safetensors (unsafe to load; avoid)."
+    )
+    export_hub_model_id: str | None = Field(
+        None, description="Also upload the export to this Hugging Face Hub repository (org/name)."
+    )
+
+
 class GeneratingArguments(_Group):
     """How to sample text in chat, evaluation and serving."""
 
@@ -305,6 +328,7 @@ BASE_GROUPS: dict[str, type[_Group]] = {
     "finetuning": FinetuningArguments,
     "training": TrainingArguments,
     "generating": GeneratingArguments,
+    "export": ExportArguments,
 }
 
 
@@ -348,6 +372,7 @@ class RunConfig(BaseModel):
     finetuning: SerializeAsAny[FinetuningArguments] = Field(default_factory=lambda: groups()["finetuning"]())
     training: TrainingArguments = Field(default_factory=TrainingArguments)
     generating: GeneratingArguments = Field(default_factory=GeneratingArguments)
+    export: SerializeAsAny[ExportArguments] = Field(default_factory=lambda: groups()["export"]())
     llamafactory: dict[str, Any] = Field(
         default_factory=dict,
         description="LLaMA-Factory keys tuneforge's schema does not define but accepts "

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from tuneforge.utils.log import info
-from tuneforge.utils.paths import models_cache
+from tuneforge.utils.paths import fsync_tree, models_cache
 
 _ZOO_FILE = Path(__file__).with_name("zoo.yaml")
 
@@ -63,7 +63,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         model, tokenizer = load_gguf(gguf)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         tmp.rename(target)
         info(f"model ready in {target}")
     return target
@@ -82,12 +82,3 @@ def load_gguf(gguf: Path):  # noqa: ANN201 - transformers types are imported laz
         del model.config.quantization_config
     model.config.name_or_path = gguf.stem
     return model, tokenizer
-
-
-def _fsync_tree(root: Path) -> None:
-    import os
-
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())

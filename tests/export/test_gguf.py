@@ -1,0 +1,125 @@
+"""GGUF export: read back by transformers' GGUF loader (and by llama.cpp when llama-cpp-python is
+installed), the logits, greedy answers and tokenization equal those of the merged model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.export.test_export import export, random_adapter
+from tests.helpers import tiny_llama
+from tuneforge.utils.errors import UserError
+
+TEXT = "Mixed text: hello, 世界! 🙂 Ünïcode 12345 <|im_start|>user"
+
+
+def load_back(out: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    (gguf,) = out.glob("*.gguf")
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf.name, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(out, gguf_file=gguf.name), gguf
+
+
+def merged(base: Path, adapters: list[Path]):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.eval()
+
+
+def greedy(model, ids: torch.Tensor, n: int = 32) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    return out[0, ids.shape[1] :].tolist()
+
+
+@pytest.fixture(scope="module")
+def gqa_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A tiny LLaMA with grouped-query attention (4 query heads, 2 key/value heads), SmolLM2's tokenizer."""
+    path = tmp_path_factory.mktemp("gqa")
+    model = tiny_llama(
+        vocab_size=len(smollm2_tokenizer),
+        pad_token_id=smollm2_tokenizer.pad_token_id,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "limit"), [("f32", 1e-4), ("f16", 5e-3), ("q8_0", 5e-2)])
+def test_gguf_of_base_plus_adapter_matches_the_merged_model(
+    kind, limit, gqa_model_dir, tmp_path, smollm2_tokenizer
+):
+    adapter = random_adapter(gqa_model_dir, tmp_path / "a", 1)
+    out = export(
+        tmp_path, gqa_model_dir, [adapter], export_format="gguf", export_gguf_type=kind, template="qwen"
+    )
+    model, tokenizer, gguf = load_back(out)
+    reference = merged(gqa_model_dir, [adapter])
+    ids = smollm2_tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (model(ids).logits - reference(ids).logits).abs().max() < limit
+    if kind == "f32":
+        assert greedy(model, ids) == greedy(reference, ids)
+    assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    template = bytes(fields["tokenizer.chat_template"].parts[-1]).decode()
+    assert "<|im_start|>" in template  # the named template the run used (qwen: ChatML), as Jinja
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{gguf.name}\n") and 'TEMPLATE """' in modelfile
+
+
+def test_architectures_the_converter_does_not_know_are_refused(tmp_path, smollm2_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    base = tmp_path / "gpt2"
+    GPT2LMHeadModel(
+        GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(smollm2_tokenizer))
+    ).save_pretrained(base)
+    smollm2_tokenizer.save_pretrained(base)
+    with pytest.raises(UserError, match="writes llama, mistral models; this is gpt2"):
+        export(tmp_path, base, [], export_format="gguf")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".partial-*"))
+
+
+@pytest.mark.slow
+def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
+    smollm2_dir, smollm2_tokenizer, tmp_path
+):
+    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1)
+    out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type="f32")
+    model, tokenizer, gguf = load_back(out)
+    reference = merged(smollm2_dir, [adapter])
+    prompt = smollm2_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+    )
+    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    with torch.no_grad():
+        assert (model(ids).logits - reference(ids).logits).abs().max() < 1e-4
+    assert greedy(model, ids) == greedy(reference, ids)
+    assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
+    if importlib.util.find_spec("llama_cpp") is not None:  # llama.cpp itself, when installed
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=str(gguf), n_ctx=256, verbose=False)
+        tokens = llm.tokenize(TEXT.encode(), add_bos=False, special=True)
+        assert tokens == smollm2_tokenizer(TEXT).input_ids
+        answer = []
+        for token in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
+            answer.append(token)
+            if len(answer) == 32:
+                break
+        assert answer == greedy(reference, ids)
