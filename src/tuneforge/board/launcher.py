@@ -1,4 +1,4 @@
-"""Starting, watching and stopping `tuneforge train` processes for the board.
+"""Starting, watching and stopping `tuneforge train` (and `tuneforge export`) processes for the board.
 
 A run is started as `python -m tuneforge.cli.main train CONFIG.yaml` with an argument list (never
 a shell string): whatever a form field holds ends up as YAML data in CONFIG.yaml, never as code.
@@ -22,6 +22,7 @@ from tuneforge.runs.registry import RUN_ID_ENV, RUNS_DB_ENV, RunRegistry, runs_i
 from tuneforge.utils.log import get_logger
 
 board_log = get_logger("tuneforge.board")
+COMMANDS = ("train", "export")
 
 
 class Launcher:
@@ -37,8 +38,9 @@ class Launcher:
         )
         self._thread.start()
 
-    def submit(self, config: dict[str, Any]) -> str:
-        run = self.registry.create(config, status="queued")
+    def submit(self, config: dict[str, Any], command: str = "train") -> str:
+        """Register a `tuneforge train` (or `export`) of `config` as queued and start it when a slot is free."""
+        run = self.registry.create(config, status="queued", command=command)
         self.schedule()
         return run.id
 
@@ -67,15 +69,18 @@ class Launcher:
             for run in sorted((r for r in runs if r.status == "queued"), key=lambda r: r.created):
                 if running >= self.max_concurrent:
                     break
-                self._start(run.id, run.config)
+                self._start(run.id, run.config, run.command)
                 running += 1
 
-    def _start(self, run_id: str, config: dict[str, Any]) -> None:
+    def _start(self, run_id: str, config: dict[str, Any], command: str = "train") -> None:
+        if command not in COMMANDS:  # the registry is a file: never run what it names unless it is ours
+            self.registry.finished(run_id, "failed", None, f"unknown command {command!r}")
+            return
         folder = self.runs_dir / run_id
         folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        log_path = folder / "train.log"
+        log_path = folder / f"{command}.log"
         env = {
             **os.environ,
             RUN_ID_ENV: run_id,
@@ -84,7 +89,7 @@ class Launcher:
         }
         with log_path.open("ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "tuneforge.cli.main", "train", str(config_path)],
+                [sys.executable, "-m", "tuneforge.cli.main", command, str(config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

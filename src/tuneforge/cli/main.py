@@ -211,8 +211,10 @@ def _export(argv: list[str]) -> int:
     config, overrides, _ = split_args(argv)
     cfg = load_config(config, overrides)
     from tuneforge.export import run_export
+    from tuneforge.runs.tracking import tracked_run
 
-    run_export(cfg)
+    with tracked_run(cfg.to_flat(), "export"):
+        run_export(cfg)
     return 0
 
 

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL,
     ended REAL,
     exit_code INTEGER,
-    reason TEXT
+    reason TEXT,
+    command TEXT NOT NULL DEFAULT 'train'
 )
 """
 
@@ -56,6 +57,7 @@ class Run:
     ended: float | None
     exit_code: int | None
     reason: str | None
+    command: str = "train"  # the tuneforge command the run is: train, or export
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,6 +77,9 @@ class RunRegistry:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "command" not in columns:  # a registry written before exports were runs too
+                db.execute("ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'train'")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -85,14 +90,16 @@ class RunRegistry:
         finally:
             db.close()
 
-    def create(self, config: dict[str, Any], status: str = "queued", name: str | None = None) -> Run:
+    def create(
+        self, config: dict[str, Any], status: str = "queued", name: str | None = None, command: str = "train"
+    ) -> Run:
         run_id = uuid.uuid4().hex[:12]
-        output_dir = str(config.get("output_dir", ""))
+        output_dir = str(config.get("export_dir" if command == "export" else "output_dir", "") or "")
         name = name or Path(output_dir).name or run_id
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, name, status, config, output_dir, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, name, status, json.dumps(config), output_dir, time.time()),
+                "INSERT INTO runs (id, name, status, config, output_dir, created, command) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, status, json.dumps(config), output_dir, time.time(), command),
             )
         return self.get(run_id)
 

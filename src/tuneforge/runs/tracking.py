@@ -12,7 +12,7 @@ from tuneforge.utils.log import warn
 
 
 @contextmanager
-def tracked_run(config: dict[str, Any]) -> Iterator[str | None]:
+def tracked_run(config: dict[str, Any], command: str = "train") -> Iterator[str | None]:
     """Register this process's run (or take over the one the board created) for the duration of the block.
 
     The registry never stops a run: if it cannot be opened, training goes on with a warning.
@@ -21,7 +21,7 @@ def tracked_run(config: dict[str, Any]) -> Iterator[str | None]:
         registry = RunRegistry()
         run_id = os.environ.get(RUN_ID_ENV)
         if not run_id:
-            run_id = registry.create(config, status="running").id
+            run_id = registry.create(config, status="running", command=command).id
         registry.started(run_id, os.getpid())
     except Exception as err:  # a read-only home, a locked file: not a reason to lose a training run
         warn(f"the run registry is unavailable ({err}); this run is not listed")

@@ -52,6 +52,7 @@ const Board = (() => {
       status.textContent = JSON.parse(status.dataset.labels || "{}")[s.status] || s.status; status.className = `status status-${s.status}`;
       if (s.reason) document.getElementById("run-reason").textContent = s.reason;
       if (["done", "failed", "stopped"].includes(s.status)) source.close();
+      if (s.status === "done") exportFiles(id);
     });
     document.getElementById("stop").onclick = () => post(`/api/runs/${id}/stop`);
     document.getElementById("resume").onclick = async () => { await post(`/api/runs/${id}/resume`); location.reload(); };
@@ -218,5 +219,37 @@ const Board = (() => {
     });
   }
 
-  return { draw, runPage, runsPage, trainPage, chatPage };
+  function showProblems(box, list) {
+    box.hidden = !list.length;
+    box.querySelector("ul").innerHTML = "";
+    for (const p of list) { const li = document.createElement("li"); li.textContent = p; box.querySelector("ul").appendChild(li); }
+  }
+
+  function exportPage() {
+    const form = document.getElementById("export-form");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
+      if (flat.export_format !== "gguf") delete flat.export_gguf_type;
+      const { status, data } = await post("/api/exports", flat);
+      if (status === 201) location.href = `/runs/${data.id}`;
+      else showProblems(document.getElementById("problems"), data.problems || [data.detail || "error"]);
+    });
+  }
+
+  async function exportFiles(id) {
+    const list = document.getElementById("export-files");
+    if (!list) return;
+    const reply = await fetch(`/api/runs/${id}/files`);
+    if (reply.status !== 200) return;
+    list.innerHTML = "";
+    for (const f of await reply.json()) {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = `/api/runs/${id}/files/${encodeURIComponent(f.name)}`; a.textContent = f.name;
+      li.appendChild(a); li.append(` (${(f.bytes / 1e6).toFixed(1)} MB)`); list.appendChild(li);
+    }
+  }
+
+  return { draw, runPage, runsPage, trainPage, chatPage, exportPage, exportFiles };
 })();
