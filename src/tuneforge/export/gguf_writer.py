@@ -1,6 +1,7 @@
 """A transformers causal LM and its tokenizer written as one GGUF file, with the `gguf` package's writer.
 
-Written from the GGUF specification (github.com/ggml-org/ggml/blob/master/docs/gguf.md): architecture
+Written from the GGUF specification (github.com/ggml-org/ggml/blob/master/docs/gguf.md) for the LLaMA,
+Mistral, Qwen2 and Qwen3 architectures: architecture
 metadata under `ARCH.*`, the tokenizer under `tokenizer.ggml.*` and `tokenizer.chat_template`, tensors
 under llama.cpp's names (`token_embd`, `blk.N.attn_q`, ...). For the LLaMA architecture llama.cpp applies
 rotary embeddings to interleaved pairs where transformers rotates halves, so the rows of the query and
@@ -16,8 +17,14 @@ from typing import Any
 
 from tuneforge.utils.errors import UserError
 
-# transformers model_type -> the GGUF architecture this converter writes it as
-ARCHITECTURES = {"llama": "llama", "mistral": "llama"}
+# transformers model_type -> (the GGUF architecture it is written as, whether q/k rows are interleaved for
+# llama.cpp's rotary embedding: the LLaMA family yes; Qwen's NEOX-style rotation takes halves as they are)
+ARCHITECTURES = {
+    "llama": ("llama", True),
+    "mistral": ("llama", True),
+    "qwen2": ("qwen2", False),
+    "qwen3": ("qwen3", False),
+}
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 
 _LAYER_TENSORS = {
@@ -25,6 +32,11 @@ _LAYER_TENSORS = {
     "self_attn.k_proj.weight": "attn_k.weight",
     "self_attn.v_proj.weight": "attn_v.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",  # qwen2
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",  # qwen3
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
@@ -57,9 +69,16 @@ def _interleave_heads(weight: Any, heads: int) -> Any:
     )
 
 
+# The split patterns of tokenizers llama.cpp knows by name (as their tokenizer.json files write them).
+_SPLIT_PATTERNS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+}
+
+
 def _pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
-    """llama.cpp's name for the text splitting before BPE: GPT-2's byte-level regex, with or without digits
-    split one by one first (SmolLM's)."""
+    """llama.cpp's name for the text splitting before BPE: GPT-2's byte-level regex, with digits split one by
+    one first (SmolLM's), or the split patterns of LLaMA 3 and Qwen2."""
     pre = tokenizer_json.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
@@ -67,6 +86,8 @@ def _pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
         return "gpt2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"
+    if kinds == ["Split", "ByteLevel"] and steps[0].get("pattern", {}).get("Regex") in _SPLIT_PATTERNS:
+        return _SPLIT_PATTERNS[steps[0]["pattern"]["Regex"]]
     raise UserError(
         f"the tokenizer splits text with {kinds}, which this GGUF converter cannot name for llama.cpp; export "
         "export_format: safetensors and convert it with llama.cpp's own script"
@@ -132,7 +153,7 @@ def write_gguf(
     import gguf
 
     config = model.config
-    arch = ARCHITECTURES.get(config.model_type)
+    arch, interleave = ARCHITECTURES.get(config.model_type, (None, False))
     if arch is None:
         raise UserError(
             f"the GGUF export writes {', '.join(sorted(ARCHITECTURES))} models; this is {config.model_type} "
@@ -161,6 +182,9 @@ def write_gguf(
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
     writer.add_rope_dimension_count(head_dim)
+    if head_dim * heads != config.hidden_size:  # Qwen3 and others with wider or narrower heads
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_rope_freq_base(float(scaling.get("rope_theta", getattr(config, "rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
@@ -173,9 +197,9 @@ def write_gguf(
         target = gguf_name(key)
         if target is None:
             raise UserError(f"the GGUF export has no llama.cpp name for the tensor {key} of this model")
-        if target.endswith("attn_q.weight"):
+        if interleave and target.endswith(("attn_q.weight", "attn_q.bias")):
             tensor = _interleave_heads(tensor, heads)
-        elif target.endswith("attn_k.weight"):
+        elif interleave and target.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _interleave_heads(tensor, kv_heads)
         data, qtype = _tensor_data(target, tensor, gguf_type)
         writer.add_tensor(target, data, raw_dtype=qtype)
