@@ -20,8 +20,9 @@ from tuneforge.utils.errors import UserError
 TEXT = "Export me: the capital of France is Paris. 中国的首都是北京。"
 
 
-def random_adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:
-    """A LoRA-family adapter with random (non-zero) weights, saved as PEFT saves it."""
+def random_adapter(base_dir: Path, out: Path, seed: int, scale: float = 1.0, **lora) -> Path:
+    """A LoRA-family adapter with random (non-zero) weights, saved as PEFT saves it. `scale` < 1 keeps a real
+    model's answers sensible (a full-size random update leaves near-ties that any rounding flips)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -30,7 +31,12 @@ def random_adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:
     config = LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, **lora
     )
-    get_peft_model(model, config).save_pretrained(out)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    peft_model.save_pretrained(out)
     return out
 
 

@@ -129,7 +129,7 @@ def test_architectures_the_converter_does_not_know_are_refused(tmp_path, smollm2
 def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
     smollm2_dir, smollm2_tokenizer, tmp_path
 ):
-    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1)
+    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
     out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type="f32")
     model, tokenizer, gguf = load_back(out)
     reference = merged(smollm2_dir, [adapter])
@@ -143,15 +143,64 @@ def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
         assert (model(ids).logits - reference(ids).logits).abs().max() < 1e-4
     assert greedy(model, ids) == greedy(reference, ids)
     assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
-    if importlib.util.find_spec("llama_cpp") is not None:  # llama.cpp itself, when installed
-        from llama_cpp import Llama
 
-        llm = Llama(model_path=str(gguf), n_ctx=256, verbose=False)
-        tokens = llm.tokenize(TEXT.encode(), add_bos=False, special=True)
-        assert tokens == smollm2_tokenizer(TEXT).input_ids
-        answer = []
-        for token in llm.generate(ids[0].tolist(), top_k=1, temp=0.0):
-            answer.append(token)
-            if len(answer) == 32:
-                break
-        assert answer == greedy(reference, ids)
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_PYTHON = (
+    REPO / ".bench" / "llamacpp-venv" / "bin" / "python"
+)  # `python bench/gguf_llamacpp.py` builds it
+LLAMA_CPP = """
+import json, sys
+from llama_cpp import Llama
+path, ids, text = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+llm = Llama(model_path=path, n_ctx=512, n_threads=2, verbose=False)
+out = []
+for token in llm.generate(ids, top_k=1, temp=0.0):
+    out.append(token)
+    if len(out) == 32:
+        break
+print(json.dumps({"tokens": out, "ids": llm.tokenize(text.encode(), add_bos=False, special=True)}))
+"""
+
+
+def llama_cpp_python() -> str | None:
+    """A Python that has llama-cpp-python: this one, or the venv the bench script builds."""
+    if importlib.util.find_spec("llama_cpp") is not None:
+        import sys
+
+        return sys.executable
+    return str(BENCH_PYTHON) if BENCH_PYTHON.exists() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    llama_cpp_python() is None, reason="llama-cpp-python is not installed (bench/gguf_llamacpp.py builds it)"
+)
+def test_llama_cpp_answers_the_gguf_export_like_the_merged_model(smollm2_dir, smollm2_tokenizer, tmp_path):
+    import json
+    import subprocess
+
+    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
+    out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type="f32")
+    (gguf,) = out.glob("*.gguf")
+    reference = merged(smollm2_dir, [adapter])
+    prompt = smollm2_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+    )
+    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    result = subprocess.run(
+        [llama_cpp_python(), "-c", LLAMA_CPP, str(gguf), json.dumps(ids[0].tolist()), TEXT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["ids"] == smollm2_tokenizer(TEXT).input_ids
+    with torch.no_grad():  # the answer up to and including its end-of-turn token, as llama.cpp ends it
+        expected = reference.generate(ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1] :].tolist()
+    eos = smollm2_tokenizer.eos_token_id
+    answer = got["tokens"][: got["tokens"].index(eos) + 1] if eos in got["tokens"] else got["tokens"]
+    assert answer == expected and len(answer) > 3

@@ -17,6 +17,7 @@ commands:
   serve [CONFIG.yaml] [--adapters ..] OpenAI-compatible API (127.0.0.1:8000 by default)
   score --reward_model DIR ...        the reward a trained reward model gives an answer
   export CONFIG.yaml [key=value ...]  merge adapters into a standalone model: safetensors or GGUF, with a Modelfile
+  eval CONFIG.yaml [key=value ...]    MMLU / C-Eval / CMMLU or your own multiple-choice set (task, task_dir)
   board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and the models in the Hugging Face cache
@@ -218,6 +219,30 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
+def _eval(argv: list[str]) -> int:
+    from tuneforge.config import load_config
+
+    if not argv or argv[0] in ("-h", "--help"):
+        from tuneforge.config.help import describe_keys
+
+        print(
+            "usage: tuneforge eval CONFIG.yaml [key=value ...]\n\n"
+            "Scores model_name_or_path (with adapter_name_or_path; compare_base: true also scores the base) on a\n"
+            "multiple-choice benchmark read from task_dir as its authors publish it: MMLU data/{dev,val,test}/\n"
+            "SUBJECT_SPLIT.csv without a header, C-Eval {dev,val,test}/SUBJECT_SPLIT.csv, CMMLU {dev,test}/\n"
+            "SUBJECT.csv (your own subjects in any of these layouts work too). Prints accuracy per category and\n"
+            "the average; writes results.json and predictions.jsonl into save_dir.\n\nKeys:\n"
+        )
+        print(describe_keys(("model", "eval")))
+        return 0
+    config, overrides, _ = split_args(argv)
+    cfg = load_config(config, overrides)
+    from tuneforge.eval import run_eval
+
+    run_eval(cfg)
+    return 0
+
+
 def _templates(argv: list[str]) -> int:
     from tuneforge.data.slots import catalog_names, slot_template
 
@@ -226,14 +251,6 @@ def _templates(argv: list[str]) -> int:
         extra = f", tools: {template.tool_format}" if template.tool_format != "default" else ""
         print(f"{name:28s} {template.kind}{extra}")
     return 0
-
-
-def _not_yet(command: str, issue: str) -> Callable[[list[str]], int]:
-    def refuse(argv: list[str]) -> int:
-        print(f"tuneforge: `{command}` ({issue}) is not in tuneforge yet", file=sys.stderr)
-        return 2
-
-    return refuse
 
 
 def _env(argv: list[str]) -> int:
@@ -259,7 +276,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "webui": _board,  # llamafactory-cli's names
     "api": _serve,
     "export": _export,
-    "eval": _not_yet("eval", "MMLU / C-Eval / CMMLU evaluation"),
+    "eval": _eval,
     "data": _data,
     "models": _models,
     "templates": _templates,

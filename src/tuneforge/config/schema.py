@@ -310,6 +310,33 @@ class ExportArguments(_Group):
     )
 
 
+class EvalArguments(_Group):
+    """What `tuneforge eval` measures: a multiple-choice benchmark (LLaMA-Factory's evaluation keys)."""
+
+    task: str | None = Field(
+        None,
+        description="Benchmark and split: mmlu_test, mmlu_validation, ceval_validation, cmmlu_test (or your own "
+        "set in one of these layouts).",
+    )
+    task_dir: str = Field(
+        "evaluation",
+        description="Folder holding the benchmark as its authors publish it (MMLU: data/{dev,val,test}/*.csv; "
+        "C-Eval: {dev,val,test}/*.csv; CMMLU: {dev,test}/*.csv), or a folder named after the benchmark in it.",
+        json_schema_extra={"path": "always"},
+    )
+    n_shot: int = Field(5, ge=0, description="Solved examples from the dev split shown before each question.")
+    lang: Literal["en", "zh"] = Field("en", description="Language of the instruction: en or zh.")
+    batch_size: int = Field(4, gt=0, description="Questions scored per forward pass.")
+    save_dir: str | None = Field(
+        None,
+        description="Folder for results.json and predictions.jsonl (default: eval/TASK in output_dir).",
+        json_schema_extra={"path": "always"},
+    )
+    compare_base: bool = Field(
+        False, description="With adapter_name_or_path: also evaluate the base model and show the difference."
+    )
+
+
 class GeneratingArguments(_Group):
     """How to sample text in chat, evaluation and serving."""
 
@@ -329,6 +356,7 @@ BASE_GROUPS: dict[str, type[_Group]] = {
     "training": TrainingArguments,
     "generating": GeneratingArguments,
     "export": ExportArguments,
+    "eval": EvalArguments,
 }
 
 
@@ -373,6 +401,7 @@ class RunConfig(BaseModel):
     training: TrainingArguments = Field(default_factory=TrainingArguments)
     generating: GeneratingArguments = Field(default_factory=GeneratingArguments)
     export: SerializeAsAny[ExportArguments] = Field(default_factory=lambda: groups()["export"]())
+    eval: EvalArguments = Field(default_factory=EvalArguments)
     llamafactory: dict[str, Any] = Field(
         default_factory=dict,
         description="LLaMA-Factory keys tuneforge's schema does not define but accepts "

@@ -1,0 +1,161 @@
+"""Multiple-choice benchmarks read from the layouts their authors publish, every row checked.
+
+- MMLU: `data/{dev,val,test}/{subject}_{split}.csv`, no header: question, A, B, C, D, answer.
+- C-Eval: `{dev,val,test}/{subject}_{split}.csv`, header `id,question,A,B,C,D,answer[,explanation]`; its
+  `subject_mapping.json` (subject -> [English name, Chinese name, category]) names and groups subjects.
+- CMMLU: `{dev,test}/{subject}.csv`, header `,Question,A,B,C,D,Answer`.
+
+`task_dir` may be that folder itself or hold it under the benchmark's name (`evaluation/mmlu/...`, as
+LLaMA-Factory lays it out). Your own sets use any of these layouts with any subject names.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tuneforge.utils.errors import UserError
+
+CHOICES = ("A", "B", "C", "D")
+SPLITS = {"test": "test", "validation": "val", "val": "val", "dev": "dev"}
+BENCHMARKS = ("mmlu", "ceval", "cmmlu")
+CATEGORIES = ("STEM", "Social Sciences", "Humanities", "Other")
+
+
+@dataclass(frozen=True)
+class Question:
+    subject: str
+    question: str
+    choices: tuple[str, str, str, str]
+    answer: str
+    source: str  # file:line
+
+
+@dataclass
+class Benchmark:
+    name: str
+    split: str
+    questions: dict[str, list[Question]]  # subject -> questions of the split
+    shots: dict[str, list[Question]]  # subject -> the dev split's solved examples
+    names: dict[str, str] = field(default_factory=dict)  # subject -> name shown in the instruction
+    categories: dict[str, str] = field(default_factory=dict)  # subject -> one of CATEGORIES
+
+
+def parse_task(task: str | None) -> tuple[str, str]:
+    """`mmlu_test` -> ("mmlu", "test"); the benchmark names and splits are checked."""
+    if not task:
+        raise UserError("key 'task': name the benchmark and split to evaluate, e.g. task: mmlu_test")
+    name, _, split = task.rpartition("_")
+    if name not in BENCHMARKS or split not in SPLITS:
+        raise UserError(
+            f"key 'task': '{task}' is not a benchmark_split tuneforge knows; use one of "
+            f"{', '.join(f'{b}_{s}' for b in BENCHMARKS for s in ('test', 'validation'))}"
+        )
+    return name, SPLITS[split]
+
+
+def _root(task_dir: Path, name: str) -> Path:
+    for candidate in (task_dir / name, task_dir / name / "data", task_dir / "data", task_dir):
+        if any((candidate / split).is_dir() for split in ("dev", "val", "test")):
+            return candidate
+    raise UserError(
+        f"task_dir {task_dir} has no {name} data in a known layout: expected dev/ and test/ (or val/) folders of "
+        f"CSV files there, under {task_dir / name}, or under data/ (see `tuneforge eval --help`)"
+    )
+
+
+def _files(folder: Path, name: str, split: str) -> dict[str, Path]:
+    """subject -> its CSV file of `split` in `folder` (`{subject}_{split}.csv`, or `{subject}.csv` for CMMLU)."""
+    files = sorted((folder / split).glob("*.csv")) if (folder / split).is_dir() else []
+    suffix = f"_{split}"
+    out = {}
+    for path in files:
+        stem = path.stem
+        subject = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+        out[subject] = path
+    return out
+
+
+def _read(path: Path, subject: str, header: bool) -> list[Question]:
+    questions = []
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        columns = None
+        for row in reader:
+            line = reader.line_num
+            if header and columns is None:
+                columns = [c.strip().lower() for c in row]
+                continue
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if columns is not None:
+                cells = dict(zip(columns, row, strict=False))
+                values = [
+                    cells.get("question"),
+                    *(cells.get(c.lower()) for c in CHOICES),
+                    cells.get("answer"),
+                ]
+            else:
+                values = row[:6] + [None] * (6 - len(row[:6]))
+            question, *choices, answer = values
+            if question is None or any(c is None for c in choices):
+                raise UserError(
+                    f"{path}:{line}: a question needs four choices A-D; this row has fewer columns"
+                )
+            answer = (answer or "").strip().upper()
+            if answer not in CHOICES:
+                raise UserError(f"{path}:{line}: the answer is {answer or 'empty'!r}, not one of A, B, C, D")
+            questions.append(Question(subject, question, tuple(choices), answer, f"{path}:{line}"))
+    return questions
+
+
+@functools.cache
+def _mmlu_categories() -> dict[str, str]:
+    table = yaml.safe_load((Path(__file__).with_name("mmlu_categories.yaml")).read_text(encoding="utf-8"))
+    return {subject: category for category, subjects in table.items() for subject in subjects}
+
+
+def _ceval_mapping(root: Path, lang: str) -> tuple[dict[str, str], dict[str, str]]:
+    """C-Eval's subject_mapping.json: (subject -> name in the instruction's language, subject -> category)."""
+    for path in (root / "subject_mapping.json", root.parent / "subject_mapping.json"):
+        if path.is_file():
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+            categories = {
+                "STEM": "STEM", "Social Science": "Social Sciences", "Humanities": "Humanities", "Other": "Other"
+            }  # fmt: skip
+            return (
+                {s: v[0] if lang == "en" else v[1] for s, v in mapping.items()},
+                {s: categories.get(v[2], "Other") for s, v in mapping.items()},
+            )
+    return {}, {}
+
+
+def load_benchmark(task: str, task_dir: str | Path, lang: str = "en") -> Benchmark:
+    """Every question of the task's split and the dev examples, or a sentence naming the file and line."""
+    name, split = parse_task(task)
+    root = _root(Path(task_dir), name)
+    if name == "cmmlu" and split == "val":
+        raise UserError("CMMLU publishes dev and test splits only; use task: cmmlu_test")
+    header = name in ("ceval", "cmmlu")
+    files = _files(root, name, split)
+    if not files:
+        raise UserError(f"{root / split} holds no CSV files for {task}")
+    dev = _files(root, name, "dev")
+    benchmark = Benchmark(name, split, {}, {})
+    for subject, path in files.items():
+        questions = _read(path, subject, header)
+        if not questions:
+            raise UserError(f"{path} has no questions")
+        benchmark.questions[subject] = questions
+        benchmark.shots[subject] = _read(dev[subject], subject, header) if subject in dev else []
+    names, categories = _ceval_mapping(root, lang) if name == "ceval" else ({}, {})
+    mmlu = _mmlu_categories()
+    for subject in benchmark.questions:
+        benchmark.names[subject] = names.get(subject) or subject.replace("_", " ")
+        benchmark.categories[subject] = categories.get(subject) or mmlu.get(subject, "Other")
+    return benchmark

@@ -1,0 +1,174 @@
+"""`tuneforge eval` on small fixtures in MMLU's, C-Eval's and CMMLU's layouts: accuracies equal an independent
+computation with transformers, categories add up, base and adapters side by side, bad files named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.export.test_export import random_adapter
+from tuneforge.cli.main import main
+from tuneforge.config import load_config
+from tuneforge.eval import run_eval
+from tuneforge.eval.benchmarks import load_benchmark
+from tuneforge.utils.errors import UserError
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
+
+
+def independent_predictions(
+    model_dir: Path, adapter: Path | None, task: str, task_dir: Path, lang: str, shots: int
+) -> dict[str, list[str]]:
+    """The same prompts built without tuneforge's code: the instruction, the dev examples as chat turns,
+    the tokenizer's own chat template, the letter with the largest next-token logit."""
+    import csv
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    letters = [tokenizer.encode(x, add_special_tokens=False)[-1] for x in "ABCD"]
+    head, tail = (
+        ("The following are multiple choice questions (with answers) about {}.\n\n", "\nAnswer:")
+        if lang == "en"
+        else ("以下是中国关于{}考试的单项选择题，请选出其中的正确答案。\n\n", "\n答案：")
+    )
+    bench = load_benchmark(task, task_dir, lang)
+    out = {}
+    for subject in bench.questions:
+
+        def rows(split: str, subject: str = subject) -> list[list[str]]:
+            folder = {
+                "mmlu": task_dir / "mmlu" / "data",
+                "ceval": task_dir / "ceval",
+                "cmmlu": task_dir / "cmmlu",
+            }[bench.name]
+            name = f"{subject}.csv" if bench.name == "cmmlu" else f"{subject}_{split}.csv"
+            with (folder / split / name).open(encoding="utf-8") as fh:
+                table = list(csv.reader(fh))
+            return [
+                r[1:7] if bench.name != "mmlu" else r[:6]
+                for r in (table[1:] if bench.name != "mmlu" else table)
+            ]
+
+        def text(row: list[str]) -> str:
+            return row[0] + "".join(f"\n{c}. {row[1 + i]}" for i, c in enumerate("ABCD")) + tail
+
+        predicted = []
+        for row in rows(bench.split):
+            chat = []
+            for shot in rows("dev")[:shots]:
+                chat += [{"role": "user", "content": text(shot)}, {"role": "assistant", "content": shot[5]}]
+            chat.append({"role": "user", "content": text(row)})
+            chat[0]["content"] = head.format(bench.names[subject]) + chat[0]["content"]
+            ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+            ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+            with torch.no_grad():
+                logits = model(ids).logits[0, -1, letters]
+            predicted.append("ABCD"[int(logits.argmax())])
+        out[subject] = predicted
+    return out
+
+
+@pytest.mark.parametrize(
+    ("task", "lang"), [("mmlu_test", "en"), ("ceval_validation", "zh"), ("cmmlu_test", "zh")]
+)
+def test_accuracy_equals_an_independent_computation_and_categories_add_up(
+    task, lang, tiny_model_dir, tmp_path
+):
+    cfg = load_config(
+        extra={
+            "model_name_or_path": str(tiny_model_dir),
+            "task": task,
+            "task_dir": str(FIXTURES),
+            "lang": lang,
+            "n_shot": 2,
+            "save_dir": str(tmp_path / "results"),
+            "batch_size": 3,
+        }
+    )
+    report = run_eval(cfg)
+    result = report["results"]["model"]
+    expected = independent_predictions(tiny_model_dir, None, task, FIXTURES, lang, 2)
+    predictions = [
+        json.loads(line) for line in (tmp_path / "results" / "predictions.jsonl").read_text().splitlines()
+    ]
+    for subject, letters in expected.items():
+        got = [p["predicted"] for p in predictions if p["subject"] == subject]
+        assert got == letters, subject
+        answers = [p["answer"] for p in predictions if p["subject"] == subject]
+        accuracy = sum(a == b for a, b in zip(got, answers, strict=True)) / len(answers)
+        assert result["subjects"][subject]["accuracy"] == pytest.approx(accuracy)
+        assert result["subjects"][subject]["n"] == 10
+    categories = result["categories"]
+    assert sum(c["n"] for c in categories.values()) == result["n"] == 20
+    assert result["average"] == pytest.approx(sum(c["accuracy"] * c["n"] for c in categories.values()) / 20)
+    if task == "ceval_validation":
+        assert set(categories) == {"STEM", "Humanities"}  # from the benchmark's subject_mapping.json
+    if task == "mmlu_test":
+        assert set(categories) == {"STEM", "Other"}
+    assert json.loads((tmp_path / "results" / "results.json").read_text())["results"]["model"] == result
+
+
+def test_compare_base_scores_adapters_and_base_side_by_side(tiny_model_dir, tmp_path, capsys):
+    adapter = random_adapter(tiny_model_dir, tmp_path / "a", 1)
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": str(tiny_model_dir),
+                "adapter_name_or_path": str(adapter),
+                "task": "mmlu_test",
+                "task_dir": str(FIXTURES),
+                "n_shot": 1,
+                "compare_base": True,
+                "save_dir": str(tmp_path / "r"),
+            }
+        )
+    )
+    config = config.rename(tmp_path / "eval.json")
+    assert main(["eval", str(config)]) == 0
+    table = capsys.readouterr().out
+    assert "tuned" in table and "base" in table and "diff" in table and "Average" in table
+    results = json.loads((tmp_path / "r" / "results.json").read_text())["results"]
+    tuned = independent_predictions(tiny_model_dir, adapter, "mmlu_test", FIXTURES, "en", 1)
+    base = independent_predictions(tiny_model_dir, None, "mmlu_test", FIXTURES, "en", 1)
+    predictions = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
+    for label, expected in (("tuned", tuned), ("base", base)):
+        got = [p["predicted"] for p in predictions if p["model"] == label]
+        assert got == [x for subject in results[label]["subjects"] for x in expected[subject]]
+
+
+def write_csv(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_bad_benchmarks_are_named_by_file_and_line(tmp_path, tiny_model_dir, capsys):
+    task_dir = tmp_path / "bench"
+    write_csv(task_dir / "data" / "dev" / "s_dev.csv", "q,a,b,c,d,A\n")
+    write_csv(task_dir / "data" / "test" / "s_test.csv", "q1,a,b,c,d,A\nq2,a,b,c,d,E\n")
+    with pytest.raises(UserError, match=r"s_test.csv:2: the answer is 'E', not one of A, B, C, D"):
+        load_benchmark("mmlu_test", task_dir)
+    write_csv(task_dir / "data" / "test" / "s_test.csv", "q1,a,b,c,d,A\nq2,a,b\n")
+    with pytest.raises(UserError, match=r"s_test.csv:2: a question needs four choices"):
+        load_benchmark("mmlu_test", task_dir)
+    with pytest.raises(UserError, match="no mmlu data in a known layout"):
+        load_benchmark("mmlu_test", tmp_path / "empty")
+    with pytest.raises(UserError, match="not a benchmark_split tuneforge knows"):
+        load_benchmark("gsm8k_test", task_dir)
+    config = tmp_path / "bad.json"
+    config.write_text(
+        json.dumps(
+            {"model_name_or_path": str(tiny_model_dir), "task": "mmlu_test", "task_dir": str(task_dir)}
+        )
+    )
+    assert main(["eval", str(config)]) == 2 and "four choices" in capsys.readouterr().err
