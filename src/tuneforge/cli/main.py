@@ -238,8 +238,10 @@ def _eval(argv: list[str]) -> int:
     config, overrides, _ = split_args(argv)
     cfg = load_config(config, overrides)
     from tuneforge.eval import run_eval
+    from tuneforge.runs.tracking import tracked_run
 
-    run_eval(cfg)
+    with tracked_run(cfg.to_flat(), "eval"):
+        run_eval(cfg)
     return 0
 
 

@@ -57,7 +57,7 @@ class Run:
     ended: float | None
     exit_code: int | None
     reason: str | None
-    command: str = "train"  # the tuneforge command the run is: train, or export
+    command: str = "train"  # the tuneforge command the run is: train, export or eval
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,7 +94,8 @@ class RunRegistry:
         self, config: dict[str, Any], status: str = "queued", name: str | None = None, command: str = "train"
     ) -> Run:
         run_id = uuid.uuid4().hex[:12]
-        output_dir = str(config.get("export_dir" if command == "export" else "output_dir", "") or "")
+        where = {"export": "export_dir", "eval": "save_dir"}.get(command, "output_dir")
+        output_dir = str(config.get(where, "") or "")
         name = name or Path(output_dir).name or run_id
         with self._connect() as db:
             db.execute(

@@ -33,8 +33,8 @@ def exportable_runs(board: BoardState) -> list[dict[str, Any]]:
     return out
 
 
-def export_config(board: BoardState, body: dict[str, Any]) -> dict[str, Any]:
-    """The flat export config of a form: a run id becomes its base model, adapter and template."""
+def config_from_run(board: BoardState, body: dict[str, Any]) -> dict[str, Any]:
+    """The flat config of an export or evaluate form: a run id becomes its base model, adapter and template."""
     flat = {k: v for k, v in body.items() if k != "run" and v not in (None, "")}
     run_id = body.get("run")
     if run_id:
@@ -63,7 +63,7 @@ async def export_page(request: Request) -> HTMLResponse:
 async def create_export(request: Request) -> Any:
     """Start `tuneforge export` of a form's config; paths stay inside the board's roots (422 otherwise)."""
     board = board_state(request)
-    flat = export_config(board, await body_object(request))
+    flat = config_from_run(board, await body_object(request))
     problems = [] if flat.get("export_dir") else ["key 'export_dir': say where to write the export"]
     problems += check_paths(flat, board.roots, reward_dirs=board.reward_dirs)
     try:

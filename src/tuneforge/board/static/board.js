@@ -52,7 +52,7 @@ const Board = (() => {
       status.textContent = JSON.parse(status.dataset.labels || "{}")[s.status] || s.status; status.className = `status status-${s.status}`;
       if (s.reason) document.getElementById("run-reason").textContent = s.reason;
       if (["done", "failed", "stopped"].includes(s.status)) source.close();
-      if (s.status === "done") exportFiles(id);
+      if (s.status === "done") { exportFiles(id); evalResults(id); }
     });
     document.getElementById("stop").onclick = () => post(`/api/runs/${id}/stop`);
     document.getElementById("resume").onclick = async () => { await post(`/api/runs/${id}/resume`); location.reload(); };
@@ -225,16 +225,50 @@ const Board = (() => {
     for (const p of list) { const li = document.createElement("li"); li.textContent = p; box.querySelector("ul").appendChild(li); }
   }
 
-  function exportPage() {
-    const form = document.getElementById("export-form");
+  function jobPage(formId, url, adjust) {
+    const form = document.getElementById(formId);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
-      if (flat.export_format !== "gguf") delete flat.export_gguf_type;
-      const { status, data } = await post("/api/exports", flat);
+      adjust(flat);
+      const { status, data } = await post(url, flat);
       if (status === 201) location.href = `/runs/${data.id}`;
       else showProblems(document.getElementById("problems"), data.problems || [data.detail || "error"]);
     });
+  }
+
+  function exportPage() {
+    jobPage("export-form", "/api/exports", (flat) => { if (flat.export_format !== "gguf") delete flat.export_gguf_type; });
+  }
+
+  function evaluatePage() {
+    jobPage("evaluate-form", "/api/evaluations", (flat) => { if (!flat.compare_base) delete flat.compare_base; });
+  }
+
+  async function evalResults(id) {
+    const box = document.getElementById("eval-results");
+    if (!box) return;
+    const reply = await fetch(`/api/runs/${id}/results`);
+    if (reply.status !== 200) return;
+    const report = await reply.json();
+    const labels = Object.keys(report.results);
+    const rows = ["STEM", "Social Sciences", "Humanities", "Other"].filter((c) => labels.some((l) => c in report.results[l].categories));
+    const table = document.createElement("table");
+    const cell = (tag, text) => { const el = document.createElement(tag); el.textContent = text; return el; };
+    const head = document.createElement("tr");
+    head.appendChild(cell("th", report.task));
+    for (const l of labels) head.appendChild(cell("th", l));
+    if (labels.length === 2) head.appendChild(cell("th", "diff"));
+    table.appendChild(head);
+    for (const row of [...rows, "Average"]) {
+      const tr = document.createElement("tr");
+      tr.appendChild(cell("td", row));
+      const values = labels.map((l) => row === "Average" ? report.results[l].average : report.results[l].categories[row]?.accuracy);
+      for (const v of values) tr.appendChild(cell("td", v === undefined ? "-" : (100 * v).toFixed(2)));
+      if (values.length === 2 && values.every((v) => v !== undefined)) tr.appendChild(cell("td", (100 * (values[0] - values[1])).toFixed(2)));
+      table.appendChild(tr);
+    }
+    box.replaceChildren(table);
   }
 
   async function exportFiles(id) {
@@ -251,5 +285,5 @@ const Board = (() => {
     }
   }
 
-  return { draw, runPage, runsPage, trainPage, chatPage, exportPage, exportFiles };
+  return { draw, runPage, runsPage, trainPage, chatPage, exportPage, exportFiles, evaluatePage, evalResults };
 })();
