@@ -12,7 +12,7 @@ LAYER = {
     "serve": 4,
     "train": 3,
     "inference": 3,
-    "eval": 3,
+    "eval": 3.5,  # evaluation drives the inference engine (chat and serve use the same one)
     "export": 3,
     "data": 2,
     "model": 2,

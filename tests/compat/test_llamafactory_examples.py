@@ -4,6 +4,7 @@ sentence, and docs/llamafactory-examples.md says which (regenerate it with
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -41,6 +42,15 @@ def outcome(path: Path, model_dir: Path, out: Path) -> str:
             return "loads for chat/serve"
         length = ["max_steps=1", "max_samples=8", "cutoff_len=128", f"output_dir={out}", "save_steps=1000"]
         cfg = load_config(path, [*place, *length, "overwrite_output_dir=true", "logging_steps=1"])
+        if cfg.training.do_predict:
+            from tuneforge.eval.predict import run_predict
+
+            run_predict(
+                cfg.model_copy(update={"generating": cfg.generating.model_copy(update={"max_new_tokens": 4})})
+            )
+            results = json.loads((out / "predict_results.json").read_text())
+            assert set(results) >= {"predict_bleu-4", "predict_rouge-l"}, path
+            return "predicts (BLEU-4 and ROUGE of generated answers)"
         run_stage(cfg)
     except (ConfigError, DataError, UserError) as err:
         lines = str(err).splitlines()

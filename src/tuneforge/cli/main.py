@@ -44,6 +44,13 @@ def _train(argv: list[str]) -> int:
     from tuneforge.runs.tracking import tracked_run
     from tuneforge.train.stages import run_stage
 
+    if cfg.training.do_predict:  # LLaMA-Factory's predict configs: generate for eval_dataset and score
+        from tuneforge.eval.predict import run_predict
+
+        with tracked_run(cfg.to_flat()):
+            run_predict(cfg)
+        return 0
+
     with tracked_run(cfg.to_flat()):
         out = run_stage(cfg)
     print(f"tuneforge: done; adapter, run.yaml and metrics.jsonl are in {out}")

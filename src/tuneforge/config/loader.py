@@ -190,6 +190,25 @@ def cross_group_problems(cfg: RunConfig) -> list[str]:
             problems.append(
                 "key 'reward_model': stage ppo needs a reward_model (a stage rm output) or reward_funcs"
             )
+    if data.eval_dataset and not training.do_predict:
+        problems.append(
+            "key 'eval_dataset': it names the rows do_predict generates answers for; to evaluate while training, "
+            "hold out training rows with val_size"
+        )
+    if training.do_predict:
+        if (
+            training.do_train and "do_train" in training.model_fields_set
+        ):  # LLaMA-Factory leaves it out (false)
+            problems.append(
+                "key 'do_predict': predict in a config of its own with do_train: false (and the trained "
+                "adapter in adapter_name_or_path)"
+            )
+        if not training.predict_with_generate:
+            problems.append(
+                "key 'predict_with_generate': do_predict scores generated answers; set it to true"
+            )
+        if not data.eval_dataset:
+            problems.append("key 'eval_dataset': do_predict needs the datasets to generate answers for")
     if training.early_stopping_steps and not data.val_size:
         problems.append("key 'early_stopping_steps': early stopping watches eval_loss, so set val_size (> 0)")
     return problems

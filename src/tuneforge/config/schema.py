@@ -112,6 +112,10 @@ class DataArguments(_Group):
         None,
         description="Chat template: empty uses the tokenizer's own chat_template; a name picks a built-in one.",
     )
+    eval_dataset: list[str] | None = Field(
+        None,
+        description="do_predict: datasets (from dataset_info.json) whose answers are generated and scored.",
+    )
     cutoff_len: int = Field(2048, gt=0, description="Longest tokenized example; longer ones are truncated.")
     truncation: Literal["proportional", "end"] = Field(
         "proportional",
@@ -164,7 +168,7 @@ class DataArguments(_Group):
         description="Bad data rows: error stops before training (listing all), skip drops and counts them.",
     )
 
-    _split_datasets = field_validator("dataset", mode="before")(split_names)
+    _split_datasets = field_validator("dataset", "eval_dataset", mode="before")(split_names)
     _split_probs = field_validator("interleave_probs", mode="before")(split_names)
 
     @model_validator(mode="after")
@@ -202,6 +206,12 @@ class TrainingArguments(_Group):
     """How to train: the optimizer loop, precision, logging and saving."""
 
     do_train: bool = Field(True, description="Run training.")
+    do_predict: bool = Field(
+        False,
+        description="Generate answers for eval_dataset and score them (BLEU-4, ROUGE) instead of training "
+        "(with do_train: false and predict_with_generate: true, as LLaMA-Factory's predict configs say).",
+    )
+    predict_with_generate: bool = Field(False, description="do_predict: score generated answers.")
     output_dir: str = Field(
         "saves/run",
         description="Where the adapter, metrics and checkpoints are written.",

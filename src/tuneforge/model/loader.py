@@ -31,7 +31,22 @@ def model_path(args: ModelArguments) -> Path:
 
 
 def with_local_adapters(args: ModelArguments) -> ModelArguments:
-    """`args` with every hub id in adapter_name_or_path replaced by its downloaded folder."""
+    """`args` with every hub id in adapter_name_or_path replaced by its downloaded folder; a local entry that
+    is not an adapter folder is a sentence naming it."""
+    for entry in args.adapter_name_or_path or []:
+        path = Path(entry).expanduser()
+        if hub.looks_like_repo_id(entry):
+            continue
+        if not path.is_dir():
+            raise UserError(
+                f"adapter {entry} does not exist; adapter_name_or_path names folders written by LoRA, OFT or prompt "
+                "runs (their output_dir), or hub ids like org/name"
+            )
+        if not (path / "adapter_config.json").is_file():
+            raise UserError(
+                f"{entry} has no adapter_config.json, so it is not an adapter; the output of a full or freeze run "
+                "is a whole model: give it as model_name_or_path instead"
+            )
     if not args.adapter_name_or_path or not any(map(hub.looks_like_repo_id, args.adapter_name_or_path)):
         return args
     local = [
