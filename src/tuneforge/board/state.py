@@ -40,6 +40,22 @@ class BoardState:
         except KeyError:
             raise HTTPException(404, f"no run {run_id}") from None
 
+    def checked_config(self, flat: dict[str, Any], problems: list[str] | None = None) -> Any:
+        """`flat` validated by the schema with every path kept inside the roots; every problem (with `problems`
+        already found) answered at once as a 422."""
+        from tuneforge.board.paths import check_paths
+        from tuneforge.board.requests import Problems
+        from tuneforge.config import ConfigError, build_config
+
+        problems = list(problems or []) + check_paths(flat, self.roots, reward_dirs=self.reward_dirs)
+        try:
+            cfg = build_config(flat)
+        except ConfigError as err:
+            problems = list(err.problems) + problems
+        if problems:
+            raise Problems(problems)
+        return cfg
+
     def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:
         """A page in the language the query or the cookie asks for (English by default)."""
         lang = request.query_params.get("lang") or request.cookies.get("tuneforge_lang") or "en"

@@ -6,6 +6,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from tuneforge.cli.args import split_args
 
@@ -201,55 +202,56 @@ def _models(argv: list[str]) -> int:
     return 0
 
 
-def _export(argv: list[str]) -> int:
-    from tuneforge.config import load_config
+EXPORT_HELP = (
+    "usage: tuneforge export CONFIG.yaml [key=value ...]\n\n"
+    "Writes model_name_or_path with adapter_name_or_path merged (in order) into export_dir: a Hugging\n"
+    "Face folder (export_format: safetensors) or one GGUF file (export_format: gguf), with the chat\n"
+    "template the run trained with, generation_config.json, a model card and an Ollama Modelfile.\n"
+)
+EVAL_HELP = (
+    "usage: tuneforge eval CONFIG.yaml [key=value ...]\n\n"
+    "Scores model_name_or_path (with adapter_name_or_path; compare_base: true also scores the base) on a\n"
+    "multiple-choice benchmark read from task_dir as its authors publish it: MMLU data/{dev,val,test}/\n"
+    "SUBJECT_SPLIT.csv without a header, C-Eval {dev,val,test}/SUBJECT_SPLIT.csv, CMMLU {dev,test}/\n"
+    "SUBJECT.csv (your own subjects in any of these layouts work too). Prints accuracy per category and\n"
+    "the average; writes results.json and predictions.jsonl into save_dir.\n"
+)
 
-    if not argv or argv[0] in ("-h", "--help"):
-        from tuneforge.config.help import describe_keys
 
-        print(
-            "usage: tuneforge export CONFIG.yaml [key=value ...]\n\n"
-            "Writes model_name_or_path with adapter_name_or_path merged (in order) into export_dir: a Hugging\n"
-            "Face folder (export_format: safetensors) or one GGUF file (export_format: gguf), with the chat\n"
-            "template the run trained with, generation_config.json, a model card and an Ollama Modelfile.\n\n"
-            "Keys:\n"
-        )
-        print(describe_keys(("model", "export")))
+def _registered(
+    command: str, help_text: str, group: str, work: Callable[[Any], Any]
+) -> Callable[[list[str]], int]:
+    """A command that reads CONFIG.yaml and overrides, and runs `work(cfg)` as a run of the registry."""
+
+    def run(argv: list[str]) -> int:
+        if not argv or argv[0] in ("-h", "--help"):
+            from tuneforge.config.help import describe_keys
+
+            print(help_text + "\nKeys:\n")
+            print(describe_keys(("model", group)))
+            return 0
+        from tuneforge.config import load_config
+        from tuneforge.runs.tracking import tracked_run
+
+        config, overrides, _ = split_args(argv)
+        cfg = load_config(config, overrides)
+        with tracked_run(cfg.to_flat(), command):
+            work(cfg)
         return 0
-    config, overrides, _ = split_args(argv)
-    cfg = load_config(config, overrides)
+
+    return run
+
+
+def _run_export(cfg: Any) -> Any:
     from tuneforge.export import run_export
-    from tuneforge.runs.tracking import tracked_run
 
-    with tracked_run(cfg.to_flat(), "export"):
-        run_export(cfg)
-    return 0
+    return run_export(cfg)
 
 
-def _eval(argv: list[str]) -> int:
-    from tuneforge.config import load_config
-
-    if not argv or argv[0] in ("-h", "--help"):
-        from tuneforge.config.help import describe_keys
-
-        print(
-            "usage: tuneforge eval CONFIG.yaml [key=value ...]\n\n"
-            "Scores model_name_or_path (with adapter_name_or_path; compare_base: true also scores the base) on a\n"
-            "multiple-choice benchmark read from task_dir as its authors publish it: MMLU data/{dev,val,test}/\n"
-            "SUBJECT_SPLIT.csv without a header, C-Eval {dev,val,test}/SUBJECT_SPLIT.csv, CMMLU {dev,test}/\n"
-            "SUBJECT.csv (your own subjects in any of these layouts work too). Prints accuracy per category and\n"
-            "the average; writes results.json and predictions.jsonl into save_dir.\n\nKeys:\n"
-        )
-        print(describe_keys(("model", "eval")))
-        return 0
-    config, overrides, _ = split_args(argv)
-    cfg = load_config(config, overrides)
+def _run_eval(cfg: Any) -> Any:
     from tuneforge.eval import run_eval
-    from tuneforge.runs.tracking import tracked_run
 
-    with tracked_run(cfg.to_flat(), "eval"):
-        run_eval(cfg)
-    return 0
+    return run_eval(cfg)
 
 
 def _templates(argv: list[str]) -> int:
@@ -284,8 +286,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "board": _board,
     "webui": _board,  # llamafactory-cli's names
     "api": _serve,
-    "export": _export,
-    "eval": _eval,
+    "export": _registered("export", EXPORT_HELP, "export", _run_export),
+    "eval": _registered("eval", EVAL_HELP, "eval", _run_eval),
     "data": _data,
     "models": _models,
     "templates": _templates,

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
-from tuneforge.board.paths import check_paths
 from tuneforge.board.requests import body_object
 from tuneforge.board.routes.exports import config_from_run, exportable_runs
 from tuneforge.board.state import board_state
-from tuneforge.config import ConfigError, build_config
 
 router = APIRouter()
 TASKS = ("mmlu_test", "mmlu_validation", "ceval_validation", "cmmlu_test")
@@ -31,16 +29,9 @@ async def create_evaluation(request: Request) -> Any:
     """Start `tuneforge eval` of a form's config; task_dir and save_dir stay inside the board's roots."""
     board = board_state(request)
     flat = config_from_run(board, await body_object(request))
-    problems = [] if flat.get("save_dir") else ["key 'save_dir': say where to write the results"]
-    problems += check_paths(flat, board.roots, reward_dirs=board.reward_dirs)
-    try:
-        cfg = build_config(flat)
-    except ConfigError as err:
-        problems = list(err.problems) + problems
-    if not flat.get("task"):
-        problems.append("key 'task': pick a benchmark")
-    if problems:
-        return JSONResponse({"problems": problems}, status_code=422)
+    missing = [] if flat.get("save_dir") else ["key 'save_dir': say where to write the results"]
+    missing += [] if flat.get("task") else ["key 'task': pick a benchmark"]
+    cfg = board.checked_config(flat, missing)
     keys = {k: v for k, v in cfg.to_flat().items() if k in flat or k in type(cfg.eval).model_fields}
     run_id = board.launcher.submit(keys, command="eval")
     return board.registry.get(run_id).as_dict()

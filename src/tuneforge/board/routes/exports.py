@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
-from tuneforge.board.paths import check_paths
 from tuneforge.board.requests import body_object
 from tuneforge.board.state import BoardState, board_state
-from tuneforge.config import ConfigError, build_config
 
 router = APIRouter()
 FORMATS = ("safetensors", "gguf")
@@ -64,14 +62,8 @@ async def create_export(request: Request) -> Any:
     """Start `tuneforge export` of a form's config; paths stay inside the board's roots (422 otherwise)."""
     board = board_state(request)
     flat = config_from_run(board, await body_object(request))
-    problems = [] if flat.get("export_dir") else ["key 'export_dir': say where to write the export"]
-    problems += check_paths(flat, board.roots, reward_dirs=board.reward_dirs)
-    try:
-        cfg = build_config(flat)
-    except ConfigError as err:
-        problems = list(err.problems) + problems
-    if problems:
-        return JSONResponse({"problems": problems}, status_code=422)
+    missing = [] if flat.get("export_dir") else ["key 'export_dir': say where to write the export"]
+    cfg = board.checked_config(flat, missing)
     exported = {k: v for k, v in cfg.to_flat().items() if k in flat or k.startswith("export_")}
     run_id = board.launcher.submit(exported, command="export")
     return board.registry.get(run_id).as_dict()

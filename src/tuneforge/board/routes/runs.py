@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
-from tuneforge.board.paths import check_paths
 from tuneforge.board.requests import body_object
 from tuneforge.board.state import board_state
-from tuneforge.config import ConfigError, build_config
 from tuneforge.runs.metrics import read_lines, read_records
 from tuneforge.runs.registry import RunRegistry
 
@@ -31,14 +29,7 @@ async def list_runs(request: Request) -> list[dict[str, Any]]:
 async def create_run(request: Request) -> Any:
     """A flat config as JSON, validated by the same schema as YAML; paths stay inside the board's roots."""
     board = board_state(request)
-    flat = await body_object(request)
-    problems = check_paths(flat, board.roots, reward_dirs=board.reward_dirs)
-    try:
-        cfg = build_config(flat)
-    except ConfigError as err:
-        problems = list(err.problems) + problems
-    if problems:
-        return JSONResponse({"problems": problems}, status_code=422)
+    cfg = board.checked_config(await body_object(request))
     run_id = board.launcher.submit(cfg.to_flat())
     return board.registry.get(run_id).as_dict()
 
