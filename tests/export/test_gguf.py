@@ -55,7 +55,10 @@ def gqa_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("kind", "limit"), [("f32", 1e-4), ("f16", 5e-3), ("bf16", 5e-2), ("q8_0", 5e-2)])
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [("f32", 1e-4), ("f16", 5e-3), ("bf16", 5e-2), ("q8_0", 5e-2), ("q4_0", 0.5), ("q4_1", 0.5)],
+)
 def test_gguf_of_base_plus_adapter_matches_the_merged_model(
     kind, limit, gqa_model_dir, tmp_path, smollm2_tokenizer
 ):

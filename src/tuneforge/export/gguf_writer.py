@@ -25,7 +25,7 @@ ARCHITECTURES = {
     "qwen2": ("qwen2", False),
     "qwen3": ("qwen3", False),
 }
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1")
 
 _LAYER_TENSORS = {
     "self_attn.q_proj.weight": "attn_q.weight",
@@ -140,9 +140,9 @@ def _tensor_data(name: str, tensor: Any, gguf_type: str) -> tuple[Any, Any]:
         return data.astype(np.float32), gguf.GGMLQuantizationType.F32
     if gguf_type == "f16":
         return data.astype(np.float16), gguf.GGMLQuantizationType.F16
-    qtype = gguf.GGMLQuantizationType.BF16 if gguf_type == "bf16" else gguf.GGMLQuantizationType.Q8_0
-    if qtype == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % 32:
-        return data.astype(np.float16), gguf.GGMLQuantizationType.F16  # q8_0 packs rows in blocks of 32
+    qtype = getattr(gguf.GGMLQuantizationType, gguf_type.upper())
+    if qtype != gguf.GGMLQuantizationType.BF16 and data.shape[-1] % 32:
+        return data.astype(np.float16), gguf.GGMLQuantizationType.F16  # q8_0/q4_* pack rows in blocks of 32
     return gguf.quants.quantize(data, qtype), qtype
 
 
@@ -172,6 +172,8 @@ def write_gguf(
         "f16": gguf.LlamaFileType.MOSTLY_F16,
         "bf16": gguf.LlamaFileType.MOSTLY_BF16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+        "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
     }
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)

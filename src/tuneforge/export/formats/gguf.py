@@ -14,8 +14,9 @@ from tuneforge.export import ExportChat, register_format
 
 
 class GGUFParams(Params):
-    export_gguf_type: Literal["f32", "f16", "bf16", "q8_0"] = Field(
-        "f16", description="gguf: weight type: f32, f16, bf16 or q8_0 (8-bit blocks; norms stay f32)."
+    export_gguf_type: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"] = Field(
+        "f16",
+        description="gguf: weight type: f32, f16, bf16, q8_0, q4_0 or q4_1 (8/4-bit blocks of 32; norms stay f32).",
     )
 
 
