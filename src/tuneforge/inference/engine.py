@@ -30,14 +30,17 @@ from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part
     parse_adapters,
     stop_token_ids,
 )
+from tuneforge.inference.logprobs import chosen_logprobs, prompt_logprobs
 from tuneforge.inference.requests import (  # noqa: F401 - Completion too
     Completion,
     Event,
     QueueFull,
     Request,
     RequestHandle,
+    TokenLogprob,
 )
-from tuneforge.inference.sampling import SamplingParams, next_tokens_or_errors
+from tuneforge.inference.sampling import SamplingParams, fresh_seed, next_tokens_or_errors
+from tuneforge.inference.sequential import generate_each
 from tuneforge.model.loader import load_tokenizer, local_adapter, with_local_adapters
 from tuneforge.utils.log import info
 
@@ -179,8 +182,14 @@ class InferenceEngine:
         params: SamplingParams | None = None,
         adapter: str | None = None,
         emit: Callable[[Event], None] | None = None,
+        logprobs: int | None = None,
+        prompt_logprobs: bool = False,
     ) -> RequestHandle:
         """Queue a request. `emit` receives its events on the engine's thread (else iterate the handle).
+
+        `logprobs` (k >= 0) reports each chosen token's log-probability with the k most probable tokens at
+        its position; `prompt_logprobs` does the same for every prompt token, before any text, and with
+        `max_new_tokens` 0 the request only scores its prompt.
 
         Raises QueueFull when `max_queue` requests are already waiting or running, and ValueError for
         an unknown adapter or a prompt that leaves no room in the context.
@@ -190,6 +199,10 @@ class InferenceEngine:
         params = params or self.sampling_params()
         if not prompt_ids:
             raise ValueError("the prompt is empty")
+        if self.sequential and (logprobs is not None or prompt_logprobs):
+            raise ValueError("log-probabilities are not available with prompt-learning adapters")
+        if params.max_new_tokens < (0 if prompt_logprobs else 1):
+            raise ValueError(f"max_new_tokens must be at least 1 (got {params.max_new_tokens})")
         if len(prompt_ids) + params.max_new_tokens > self.context_length:
             raise ValueError(
                 f"the prompt has {len(prompt_ids)} tokens and {params.max_new_tokens} more were asked for, "
@@ -199,7 +212,7 @@ class InferenceEngine:
         if emit is None:
             events = queue.Queue()
             emit = events.put
-        request = Request(list(prompt_ids), params, adapter, emit)
+        request = Request(list(prompt_ids), params, adapter, emit, logprobs, prompt_logprobs)
         with self._lock:
             if self._closed.is_set():
                 raise RuntimeError("the engine is closed")
@@ -339,19 +352,28 @@ class InferenceEngine:
         batch = Batch.start(
             rows, [r.prompt_ids for r in requests], self.tokenizer.pad_token_id or 0, self._new_cache()
         )
-        self._step(batch)
+        self._step(batch, score_prompts=any(r.prompt_logprobs for r in requests))
         return batch
 
-    def _step(self, batch: Batch) -> None:
-        """One forward pass: a token for every row; finished rows leave, the rest get their token as next input."""
+    def _step(self, batch: Batch, score_prompts: bool = False) -> None:
+        """One forward pass: a token for every row; finished rows leave, the rest get their token as next input.
+        With `score_prompts` (a prefill), the logits of every position are kept to score the prompts."""
         adapters = [row.request.adapter for row in batch.rows]
-        logits = self._forward(batch.next_input, batch.mask, batch.positions, batch.cache, adapters)
+        logits = self._forward(
+            batch.next_input, batch.mask, batch.positions, batch.cache, adapters, all_positions=score_prompts
+        )
         rows = batch.rows
+        if score_prompts:
+            for row, entries in zip(rows, prompt_logprobs(logits, [r.request for r in rows]), strict=True):
+                if entries is not None:
+                    row.request.emit(Event(prompt_logprobs=entries))
+            logits = logits[:, -1]
         chosen = self._sample(logits, rows)
+        entries = chosen_logprobs(logits, [r.request for r in rows], chosen, self.stop_ids)
         keep = [
             i
             for i, (row, token) in enumerate(zip(rows, chosen, strict=True))
-            if token is not None and not self._advance(row, token)
+            if token is not None and not self._advance(row, token, entries[i])
         ]
         batch.keep(keep)
         if keep:
@@ -370,51 +392,17 @@ class InferenceEngine:
 
     def _decode_with_generate(self, request: Request) -> None:
         """One request through `model.generate` (prompt-learning adapters), tokens fed to `_advance`."""
-        from transformers.generation.streamers import BaseStreamer
-
-        torch, row, params = self._torch, self._start_row(request), request.params
-        advance = self._advance
-
-        class Sink(BaseStreamer):
-            prompt_seen = False
-
-            def put(self, value: torch.Tensor) -> None:
-                if not self.prompt_seen:  # generate passes the prompt first
-                    self.prompt_seen = True
-                    return
-                for token in value.flatten().tolist():
-                    if advance(row, token):
-                        raise _Finished
-
-            def end(self) -> None:
-                pass
-
-        if not params.greedy:
-            torch.manual_seed(params.seed if params.seed is not None else _fresh_seed())
-        ids = torch.tensor([request.prompt_ids], device=self.device)
-        sampling = {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
-        try:
-            self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=params.max_new_tokens + 1,  # _advance ends the request at its own limit
-                do_sample=not params.greedy,
-                repetition_penalty=params.repetition_penalty,
-                eos_token_id=sorted(self.stop_ids) or None,
-                pad_token_id=self.tokenizer.pad_token_id,
-                streamer=Sink(),
-                **(sampling if not params.greedy else {}),
-            )
-        except _Finished:
-            return
-        self._emit_rest(row)
-        self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+        row = self._start_row(request)
+        pad_id = self.tokenizer.pad_token_id
+        if not generate_each(self.model, request, self.stop_ids, pad_id, lambda t: self._advance(row, t)):
+            self._emit_rest(row)
+            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
 
     def _start_row(self, request: Request) -> _Row:
         seed = request.params.seed
         generator = None
         if not request.params.greedy:
-            generator = self._torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
+            generator = self._torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         return _Row(
             request,
             IncrementalDetokenizer(self.tokenizer, request.params.stop),
@@ -422,24 +410,31 @@ class InferenceEngine:
             list(request.prompt_ids),
         )
 
-    def _advance(self, row: _Row, token: int) -> bool:
-        """Add `token` to `row` and emit its text; True when the row is finished (and has been reported)."""
+    def _advance(self, row: _Row, token: int, entry: TokenLogprob | None = None) -> bool:
+        """Add `token` to `row` and emit its text (and `entry`, its logprob); True when the row is finished
+        (and has been reported)."""
         request = row.request
         if request.cancelled.is_set():
             self._finish(request, Event(finish_reason="cancelled", completion_tokens=row.generated))
             return True
+        if request.params.max_new_tokens == 0:  # the prompt was only scored
+            self._finish(request, Event(finish_reason="length"))
+            return True
+        tokens = [entry] if entry is not None else []
         if token in self.stop_ids:
             self._emit_rest(row)
-            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated, tokens=tokens))
             return True
         row.generated += 1
         row.seen.append(token)
         piece = row.detok.push(token)
-        if piece:
-            request.emit(Event(text=piece))
         if row.detok.stopped:
-            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated))
+            if piece:
+                request.emit(Event(text=piece))
+            self._finish(request, Event(finish_reason="stop", completion_tokens=row.generated, tokens=tokens))
             return True
+        if piece or tokens:
+            request.emit(Event(text=piece, tokens=tokens))
         if row.generated >= request.params.max_new_tokens:
             self._emit_rest(row)
             self._finish(request, Event(finish_reason="length", completion_tokens=row.generated))
@@ -464,33 +459,26 @@ class InferenceEngine:
         positions: torch.Tensor,
         cache: Any,
         adapters: list[str | None],
+        all_positions: bool = False,
     ) -> torch.Tensor:
-        """Logits `[batch, vocab]` of the last position; each row through its own adapter."""
+        """Logits `[batch, vocab]` of the last position (`[batch, seq, vocab]` with `all_positions`); each
+        row through its own adapter."""
         device = self.device
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),
             "position_ids": positions.to(device),
             "use_cache": True,
-            "logits_to_keep": 1,
+            "logits_to_keep": 0 if all_positions else 1,
             CACHE_ARGUMENT: cache,
         }
         if self.adapters:
             kwargs["adapter_names"] = [a or BASE for a in adapters]
-        return self.model(**kwargs).logits[:, -1]
+        logits = self.model(**kwargs).logits
+        return logits if all_positions else logits[:, -1]
 
 
 def _shutdown(pending: queue.Queue[Any], closed: threading.Event, worker: threading.Thread) -> None:
     closed.set()
     pending.put(None)  # wakes the worker
     worker.join(timeout=30)
-
-
-class _Finished(Exception):
-    """Raised from a streamer to end generate() once a request is done."""
-
-
-def _fresh_seed() -> int:
-    import random
-
-    return random.SystemRandom().randrange(2**63)

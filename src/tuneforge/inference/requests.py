@@ -24,13 +24,31 @@ class Completion:
 
 
 @dataclass
+class TokenLogprob:
+    """A token the model read or chose, its log-probability under the model (before temperature and
+    penalties), and the most probable tokens at that position, best first."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+    stop: bool = False  # an end-of-turn token: it ends the answer and is not part of its text
+
+
+@dataclass
 class Event:
-    """A text piece (`finish_reason` None) or the end of a request (`finish_reason` set)."""
+    """A text piece (`finish_reason` None) or the end of a request (`finish_reason` set).
+
+    With logprobs asked for, `tokens` holds the chosen tokens this event covers (a piece of text may
+    wait for the next token, so an event can carry tokens and no text), and one event before any
+    text carries `prompt_logprobs`: one entry per prompt token, None for the first (nothing precedes it).
+    """
 
     text: str = ""
     finish_reason: str | None = None
     completion_tokens: int = 0
     error: str | None = None
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass
@@ -39,6 +57,8 @@ class Request:
     params: SamplingParams
     adapter: str | None = None
     emit: Callable[[Event], None] | None = None
+    logprobs: int | None = None  # None: none; k: each chosen token's log-probability and the k most probable
+    prompt_logprobs: bool = False  # also every prompt token's (with the same k alternatives)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     started: bool = False  # picked up by the decoding thread

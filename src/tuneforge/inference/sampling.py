@@ -134,3 +134,10 @@ def next_tokens_or_errors(
             except Exception as err:
                 out.append(err)
         return out
+
+
+def fresh_seed() -> int:
+    """A seed for a request that gave none (from the OS, so parallel servers never share one)."""
+    import random
+
+    return random.SystemRandom().randrange(2**63)

@@ -8,26 +8,22 @@ A streaming client that goes away cancels its request, which leaves the batch at
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import hmac
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.data.template import ChatTemplate
-from tuneforge.inference.engine import Event, InferenceEngine, QueueFull, SamplingParams
+from tuneforge.inference.engine import InferenceEngine, SamplingParams
+from tuneforge.serve.errors import ApiError, error_response
+from tuneforge.serve.jobs import Output, as_stream, chat_body, gather, start, stream, text_body
 from tuneforge.serve.protocol import ChatCompletionRequest, CompletionRequest
-from tuneforge.serve.tools import assistant_message
-from tuneforge.utils.errors import TuneforgeError
+from tuneforge.serve.tokenize import prompt_ids, tokenizer_routes
 
 
 @dataclass
@@ -36,24 +32,6 @@ class Limits:
     max_n: int = 8
     max_tokens: int | None = None  # per request; None: whatever fits the context
     allow_control_tokens: bool = False  # special-token text in messages stays text unless allowed
-
-
-class ApiError(TuneforgeError):
-    """A request the server refuses: answered with `status` and OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-def error_response(
-    status: int, message: str, code: str | None = None, param: str | None = None, **headers: str
-) -> JSONResponse:
-    kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error"
-    )
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 class Guard:
@@ -171,39 +149,45 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
             raise ApiError(
                 400, f"Cannot render these messages: {err}", "invalid_messages", "messages"
             ) from None
+        if body.top_logprobs is not None and not body.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true.", "invalid_request", "top_logprobs")
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = _params(engine, limits, body, len(prompt), max_tokens, "messages")
-        job = await _start(engine, prompt, params, adapter, body.n)
-        kind = "chat.completion"
+        output = Output(logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+        job = await start(engine, [prompt], params, adapter, body.n, output)
+        model = body.model or engine.base_name
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.wants_tool_calls():
             # a call is only known once the answer is complete: it is sent whole (one chunk when streaming)
-            answer = await _complete(
-                job, body.model or engine.base_name, kind, len(prompt), request, engine.template
-            )
-            return _as_stream(answer, include_usage) if body.stream else answer
+            answer = chat_body(job, await gather(job, request), model, engine.tokenizer, engine.template)
+            return as_stream(answer, include_usage) if body.stream else answer
         if body.stream:
-            return _stream(job, body.model or engine.base_name, kind, len(prompt), include_usage)
-        return await _complete(job, body.model or engine.base_name, kind, len(prompt), request)
+            return stream(job, model, "chat.completion", include_usage, engine.tokenizer)
+        return chat_body(job, await gather(job, request), model, engine.tokenizer)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         adapter = _adapter(engine, body.model)
-        if body.echo:
-            raise ApiError(400, "echo is not supported", "unsupported", "echo")
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if len(prompts) != 1:
+        prompts, texts = prompt_ids(engine, body.prompt)
+        if len(prompts) * body.n > engine.max_queue:
             raise ApiError(
-                400, "Send one prompt per request (use n for several completions).", "unsupported", "prompt"
+                400,
+                f"{len(prompts)} prompts x n={body.n} is more than the {engine.max_queue} requests this server "
+                "queues; send fewer prompts per request.",
+                "too_many_prompts",
+                "prompt",
             )
-        prompt = engine.tokenizer(prompts[0], add_special_tokens=True)["input_ids"]
-        params = _params(engine, limits, body, len(prompt), body.max_tokens, "prompt")
-        job = await _start(engine, prompt, params, adapter, body.n)
+        longest = max(len(p) for p in prompts)
+        params = _params(engine, limits, body, longest, body.max_tokens, "prompt", scoring=body.echo)
+        output = Output(logprobs=body.logprobs, echo=body.echo, prompt_texts=texts)
+        job = await start(engine, prompts, params, adapter, body.n, output)
+        model = body.model or engine.base_name
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _stream(job, body.model or engine.base_name, "text_completion", len(prompt), include_usage)
-        return await _complete(job, body.model or engine.base_name, "text_completion", len(prompt), request)
+            return stream(job, model, "text_completion", include_usage, engine.tokenizer)
+        return text_body(job, await gather(job, request), model, engine.tokenizer)
 
+    app.include_router(tokenizer_routes(engine, limits.allow_control_tokens))
     return app
 
 
@@ -221,8 +205,15 @@ def _adapter(engine: InferenceEngine, model: str) -> str | None:
 
 
 def _params(
-    engine: InferenceEngine, limits: Limits, body: Any, prompt_tokens: int, max_tokens: int | None, where: str
+    engine: InferenceEngine,
+    limits: Limits,
+    body: Any,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    where: str,
+    scoring: bool = False,
 ) -> SamplingParams:
+    """Sampling settings for the call, each bound checked; `scoring` (echo) also allows max_tokens 0."""
     if not 1 <= body.n <= limits.max_n:
         raise ApiError(400, f"n must be between 1 and {limits.max_n} (got {body.n}).", "invalid_n", "n")
     room = engine.context_length - prompt_tokens
@@ -236,11 +227,13 @@ def _params(
                 "context_length_exceeded",
                 where,
             )
-    if max_tokens < 1 or (limits.max_tokens and max_tokens > limits.max_tokens):
+    lowest = 0 if scoring else 1
+    if max_tokens < lowest or (limits.max_tokens and max_tokens > limits.max_tokens):
         upper = f" and {limits.max_tokens}" if limits.max_tokens else ""
+        with_echo = " (0 with echo)" if not scoring else ""
         raise ApiError(
             400,
-            f"max_tokens must be at least 1{upper} (got {max_tokens}).",
+            f"max_tokens must be at least {lowest}{with_echo}{upper} (got {max_tokens}).",
             "invalid_max_tokens",
             "max_tokens",
         )
@@ -265,193 +258,3 @@ def _params(
         )
     except ValueError as err:  # a value the sampler cannot use: the message names each bound
         raise ApiError(400, f"{err}.", "invalid_sampling", None) from None
-
-
-@dataclass
-class _Job:
-    """The n requests of one API call and the queue their events arrive on, as (choice index, event)."""
-
-    handles: list[Any]
-    events: asyncio.Queue[tuple[int, Event]]
-
-    def cancel(self) -> None:
-        for handle in self.handles:
-            handle.cancel()
-
-
-async def _start(
-    engine: InferenceEngine, prompt: list[int], params: SamplingParams, adapter: str | None, n: int
-) -> _Job:
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-    handles = []
-    try:
-        for i in range(n):
-            choice = dataclasses.replace(params, seed=None if params.seed is None else params.seed + i)
-
-            def emit(event: Event, i: int = i) -> None:
-                loop.call_soon_threadsafe(events.put_nowait, (i, event))
-
-            handles.append(engine.submit(prompt, choice, adapter, emit=emit))
-    except QueueFull as err:
-        for handle in handles:
-            handle.cancel()
-        raise ApiError(429, f"The server is busy ({err}); retry shortly.", "queue_full") from None
-    except ValueError as err:
-        for handle in handles:
-            handle.cancel()
-        raise ApiError(400, str(err), "invalid_request") from None
-    return _Job(handles, events)
-
-
-async def _complete(
-    job: _Job,
-    model: str,
-    kind: str,
-    prompt_tokens: int,
-    request: Request | None = None,
-    tool_template: ChatTemplate | None = None,
-) -> dict[str, Any]:
-    """The whole answer; with `tool_template`, answers that call tools come back as `tool_calls`. A client
-    that disconnects while waiting cancels its requests (their batch slots free at the next token)."""
-    texts = [""] * len(job.handles)
-    finals: list[Event | None] = [None] * len(job.handles)
-    # the body has been read, so the next message from the client can only be its disconnect
-    gone = asyncio.ensure_future(request.receive()) if request is not None else None
-    try:
-        while any(f is None for f in finals):
-            got = asyncio.ensure_future(job.events.get())
-            await asyncio.wait({got, gone} - {None}, return_when=asyncio.FIRST_COMPLETED)
-            if not got.done():
-                got.cancel()
-                if gone is not None and gone.result().get("type") == "http.disconnect":
-                    raise ApiError(499, "The client closed the request.", "client_closed")
-                gone = asyncio.ensure_future(request.receive())
-                continue
-            i, event = got.result()
-            texts[i] += event.text
-            if event.finish_reason is not None:
-                finals[i] = event
-    finally:
-        job.cancel()
-        if gone is not None:
-            gone.cancel()
-    for final in finals:
-        if final is not None and final.finish_reason == "error":
-            raise ApiError(500, f"Generation failed: {final.error}", "generation_error")
-    completion_tokens = sum(f.completion_tokens for f in finals if f is not None)
-    if kind == "chat.completion":
-        choices = []
-        for i, f in enumerate(finals):
-            message, calls = assistant_message(tool_template, texts[i], tool_template is not None)
-            reason = "tool_calls" if calls else _reason(f)
-            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": None})
-    else:
-        choices = [
-            {"index": i, "text": texts[i], "finish_reason": _reason(f), "logprobs": None}
-            for i, f in enumerate(finals)
-        ]
-    return {
-        "id": _new_id(kind),
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": _usage(prompt_tokens, completion_tokens),
-    }
-
-
-def _stream(job: _Job, model: str, kind: str, prompt_tokens: int, include_usage: bool) -> StreamingResponse:
-    ident, created = _new_id(kind), int(time.time())
-    chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
-
-    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
-        body: dict[str, Any] = {
-            "id": ident,
-            "object": chunk_kind,
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if include_usage:
-            body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    def choice(i: int, text: str | None, reason: str | None, first: bool = False) -> dict[str, Any]:
-        if kind != "chat.completion":
-            return {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
-        delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
-        if text:
-            delta["content"] = text
-        return {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
-
-    async def events() -> AsyncIterator[str]:
-        done, tokens = 0, 0
-        try:
-            if kind == "chat.completion":
-                yield chunk([choice(i, None, None, first=True) for i in range(len(job.handles))])
-            while done < len(job.handles):
-                i, event = await job.events.get()
-                if event.finish_reason == "error":
-                    error = {
-                        "error": {"message": f"Generation failed: {event.error}", "type": "server_error"}
-                    }
-                    yield f"data: {json.dumps(error)}\n\n"
-                    return
-                if event.text:
-                    yield chunk([choice(i, event.text, None)])
-                if event.finish_reason is not None:
-                    done += 1
-                    tokens += event.completion_tokens
-                    yield chunk([choice(i, None, _reason(event))])
-            if include_usage:
-                yield chunk([], _usage(prompt_tokens, tokens))
-            yield "data: [DONE]\n\n"
-        finally:  # also when the client disconnects: the requests leave the batch at the next token
-            job.cancel()
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _as_stream(answer: dict[str, Any], include_usage: bool) -> StreamingResponse:
-    """A finished chat answer as server-sent chunks: the whole message in one delta, then its finish reason."""
-
-    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
-        body = {k: answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-        body["choices"] = choices
-        if include_usage:
-            body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    def events() -> Any:
-        for c in answer["choices"]:
-            delta = dict(c["message"])
-            if delta.get("tool_calls"):
-                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(delta["tool_calls"])]
-            yield chunk([{"index": c["index"], "delta": delta, "finish_reason": None, "logprobs": None}])
-            yield chunk(
-                [{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"], "logprobs": None}]
-            )
-        if include_usage:
-            yield chunk([], answer["usage"])
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _reason(event: Event | None) -> str:
-    reason = event.finish_reason if event else "stop"
-    return "length" if reason == "length" else "stop"
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _new_id(kind: str) -> str:
-    prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
-    return f"{prefix}-{uuid.uuid4().hex}"

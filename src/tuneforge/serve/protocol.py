@@ -56,30 +56,57 @@ class _Sampling(BaseModel):
         return [s for s in stops if s]
 
 
+MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's chat API and vLLM's default allow
+
+
+def conversation(messages: list[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
+    """(system prompt, user/assistant/tool turns) as the chat template expects them."""
+    system = [m.text() for m in messages if m.role in ("system", "developer")]
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role in ("system", "developer"):
+            continue
+        turn: dict[str, Any] = {"role": m.role, "content": m.text()}
+        if m.tool_calls:
+            turn["tool_calls"] = m.tool_calls
+        turns.append(turn)
+    return ("\n".join(system) if system else None), turns
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
     def conversation(self) -> tuple[str | None, list[dict[str, Any]]]:
-        """(system prompt, user/assistant/tool turns) as the chat template expects them."""
-        system = [m.text() for m in self.messages if m.role in ("system", "developer")]
-        turns: list[dict[str, Any]] = []
-        for m in self.messages:
-            if m.role in ("system", "developer"):
-                continue
-            turn: dict[str, Any] = {"role": m.role, "content": m.text()}
-            if m.tool_calls:
-                turn["tool_calls"] = m.tool_calls
-            turns.append(turn)
-        return ("\n".join(system) if system else None), turns
+        return conversation(self.messages)
 
     def wants_tool_calls(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
-    max_tokens: int | None = 16  # OpenAI's default for completions
+    # text, several texts, token ids, or several lists of token ids (as OpenAI and vLLM accept)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = 16  # OpenAI's default for completions; 0 with echo scores the prompt
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: a text, or chat messages rendered by the served template."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    tokens: list[int]
