@@ -12,8 +12,8 @@ import torch
 from tests.export.test_export import random_adapter
 from tuneforge.cli.main import main
 from tuneforge.config import load_config
-from tuneforge.eval import run_eval
-from tuneforge.eval.benchmarks import load_benchmark
+from tuneforge.eval import run_eval, summarize
+from tuneforge.eval.benchmarks import CATEGORIES, load_benchmark
 from tuneforge.utils.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
@@ -109,8 +109,9 @@ def test_accuracy_equals_an_independent_computation_and_categories_add_up(
         assert result["subjects"][subject]["accuracy"] == pytest.approx(accuracy)
         assert result["subjects"][subject]["n"] == 10
     categories = result["categories"]
-    assert sum(c["n"] for c in categories.values()) == result["n"] == 20
-    assert result["average"] == pytest.approx(sum(c["accuracy"] * c["n"] for c in categories.values()) / 20)
+    main_rows = [c for name, c in categories.items() if name in CATEGORIES]
+    assert sum(c["n"] for c in main_rows) == result["n"] == 20
+    assert result["average"] == pytest.approx(sum(c["accuracy"] * c["n"] for c in main_rows) / 20)
     if task == "ceval_validation":
         assert set(categories) == {"STEM", "Humanities"}  # from the benchmark's subject_mapping.json
     if task == "mmlu_test":
@@ -172,3 +173,82 @@ def test_bad_benchmarks_are_named_by_file_and_line(tmp_path, tiny_model_dir, cap
         )
     )
     assert main(["eval", str(config)]) == 2 and "four choices" in capsys.readouterr().err
+
+
+def published_archives(tmp_path: Path) -> dict[str, Path]:
+    """The fixtures packed as their authors publish them: MMLU's data.tar (a data/ folder), C-Eval's
+    ceval-exam.zip (the split folders at the top; subject_mapping.json lives beside it), CMMLU's zip (one folder)."""
+    import tarfile
+    import zipfile
+
+    out = tmp_path / "archives"
+    (out / "ceval").mkdir(parents=True)
+    with tarfile.open(out / "data.tar", "w") as tf:
+        tf.add(FIXTURES / "mmlu" / "data", arcname="data")
+    with zipfile.ZipFile(out / "ceval" / "ceval-exam.zip", "w") as zf:
+        for path in sorted((FIXTURES / "ceval").rglob("*.csv")):
+            zf.write(path, path.relative_to(FIXTURES / "ceval").as_posix())
+    (out / "ceval" / "subject_mapping.json").write_bytes(
+        (FIXTURES / "ceval" / "subject_mapping.json").read_bytes()
+    )
+    with zipfile.ZipFile(out / "cmmlu_v1_0_1.zip", "w") as zf:
+        for path in sorted((FIXTURES / "cmmlu").rglob("*.csv")):
+            zf.write(path, "cmmlu_v1_0_1/" + path.relative_to(FIXTURES / "cmmlu").as_posix())
+    return {"mmlu": out / "data.tar", "ceval": out / "ceval", "cmmlu": out}
+
+
+@pytest.mark.parametrize("task", ["mmlu_test", "ceval_validation", "cmmlu_test"])
+def test_published_archives_read_like_their_folders(task, tmp_path):
+    archive = published_archives(tmp_path)[task.split("_")[0]]
+    unpacked = load_benchmark(task, archive, "zh")
+    folder = load_benchmark(task, FIXTURES, "zh")
+    strip = lambda b: {s: [(q.question, q.choices, q.answer) for q in qs] for s, qs in b.questions.items()}  # noqa: E731
+    assert strip(unpacked) == strip(folder) and unpacked.shots.keys() == folder.shots.keys()
+    assert unpacked.names == folder.names and unpacked.categories == folder.categories
+    again = load_benchmark(task, archive, "zh")  # unpacked once, then read from the cache
+    assert (
+        again.questions[next(iter(again.questions))][0].source
+        == unpacked.questions[next(iter(unpacked.questions))][0].source
+    )
+
+
+def test_archives_that_escape_or_do_not_open_are_refused(tmp_path):
+    import zipfile
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../outside/test/x.csv", "q,a,b,c,d,A\n")
+    with pytest.raises(UserError, match="outside the folder"):
+        load_benchmark("mmlu_test", evil)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable archive"):
+        load_benchmark("mmlu_test", broken)
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def test_cmmlu_subjects_get_their_chinese_names_and_the_authors_categories(tmp_path):
+    task_dir = tmp_path / "cmmlu"
+    for split in ("dev", "test"):
+        for ours, theirs in (
+            ("chinese_characters", "elementary_chinese"),
+            ("arithmetic", "elementary_mathematics"),
+        ):
+            write_csv(
+                task_dir / split / f"{theirs}.csv",
+                (FIXTURES / "cmmlu" / split / f"{ours}.csv").read_text("utf-8"),
+            )
+    bench = load_benchmark("cmmlu_test", task_dir, "zh")
+    assert bench.names == {"elementary_chinese": "小学语文", "elementary_mathematics": "初等数学"}
+    assert bench.categories == {"elementary_chinese": "Social Sciences", "elementary_mathematics": "STEM"}
+    assert load_benchmark("cmmlu_test", task_dir, "en").names["elementary_chinese"] == "elementary chinese"
+    subjects = {
+        s: {"n": 10, "correct": c, "category": bench.categories[s], "also": bench.also[s]}
+        for s, c in (("elementary_chinese", 4), ("elementary_mathematics", 7))
+    }
+    rows = summarize(subjects)["categories"]
+    assert rows["China specific"] == {"accuracy": 0.4, "n": 10}  # counted besides its category
+    assert rows["Social Sciences"] == {"accuracy": 0.4, "n": 10} and rows["STEM"] == {
+        "accuracy": 0.7,
+        "n": 10,
+    }

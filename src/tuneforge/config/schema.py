@@ -331,7 +331,8 @@ class EvalArguments(_Group):
     task_dir: str = Field(
         "evaluation",
         description="Folder holding the benchmark as its authors publish it (MMLU: data/{dev,val,test}/*.csv; "
-        "C-Eval: {dev,val,test}/*.csv; CMMLU: {dev,test}/*.csv), or a folder named after the benchmark in it.",
+        "C-Eval: {dev,val,test}/*.csv; CMMLU: {dev,test}/*.csv), a folder named after the benchmark in it, or "
+        "the published archive (data.tar, ceval-exam.zip, cmmlu_v1_0_1.zip), unpacked once into the cache.",
         json_schema_extra={"path": "always"},
     )
     n_shot: int = Field(5, ge=0, description="Solved examples from the dev split shown before each question.")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import RunConfig
-from tuneforge.eval.benchmarks import CATEGORIES, Benchmark, load_benchmark
+from tuneforge.eval.benchmarks import CATEGORIES, CHINA_SPECIFIC, Benchmark, load_benchmark
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import info
 
@@ -70,6 +70,7 @@ def evaluate_model(
                 "n": len(questions),
                 "correct": correct,
                 "category": bench.categories[subject],
+                "also": bench.also.get(subject, []),
             }
     return summarize(subjects), predictions
 
@@ -77,8 +78,8 @@ def evaluate_model(
 def summarize(subjects: dict[str, Any]) -> dict[str, Any]:
     """Per category and overall: correct answers over questions (every question counts once)."""
     categories = {}
-    for category in CATEGORIES:
-        inside = [s for s in subjects.values() if s["category"] == category]
+    for category in (*CATEGORIES, CHINA_SPECIFIC):
+        inside = [s for s in subjects.values() if category in (s["category"], *s.get("also", []))]
         n = sum(s["n"] for s in inside)
         if n:
             categories[category] = {"accuracy": sum(s["correct"] for s in inside) / n, "n": n}
@@ -100,7 +101,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         + (f"{'diff':>10s}" if len(labels) == 2 else "")
     )
     lines = [header]
-    rows = [c for c in CATEGORIES if any(c in r["categories"] for r in results.values())]
+    rows = [c for c in (*CATEGORIES, CHINA_SPECIFIC) if any(c in r["categories"] for r in results.values())]
     for row in [*rows, "Average"]:
         values = [
             r["average"] if row == "Average" else r["categories"].get(row, {}).get("accuracy")
