@@ -252,3 +252,52 @@ def test_cmmlu_subjects_get_their_chinese_names_and_the_authors_categories(tmp_p
         "accuracy": 0.7,
         "n": 10,
     }
+
+
+LOAD = (
+    "import sys; from tuneforge.eval.benchmarks import load_benchmark;"
+    "b = load_benchmark('mmlu_test', sys.argv[1]); print(sum(len(q) for q in b.questions.values()))"
+)
+
+
+def test_a_hub_dataset_id_as_task_dir_downloads_the_published_archive_then_works_offline(tmp_path):
+    """LLaMA-Factory's evaluation datasets (`llamafactory/mmlu`) hold the benchmark's zip: task_dir can name
+    the repository; the real huggingface_hub client fetches it from a local server that speaks the Hub's
+    protocol, and a second run reads the cache offline."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.model.hub_server import serve
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    with zipfile.ZipFile(repo / "mmlu.zip", "w") as zf:
+        for path in sorted((FIXTURES / "mmlu").rglob("*.csv")):
+            zf.write(path, "mmlu/" + path.relative_to(FIXTURES / "mmlu").as_posix())
+    (repo / "mmlu.py").write_text("# a loading script: never downloaded, never run\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "TUNEFORGE_HOME": str(tmp_path / "tf")}
+    root = Path(__file__).resolve().parents[2]
+
+    def load(extra: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", LOAD, "acme/mmlu"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**env, **extra},
+        )
+
+    server, hub, url = serve(repo, "acme/mmlu", kind="dataset")
+    try:
+        online = load({"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"})
+    finally:
+        server.shutdown()
+    assert online.returncode == 0 and online.stdout.split()[-1] == "20", online.stderr[-2000:]
+    assert any("mmlu.zip" in line for line in hub.log)
+    assert not any("mmlu.py" in line for line in hub.log)  # only data files are fetched
+    offline = load({"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0 and offline.stdout.split()[-1] == "20", offline.stderr[-2000:]
+    missing = load({"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty")})
+    assert missing.returncode != 0 and "offline mode is on" in missing.stderr

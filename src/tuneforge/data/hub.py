@@ -86,3 +86,34 @@ def remote_dataset_info(dataset_dir: str) -> str:
         raise DataError(
             f"dataset_dir {dataset_dir}: no dataset repository with a dataset_info.json", "hub"
         ) from None
+
+
+def dataset_snapshot(repo: str, patterns: list[str], what: str) -> str:
+    """A local folder with the files of dataset repository `repo` matching `patterns` (from ModelScope when
+    USE_MODELSCOPE_HUB is set, else the Hugging Face Hub), cached by the hub's own client; `what` names
+    the key for error messages."""
+    from tuneforge.model.hub import use_modelscope
+
+    if use_modelscope(None):
+        try:
+            from modelscope import snapshot_download as ms_snapshot
+        except ImportError:
+            raise DataError(
+                f"{what} {repo} comes from ModelScope: pip install 'tuneforge[modelscope]'", "hub"
+            ) from None
+        return ms_snapshot(repo, repo_type="dataset", allow_patterns=patterns)
+    from huggingface_hub import errors as hub
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo, repo_type="dataset", allow_patterns=patterns)
+    except hub.LocalEntryNotFoundError:
+        raise DataError(
+            f"{what} {repo}: not in the Hub cache and offline mode is on (or the Hub is unreachable); download it "
+            f"once online (same HF_HOME) or `hf download --repo-type dataset {repo}`",
+            "hub",
+        ) from None
+    except hub.RepositoryNotFoundError:
+        raise DataError(
+            f"{what} {repo}: no such dataset repository on the Hub (private: set HF_TOKEN)", "hub"
+        ) from None

@@ -224,10 +224,28 @@ def _ceval_mapping(root: Path, lang: str, task_dir: Path) -> tuple[dict[str, str
     return {}, {}
 
 
+def local_task_dir(task_dir: str | Path) -> Path:
+    """`task_dir` itself, or for a hub dataset id (`llamafactory/mmlu`) that is not a local path, the
+    repository's CSV, JSON and archive files downloaded into the hub's cache."""
+    from tuneforge.data.conversation import DataError
+    from tuneforge.data.hub import dataset_snapshot
+    from tuneforge.model.hub import looks_like_repo_id
+
+    path = Path(task_dir)
+    if path.exists() or not looks_like_repo_id(str(task_dir)):
+        return path
+    patterns = ["*.csv", "*.json", *(f"*{suffix}" for suffix in ARCHIVES)]
+    try:
+        return Path(dataset_snapshot(str(task_dir), patterns, "task_dir"))
+    except DataError as err:
+        raise UserError(str(err)) from None
+
+
 def load_benchmark(task: str, task_dir: str | Path, lang: str = "en") -> Benchmark:
     """Every question of the task's split and the dev examples, or a sentence naming the file and line."""
     name, split = parse_task(task)
-    root = _root(Path(task_dir), name)
+    task_dir = local_task_dir(task_dir)
+    root = _root(task_dir, name)
     if name == "cmmlu" and split == "val":
         raise UserError("CMMLU publishes dev and test splits only; use task: cmmlu_test")
     header = name in ("ceval", "cmmlu")
