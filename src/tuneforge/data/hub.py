@@ -92,9 +92,7 @@ def dataset_snapshot(repo: str, patterns: list[str], what: str) -> str:
     """A local folder with the files of dataset repository `repo` matching `patterns` (from ModelScope when
     USE_MODELSCOPE_HUB is set, else the Hugging Face Hub), cached by the hub's own client; `what` names
     the key for error messages."""
-    from tuneforge.model.hub import use_modelscope
-
-    if use_modelscope(None):
+    if env_flag("USE_MODELSCOPE_HUB"):
         try:
             from modelscope import snapshot_download as ms_snapshot
         except ImportError:
