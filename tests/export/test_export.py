@@ -112,6 +112,20 @@ def test_stacked_adapters_merge_in_order_and_shards_have_an_index(tiny_model_dir
     assert (got - reference(tiny_model_dir, [first, second])).abs().max() < 1e-4
 
 
+@pytest.mark.slow
+def test_smollm2_with_two_stacked_adapters_exports_the_same_logits(smollm2_dir, tmp_path):
+    """The same check on real weights (tied embeddings, 30 layers, GQA), DoRA stacked on LoRA."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = random_adapter(smollm2_dir, tmp_path / "a1", 1, scale=0.05)
+    second = random_adapter(smollm2_dir, tmp_path / "a2", 2, scale=0.05, use_dora=True)
+    out = export(tmp_path, smollm2_dir, [first, second])
+    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    got = logits(exported, AutoTokenizer.from_pretrained(out))
+    assert (got - reference(smollm2_dir, [first, second])).abs().max() < 1e-4
+    assert (got - reference(smollm2_dir, [])).abs().max() > 1e-3  # the adapters do change the model
+
+
 def test_a_trained_run_exports_with_its_card_run_and_generation_defaults(tiny_model_dir, tmp_path):
     from tests.train.test_sft_stage import tiny_run_keys
     from tuneforge.train.stages import run_stage
