@@ -299,3 +299,47 @@ def test_bad_exports_are_sentences_before_anything_is_written(tiny_model_dir, tm
         )
     )
     assert main(["export", str(config)]) == 2 and "nothing to merge" in capsys.readouterr().err
+
+
+def test_export_hub_model_id_uploads_the_export_with_huggingface_hub(tiny_model_dir, tmp_path):
+    """The real huggingface_hub client pushes the finished export to a local server that speaks the Hub's
+    upload protocol; offline, the export stays on disk and the sentence says how to upload it later."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.model.hub_server import serve
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "a", 1)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    root = Path(__file__).resolve().parents[2]
+
+    def run(out: str, extra: dict[str, str]) -> subprocess.CompletedProcess:
+        argv = [
+            sys.executable, "-m", "tuneforge.cli.main", "export",
+            f"model_name_or_path={tiny_model_dir}", f"adapter_name_or_path={adapter}",
+            f"export_dir={tmp_path / out}", "export_hub_model_id=acme/merged",
+        ]  # fmt: skip
+        env = {**os.environ, "HF_TOKEN": "hf_test_token", **extra}
+        return subprocess.run(argv, capture_output=True, text=True, cwd=root, env=env)
+
+    server, hub, url = serve(remote, "acme/merged")
+    try:
+        pushed = run("out", {"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"})
+    finally:
+        server.shutdown()
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    exported = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()
+    )
+    assert hub.files == exported and "model.safetensors" in exported
+    for name in exported:
+        assert (remote / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
+    assert any("repos/create" in line and "Bearer hf_test_token" in line for line in hub.log)
+    offline = run("out2", {"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 2 and (tmp_path / "out2" / "model.safetensors").is_file()
+    assert (
+        "but uploading it to acme/merged failed" in offline.stderr
+        and "hf upload acme/merged" in offline.stderr
+    )

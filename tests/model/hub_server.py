@@ -1,5 +1,6 @@
 """A small HTTP server on 127.0.0.1 that speaks the part of the Hugging Face Hub's protocol model downloads
-use (repository info, file metadata and ranged file reads), serving one folder as one model repository.
+use (repository info, file metadata and ranged file reads), serving one folder as one model repository,
+and the part uploads use (create a repository, ask the upload mode, commit files sent inline).
 
 Run as: python tests/model/hub_server.py FOLDER REPO_ID URL_FILE [--cut-after BYTES]   (or `serve()` in-process)
 It writes its URL to URL_FILE. `--cut-after` drops the connection of the first full read of the largest
@@ -8,6 +9,7 @@ file after that many bytes, so a client has to resume the download with a Range 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -24,11 +26,16 @@ class Repo:
         self.folder = folder
         self.repo_id = repo_id
         self.kind = kind  # "model" or "dataset"
-        self.files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        self.largest = max(self.files, key=lambda f: (folder / f).stat().st_size)
+        self.refresh()
+        self.largest = max(self.files, key=lambda f: (folder / f).stat().st_size, default=None)
         self.cut_after = cut_after
         self.log: list[str] = []
         self.lock = threading.Lock()
+
+    def refresh(self) -> None:
+        self.files = sorted(
+            p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file()
+        )
 
     def etag(self, name: str) -> str:
         return hashlib.sha256((self.folder / name).read_bytes()).hexdigest()
@@ -79,9 +86,57 @@ def handler_for(repo: Repo) -> type[BaseHTTPRequestHandler]:
             else:
                 self._file(head=False)
 
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if not size:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+
+        def _upload(self, path: str, body: bytes) -> bool:
+            """Uploads: every file is asked to come inline (no LFS), commits write into the folder."""
+            prefix = f"/api/{repo.kind}s/{repo.repo_id}"
+            with repo.lock:
+                repo.log.append(f"POST {path} auth={self.headers.get('Authorization', '')}")
+            if path == "/api/repos/create":
+                self._json({"url": f"http://{self.headers['Host']}/{repo.repo_id}", "name": repo.repo_id})
+            elif path == "/api/validate-yaml":
+                self._json({"errors": [], "warnings": []})
+            elif path.startswith(f"{prefix}/preupload/"):
+                files = json.loads(body)["files"]
+                self._json(
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                        ]
+                    }
+                )
+            elif path.startswith(f"{prefix}/commit/"):
+                for line in body.decode().splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        target = repo.folder / item["value"]["path"]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(base64.b64decode(item["value"]["content"]))
+                with repo.lock:
+                    repo.refresh()
+                url = f"http://{self.headers['Host']}/{repo.repo_id}/commit/{SHA}"
+                self._json({"commitUrl": url, "commitOid": SHA, "success": True, "pullRequestUrl": None})
+            else:
+                return False
+            return True
+
         def do_POST(self) -> None:  # noqa: N802
             path = self.path.split("?")[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            raw = self._body()
+            if self._upload(path, raw):
+                return
+            body = raw.decode()
             if not path.startswith(f"/api/{repo.kind}s/{repo.repo_id}/paths-info/"):
                 with repo.lock:
                     repo.log.append(f"unhandled POST {self.path}")
