@@ -4,6 +4,7 @@ installed), the logits, greedy answers and tokenization equal those of the merge
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,96 @@ def test_llama_cpp_answers_the_gguf_export_like_the_merged_model(smollm2_dir, sm
     eos = smollm2_tokenizer.eos_token_id
     answer = got["tokens"][: got["tokens"].index(eos) + 1] if eos in got["tokens"] else got["tokens"]
     assert answer == expected and len(answer) > 3
+
+
+def sentencepiece_tokenizer(corpus: list[str]):
+    """A tokenizer laid out as LLaMA 2's tokenizer.json is: <unk>, <s>, </s>, the 256 <0xNN> byte tokens, then
+    BPE pieces with "▁" for spaces (prepended to the text) and byte fallback for characters it never saw."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import LlamaTokenizerFast
+
+    trained = Tokenizer(models.BPE())
+    trained.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    trained.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")  # pieces within words only
+    trained.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, show_progress=False))
+    learned = json.loads(trained.to_str())["model"]
+    fixed = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256))]
+    vocab = {token: i for i, token in enumerate(fixed)}
+    for token, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = trained.normalizer
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    return LlamaTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", add_bos_token=True
+    )
+
+
+CORPUS = [
+    "The capital of France is Paris, and the capital of Italy is Rome.",
+    "Fine-tuning a language model with LoRA changes a few low-rank matrices.",
+    "Numbers like 12345 and 2026 appear in text; so do questions? Yes!",
+] * 20
+
+
+def test_sentencepiece_vocabularies_are_written_with_scores_and_byte_fallback(tmp_path):
+    """LLaMA 2 / Mistral-style tokenizers: transformers' GGUF loader rebuilds the same tokenizer from the file
+    (ids equal on text with unseen Chinese and emoji, which fall back to bytes) and the logits match."""
+    tokenizer = sentencepiece_tokenizer(CORPUS)
+    base = tmp_path / "spm"
+    model = tiny_llama(vocab_size=len(tokenizer), pad_token_id=0)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = export(tmp_path, base, [], export_format="gguf", export_gguf_type="f32", template="llama2")
+    back, back_tokenizer, gguf_path = load_back(out)
+    assert any(3 <= i < 259 for i in tokenizer(TEXT).input_ids)  # unseen characters fall back to bytes
+    # (no leading spaces: transformers' GGUF reader prepends "▁" only to text not already starting with one,
+    # where llama.cpp and the original tokenizer always prepend it)
+    for text in (TEXT, CORPUS[0], "two  spaces, then\nnew lines\n\nand tabs\t."):
+        expected = tokenizer(text).input_ids
+        assert back_tokenizer(text).input_ids == expected, text
+        assert back_tokenizer.decode(expected, skip_special_tokens=True) == tokenizer.decode(
+            expected, skip_special_tokens=True
+        )
+    ids = torch.tensor([tokenizer(TEXT).input_ids])
+    with torch.no_grad():
+        assert (back(ids).logits - model.eval()(ids).logits).abs().max() < 1e-4
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_path).fields
+    assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
+    assert bool(fields["tokenizer.ggml.add_space_prefix"].parts[-1][0])
+    assert bool(fields["tokenizer.ggml.add_bos_token"].parts[-1][0]) and expected[0] == tokenizer.bos_token_id
+
+
+LLAMA_CPP_TOKENIZE = """
+import json, sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=256, n_threads=2, verbose=False)
+print(json.dumps([llm.tokenize(t.encode(), add_bos=True, special=False) for t in json.loads(sys.argv[2])]))
+"""
+
+
+@pytest.mark.skipif(
+    llama_cpp_python() is None, reason="llama-cpp-python is not installed (bench/gguf_llamacpp.py builds it)"
+)
+def test_llama_cpp_tokenizes_a_sentencepiece_export_as_the_original(tmp_path):
+    """llama.cpp's own SentencePiece tokenizer on the written scores: the same ids, leading spaces included."""
+    import subprocess
+
+    tokenizer = sentencepiece_tokenizer(CORPUS)
+    base = tmp_path / "spm"
+    tiny_llama(vocab_size=len(tokenizer), pad_token_id=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = export(tmp_path, base, [], export_format="gguf", export_gguf_type="f32", template="llama2")
+    texts = [TEXT, *CORPUS[:3], "  two  spaces, then\nnew lines\n\nand tabs\t."]
+    (gguf,) = out.glob("*.gguf")
+    result = subprocess.run(
+        [llama_cpp_python(), "-c", LLAMA_CPP_TOKENIZE, str(gguf), json.dumps(texts)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [tokenizer(t).input_ids for t in texts]

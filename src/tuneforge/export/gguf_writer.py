@@ -94,16 +94,54 @@ def _pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
     )
 
 
+def _steps(part: dict[str, Any] | None, kind: str) -> list[dict[str, Any]]:
+    """The steps of a tokenizer.json normalizer or pre-tokenizer (a Sequence or a single step)."""
+    part = part or {}
+    return part.get(kind, [part]) if part.get("type") == "Sequence" else [part]
+
+
+def _sentencepiece_style(backend: dict[str, Any]) -> bool | None:
+    """For a SentencePiece BPE vocabulary (spaces as "▁", unknown characters as <0xNN> bytes: LLaMA 1/2,
+    Mistral, Baichuan, Yi), whether a "▁" goes in front of the text (add_space_prefix); None otherwise."""
+    model = backend.get("model", {})
+    if model.get("type") != "BPE" or not model.get("byte_fallback"):
+        return None
+    normalizers = _steps(backend.get("normalizer"), "normalizers")
+    metaspace = [
+        p for p in _steps(backend.get("pre_tokenizer"), "pretokenizers") if p.get("type") == "Metaspace"
+    ]
+    if metaspace:
+        return metaspace[0].get("prepend_scheme", "always") != "never" and metaspace[0].get(
+            "add_prefix_space", True
+        )
+    if any(n.get("type") == "Replace" and n.get("content") == "\u2581" for n in normalizers):
+        return any(n.get("type") == "Prepend" for n in normalizers)
+    return None
+
+
+def _merge_ranks(merges: list[Any]) -> dict[str, int]:
+    """Each token a merge produces, with the rank of the first merge producing it."""
+    ranks: dict[str, int] = {}
+    for rank, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        ranks.setdefault(left + right, rank)
+    return ranks
+
+
 def _add_tokenizer(writer: Any, tokenizer: Any, chat_template: str | None) -> None:
+    """Byte-level BPE (GPT-2 style: tokenizer model "gpt2" with merges) or SentencePiece BPE (tokenizer model
+    "llama": tokens with scores; llama.cpp merges the adjacent pair whose join scores highest, so a token's
+    score is minus the rank of the merge that makes it, which replays the merges in their order)."""
     import gguf
 
     backend = (
         json.loads(tokenizer.backend_tokenizer.to_str()) if hasattr(tokenizer, "backend_tokenizer") else {}
     )
     model = backend.get("model", {})
+    space_prefix = _sentencepiece_style(backend)
     if model.get("type") != "BPE" or not isinstance(model.get("merges"), list):
         raise UserError(
-            f"this GGUF converter writes byte-level BPE tokenizers; {type(tokenizer).__name__} is "
+            f"this GGUF converter writes BPE tokenizers (byte-level or SentencePiece); {type(tokenizer).__name__} is "
             f"{model.get('type') or 'another kind'} (export with export_format: safetensors instead)"
         )
     vocab = tokenizer.get_vocab()
@@ -114,18 +152,33 @@ def _add_tokenizer(writer: Any, tokenizer: Any, chat_template: str | None) -> No
         tokens[index], types[index] = text, gguf.TokenType.NORMAL
     for added in backend.get("added_tokens", []):
         types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(backend))
+    if space_prefix is None:
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(_pre_tokenizer(backend))
+        writer.add_token_merges(merges)
+    else:
+        ranks = _merge_ranks(model["merges"])
+        scores = [-float(ranks.get(t, len(ranks) + i)) for i, t in enumerate(tokens)]
+        for i, text in enumerate(tokens):
+            if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+                types[i] = gguf.TokenType.BYTE
+        if model.get("unk_token") in vocab:
+            types[vocab[model["unk_token"]]] = gguf.TokenType.UNKNOWN
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_scores(scores)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tokenizer, f"{kind}_token_id", None)
         if token_id is not None:
             getattr(writer, f"add_{kind}_token_id")(token_id)
-    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
-    writer.add_add_space_prefix(False)
+    # what encoding really does (a post-processor may add BOS whatever the add_bos_token attribute says)
+    probe = tokenizer("a")["input_ids"]
+    writer.add_add_bos_token(tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id])
+    writer.add_add_eos_token(tokenizer.eos_token_id is not None and probe[-1:] == [tokenizer.eos_token_id])
+    writer.add_add_space_prefix(bool(space_prefix))
     if chat_template:
         writer.add_chat_template(chat_template)
 
