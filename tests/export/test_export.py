@@ -29,7 +29,8 @@ def random_adapter(base_dir: Path, out: Path, seed: int, scale: float = 1.0, **l
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, **lora
+        **{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"], **lora},
+        init_lora_weights=False,
     )
     peft_model = get_peft_model(model, config)
     with torch.no_grad():

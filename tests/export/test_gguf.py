@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -305,3 +307,103 @@ def test_llama_cpp_tokenizes_a_sentencepiece_export_as_the_original(tmp_path):
         capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [tokenizer(t).input_ids for t in texts]
+
+
+def gguf_tensors(path: Path) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    return {t.name: np.array(t.data, dtype=np.float32) for t in GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("rslora", [False, True], ids=["lora", "rslora"])
+def test_gguf_lora_on_the_base_gguf_adds_up_to_the_merged_gguf(rslora, gqa_model_dir, tmp_path):
+    """llama.cpp adds alpha / rank * B @ A to each named base tensor: done by hand on the written files it
+    gives the merged export's tensors, q/k rows interleaved alike, every adapted tensor covered."""
+    from gguf import GGUFReader
+
+    adapter = random_adapter(
+        gqa_model_dir,
+        tmp_path / "a",
+        1,
+        use_rslora=rslora,
+        target_modules=["q_proj", "k_proj", "v_proj", "down_proj"],
+    )
+    base = gguf_tensors(
+        next(
+            export(tmp_path / "b", gqa_model_dir, [], export_format="gguf", export_gguf_type="f32").glob(
+                "*.gguf"
+            )
+        )
+    )
+    merged_file = export(
+        tmp_path / "m", gqa_model_dir, [adapter], export_format="gguf", export_gguf_type="f32"
+    )
+    merged_tensors = gguf_tensors(next(merged_file.glob("*.gguf")))
+    out = export(tmp_path / "l", gqa_model_dir, [adapter], export_format="gguf_lora")
+    (lora_file,) = out.glob("*.gguf")
+    lora = gguf_tensors(lora_file)
+    fields = GGUFReader(lora_file).fields
+    assert bytes(fields["general.type"].parts[-1]).decode() == "adapter"
+    alpha = float(fields["adapter.lora.alpha"].parts[-1][0])
+    adapted = {name.removesuffix(".lora_a") for name in lora if name.endswith(".lora_a")}
+    assert len(adapted) == 4 * 2  # four projections in each of the two layers
+    for name, weight in base.items():
+        if name in adapted:
+            a, b = lora[f"{name}.lora_a"], lora[f"{name}.lora_b"]
+            weight = weight + alpha / a.shape[0] * (b @ a)
+        assert np.abs(weight - merged_tensors[name]).max() < 1e-5, name
+    modelfile = (out / "Modelfile").read_text()
+    assert f"FROM {gqa_model_dir.resolve()}" in modelfile and f"ADAPTER ./{lora_file.name}" in modelfile
+
+
+def test_gguf_lora_refuses_what_llama_cpp_cannot_add(gqa_model_dir, tmp_path):
+    dora = random_adapter(gqa_model_dir, tmp_path / "d", 1, use_dora=True)
+    plain = random_adapter(gqa_model_dir, tmp_path / "p", 2)
+    with pytest.raises(UserError, match="DoRA's magnitude vectors"):
+        export(tmp_path, gqa_model_dir, [dora], export_format="gguf_lora")
+    with pytest.raises(UserError, match="writes one adapter; 2 are given"):
+        export(tmp_path, gqa_model_dir, [plain, plain], export_format="gguf_lora")
+    assert not (tmp_path / "out").exists()
+
+
+LLAMA_CPP_LORA = """
+import json, sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], lora_path=sys.argv[2], n_ctx=512, n_threads=2, verbose=False)
+out = []
+for token in llm.generate(json.loads(sys.argv[3]), top_k=1, temp=0.0):
+    out.append(token)
+    if len(out) == 32:
+        break
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    llama_cpp_python() is None, reason="llama-cpp-python is not installed (bench/gguf_llamacpp.py builds it)"
+)
+def test_llama_cpp_with_the_gguf_lora_answers_like_the_merged_model(smollm2_dir, smollm2_tokenizer, tmp_path):
+    import subprocess
+
+    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
+    base = export(tmp_path / "b", smollm2_dir, [], export_format="gguf", export_gguf_type="f32")
+    lora = export(tmp_path / "l", smollm2_dir, [adapter], export_format="gguf_lora")
+    prompt = smollm2_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+    )
+    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    result = subprocess.run(
+        [llama_cpp_python(), "-c", LLAMA_CPP_LORA, str(next(base.glob("*.gguf"))), str(next(lora.glob("*.gguf"))),
+         json.dumps(ids[0].tolist())],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        expected = merged(smollm2_dir, [adapter]).generate(ids, max_new_tokens=32, do_sample=False)
+    expected = expected[0, ids.shape[1] :].tolist()
+    eos = smollm2_tokenizer.eos_token_id
+    answer = got[: got.index(eos) + 1] if eos in got else got
+    assert answer == expected and len(answer) > 3

@@ -27,7 +27,9 @@ EXPORT_FORMATS = family("export_format")
 
 
 def register_format(name: str, params: type[Params] | None = None) -> Callable[[Any], Any]:
-    """Register `write(cfg, model, tokenizer, chat, folder) -> what the Modelfile's FROM names`."""
+    """Register `write(cfg, model, tokenizer, chat, folder) -> what the Modelfile's FROM names` (or
+    `(FROM, ADAPTER)` for an adapter-only format, whose `write.merged = False` skips loading the model;
+    `write.check(adapters) -> problems` adds the format's own checks, run before anything loads)."""
     return EXPORT_FORMATS.register(name, params)
 
 
@@ -84,24 +86,30 @@ def run_export(cfg: RunConfig) -> Path:
     out = check_export_dir(cfg)
     writer = EXPORT_FORMATS.get(cfg.export.export_format).target
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})
-    problems = adapter_problems(list(cfg.model.adapter_name_or_path or []))
+    adapters = list(cfg.model.adapter_name_or_path or [])
+    check = getattr(writer, "check", None)  # a format's own checks of the adapters
+    problems = adapter_problems(adapters) or (check(adapters) if check else [])
+    merged = getattr(writer, "merged", True)
     if problems:  # before any weights load
         raise UserError("; ".join(problems))
     tokenizer = load_tokenizer(cfg.model)
     chat = export_chat(cfg, tokenizer)
-    model = merged_model(cfg)
+    model = merged_model(cfg) if merged else None
     staging = out.parent / f".partial-{out.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        source = writer(cfg, model, tokenizer, chat, staging)
+        written = writer(cfg, model, tokenizer, chat, staging)
+        source, adapter = written if isinstance(written, tuple) else (written, None)
         run, folder = training_run(cfg)
         if run:
             (staging / "run.yaml").write_text(
                 yaml.safe_dump(run, sort_keys=False, allow_unicode=True), encoding="utf-8"
             )
         dump_config(cfg, staging / "export.yaml")
-        (staging / "Modelfile").write_text(modelfile(source, chat.ollama, cfg, chat.stops), encoding="utf-8")
+        (staging / "Modelfile").write_text(
+            modelfile(source, chat.ollama, cfg, chat.stops, adapter), encoding="utf-8"
+        )
         files = sorted(p.name for p in staging.iterdir()) + ["README.md"]
         (staging / "README.md").write_text(model_card(cfg, run, final_loss(folder), files), encoding="utf-8")
         fsync_tree(staging)

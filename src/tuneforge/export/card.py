@@ -105,10 +105,13 @@ def model_card(cfg: RunConfig, run: dict[str, Any], loss: float | None, files: l
     return "\n".join(lines)
 
 
-def modelfile(source: str, template: str | None, cfg: RunConfig, stops: list[str]) -> str:
-    """An Ollama Modelfile: FROM the weights, the chat TEMPLATE, the default SYSTEM and the sampling defaults."""
+def modelfile(
+    source: str, template: str | None, cfg: RunConfig, stops: list[str], adapter: str | None = None
+) -> str:
+    """An Ollama Modelfile: FROM the weights (and the ADAPTER on them), the chat TEMPLATE, the default SYSTEM
+    and the sampling defaults."""
     g = cfg.generating
-    lines = [f"FROM {source}"]
+    lines = [f"FROM {source}", *([f"ADAPTER {adapter}"] if adapter else [])]
     if template is not None:
         lines.append(f'TEMPLATE """{template}"""')
     if g.default_system:
