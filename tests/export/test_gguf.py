@@ -407,3 +407,46 @@ def test_llama_cpp_with_the_gguf_lora_answers_like_the_merged_model(smollm2_dir,
     eos = smollm2_tokenizer.eos_token_id
     answer = got[: got.index(eos) + 1] if eos in got else got
     assert answer == expected and len(answer) > 3
+
+
+LLAMA_CPP_QUANTIZE = """
+import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3].upper())
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    llama_cpp_python() is None, reason="llama-cpp-python is not installed (bench/gguf_llamacpp.py builds it)"
+)
+def test_quantized_exports_are_byte_identical_to_llama_cpps_own_quantizer(smollm2_dir, tmp_path):
+    """SmolLM2 exported as q8_0, q4_0 and q4_1 equals llama.cpp quantizing the f32 export: every tensor, byte
+    for byte, the 8-bit output projection of the 4-bit files included."""
+    import subprocess
+
+    from gguf import GGUFReader
+
+    f32 = next(
+        export(tmp_path / "f32", smollm2_dir, [], export_format="gguf", export_gguf_type="f32").glob("*.gguf")
+    )
+    for kind in ("q8_0", "q4_0", "q4_1"):
+        ours = next(
+            export(tmp_path / kind, smollm2_dir, [], export_format="gguf", export_gguf_type=kind).glob(
+                "*.gguf"
+            )
+        )
+        theirs = tmp_path / f"llama-cpp-{kind}.gguf"
+        subprocess.run(
+            [llama_cpp_python(), "-c", LLAMA_CPP_QUANTIZE, str(f32), str(theirs), kind],
+            capture_output=True, check=True, timeout=600,
+        )  # fmt: skip
+        mine = {t.name: t for t in GGUFReader(ours).tensors}
+        other = {t.name: t for t in GGUFReader(theirs).tensors}
+        assert mine.keys() == other.keys()
+        for name, tensor in mine.items():
+            assert tensor.tensor_type == other[name].tensor_type, (kind, name)
+            assert np.array_equal(np.asarray(tensor.data), np.asarray(other[name].data)), (kind, name)
+        ours.unlink()
+        theirs.unlink()

@@ -256,7 +256,12 @@ def write_gguf(
             tensor = _interleave_heads(tensor, heads)
         elif interleave and target.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _interleave_heads(tensor, kv_heads)
-        data, qtype = _tensor_data(target, tensor, gguf_type)
+        # the output projection (the tied embedding when there is none) stays at 8 bits in 4-bit files, as
+        # llama.cpp's own quantizer keeps it (at q6_K where rows allow; the gguf package writes no k-quants)
+        output = target == "output.weight" or (tied and target == "token_embd.weight")
+        data, qtype = _tensor_data(
+            target, tensor, "q8_0" if output and gguf_type in ("q4_0", "q4_1") else gguf_type
+        )
         writer.add_tensor(target, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
