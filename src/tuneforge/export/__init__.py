@@ -26,11 +26,11 @@ from tuneforge.utils.paths import fsync_tree
 EXPORT_FORMATS = family("export_format")
 
 
-def register_format(name: str, params: type[Params] | None = None) -> Callable[[Any], Any]:
+def register_format(name: str, params: type[Params] | None = None, **traits: Any) -> Callable[[Any], Any]:
     """Register `write(cfg, model, tokenizer, chat, folder) -> what the Modelfile's FROM names` (or
-    `(FROM, ADAPTER)` for an adapter-only format, whose `write.merged = False` skips loading the model;
-    `write.check(adapters) -> problems` adds the format's own checks, run before anything loads)."""
-    return EXPORT_FORMATS.register(name, params)
+    `(FROM, ADAPTER)` for an adapter-only format). Traits: `merged=False` skips loading and merging the model
+    (`model` is None), `check=fn(adapters) -> problems` adds the format's checks, run before anything loads."""
+    return EXPORT_FORMATS.register(name, params, **traits)
 
 
 @dataclass
@@ -84,12 +84,11 @@ def run_export(cfg: RunConfig) -> Path:
     from tuneforge.model.loader import load_tokenizer, with_local_adapters
 
     out = check_export_dir(cfg)
-    writer = EXPORT_FORMATS.get(cfg.export.export_format).target
+    member = EXPORT_FORMATS.get(cfg.export.export_format)
+    writer, check, merged = member.target, member.traits.get("check"), member.traits.get("merged", True)
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})
     adapters = list(cfg.model.adapter_name_or_path or [])
-    check = getattr(writer, "check", None)  # a format's own checks of the adapters
     problems = adapter_problems(adapters) or (check(adapters) if check else [])
-    merged = getattr(writer, "merged", True)
     if problems:  # before any weights load
         raise UserError("; ".join(problems))
     tokenizer = load_tokenizer(cfg.model)

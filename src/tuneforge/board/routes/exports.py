@@ -13,8 +13,14 @@ from tuneforge.board.requests import body_object
 from tuneforge.board.state import BoardState, board_state
 
 router = APIRouter()
-FORMATS = ("safetensors", "gguf")
-GGUF_TYPES = ("f16", "f32", "bf16", "q8_0")
+GGUF_TYPES = ("f16", "f32", "bf16", "q8_0", "q4_0", "q4_1")
+
+
+def formats() -> list[str]:
+    """The registered export formats, the default first."""
+    from tuneforge.export import EXPORT_FORMATS
+
+    return sorted(EXPORT_FORMATS.members(), key=lambda name: (name != "safetensors", name))
 
 
 def exportable_runs(board: BoardState) -> list[dict[str, Any]]:
@@ -53,7 +59,7 @@ def config_from_run(board: BoardState, body: dict[str, Any]) -> dict[str, Any]:
 async def export_page(request: Request) -> HTMLResponse:
     board = board_state(request)
     return board.page(
-        request, "export.html", runs=exportable_runs(board), formats=FORMATS, gguf_types=GGUF_TYPES
+        request, "export.html", runs=exportable_runs(board), formats=formats(), gguf_types=GGUF_TYPES
     )
 
 

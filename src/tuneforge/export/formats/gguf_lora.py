@@ -20,7 +20,8 @@ class GGUFLoraParams(Params):
     )
 
 
-@register_format("gguf_lora", GGUFLoraParams)
+# nothing merged: only the base's config and the adapter's weights are read
+@register_format("gguf_lora", GGUFLoraParams, merged=False, check=lora_problems)
 def write(cfg: RunConfig, model: Any, tokenizer: Any, chat: ExportChat, folder: Path) -> tuple[str, str]:
     from transformers import AutoConfig
 
@@ -34,7 +35,3 @@ def write(cfg: RunConfig, model: Any, tokenizer: Any, chat: ExportChat, folder: 
     filename = f"{name}-lora-{cfg.export.export_lora_type}.gguf"
     write_gguf_lora(config, adapter, folder / filename, cfg.export.export_lora_type, name)
     return str(Path(cfg.model.model_name_or_path).expanduser().resolve()), f"./{filename}"
-
-
-write.merged = False  # the base model is not loaded: only its config and the adapter's weights are read
-write.check = lora_problems
