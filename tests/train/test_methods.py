@@ -269,3 +269,35 @@ def test_prompt_method_adapters_load_for_chat(method, tiny_model_dir, tmp_path):
         out.sequences[0, ids.shape[1] :], skip_special_tokens=True
     )
     engine.close()
+
+
+def test_a_pissa_run_leaves_an_adapter_for_the_original_base(tiny_model_dir, tmp_path):
+    """PiSSA trains B A on a residual base W - B0 A0; the saved adapter is rewritten so that the original W plus
+    it equals W - B0 A0 + B A (what was trained), which is what chat, serve and export then load."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    cfg = config(tiny_model_dir, out, pissa_init=True, pissa_iter=-1, max_steps=4, save_steps=4, lora_alpha=8)
+    run_stage(cfg)
+    scale = 8 / 4
+    start = load_file(str(out / "pissa_init" / "adapter_model.safetensors"))
+    (last,) = out.glob("checkpoint-4")
+    trained = load_file(str(last / "adapter_model.safetensors"))  # checkpoints keep the residual form
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    original = {n: p.detach().clone() for n, p in base.named_parameters()}
+    merged = PeftModel.from_pretrained(base, out).merge_and_unload()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8  # [B, B0] [A; -A0]
+    checked = 0
+    for key, a in trained.items():
+        if ".lora_A." not in key:
+            continue
+        b = trained[key.replace("lora_A", "lora_B")]
+        a0, b0 = start[key], start[key.replace("lora_A", "lora_B")]
+        name = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+        expected = original[name] + scale * (b @ a - b0 @ a0)
+        assert (merged.state_dict()[name] - expected).abs().max() < 1e-5, name
+        assert (b @ a - b0 @ a0).abs().max() > 1e-4  # training moved it
+        checked += 1
+    assert checked > 0

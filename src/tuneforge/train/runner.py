@@ -76,6 +76,9 @@ def train_and_save(
     from tuneforge.train.callbacks import GracefulStop, MetricsJsonlCallback
 
     metrics_path = output_dir / "metrics.jsonl"
+    pissa = getattr(cfg.finetuning, "pissa_init", False) and hasattr(model, "peft_config")
+    if pissa:
+        save_pissa_start(model, output_dir)
     trainer = trainer_class(
         model=model,
         args=to_hf_arguments(cfg),
@@ -105,11 +108,32 @@ def train_and_save(
     if eval_rows and not any("eval_loss" in h and h.get("step") == step for h in trainer.state.log_history):
         trainer.evaluate()  # the final model is always evaluated (metrics.jsonl, trainer_state.json)
     trainer.save_model(str(output_dir))
+    if pissa:
+        convert_pissa(model, output_dir)
     trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
     trainer.save_state()
     save_run(cfg, output_dir)
     mark_finished(cfg, output_dir, step)
     return output_dir
+
+
+def save_pissa_start(model: Any, output_dir: Path) -> None:
+    """PiSSA trains on a residual base (the weight minus its principal part, which starts in the adapter):
+    keep the starting adapter (once; a resumed run keeps the first) so the result can be rewritten for the
+    original base."""
+    start = output_dir / "pissa_init"
+    model.peft_config["default"].init_lora_weights = True  # the saved adapters load as plain LoRA
+    if not (start / "adapter_config.json").is_file():
+        model.save_pretrained(str(start))
+
+
+def convert_pissa(model: Any, output_dir: Path) -> None:
+    """Rewrite the final PiSSA adapter as a LoRA (twice the rank) for the original base model, so chat, serve,
+    export and LLaMA-Factory load it on the model everyone has (LLaMA-Factory's pissa_convert, always on)."""
+    model.save_pretrained(
+        str(output_dir), path_initial_model_for_weight_conversion=str(output_dir / "pissa_init")
+    )
+    info(f"PiSSA adapter rewritten for the original base model in {output_dir} (the start is in pissa_init/)")
 
 
 def number_rows(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
