@@ -344,3 +344,24 @@ def test_export_hub_model_id_uploads_the_export_with_huggingface_hub(tiny_model_
         "but uploading it to acme/merged failed" in offline.stderr
         and "hf upload acme/merged" in offline.stderr
     )
+
+
+def test_oft_adapters_merge_to_the_same_logits(tiny_model_dir, tmp_path):
+    from peft import OFTConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, OFTConfig(oft_block_size=8, r=0, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # OFT starts at the identity rotation: move it
+        for name, param in peft_model.named_parameters():
+            if "oft_" in name:
+                param.normal_(0, 0.1)
+    peft_model.save_pretrained(tmp_path / "oft")
+    out = export(tmp_path, tiny_model_dir, [tmp_path / "oft"])
+    got = logits(
+        AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval(),
+        AutoTokenizer.from_pretrained(out),
+    )
+    assert (got - reference(tiny_model_dir, [tmp_path / "oft"])).abs().max() < 1e-4
+    assert (got - reference(tiny_model_dir, [])).abs().max() > 1e-3
