@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,9 +42,21 @@ def _train(argv: list[str]) -> int:
         print(describe_keys())
         return 0
     config, overrides, _ = split_args(argv)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides)  # every key checked once, before any process starts
     from tuneforge.runs.tracking import tracked_run
+    from tuneforge.train.launch import TRACKED_ENV, is_main, run_launched, torchrun_command
     from tuneforge.train.stages import run_stage
+
+    launch = torchrun_command(argv)
+    if launch is not None:  # several processes: this one registers the run and waits for torchrun
+        with tracked_run(cfg.to_flat()):
+            code = run_launched(launch)
+            if code:
+                raise SystemExit(code)
+        return 0
+    if not is_main() or os.environ.get(TRACKED_ENV):  # the launcher (or rank 0) tracks the run
+        run_stage(cfg)
+        return 0
 
     if cfg.training.do_predict:  # LLaMA-Factory's predict configs: generate for eval_dataset and score
         from tuneforge.eval.predict import run_predict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 from transformers import TrainingArguments as HFTrainingArguments
@@ -55,6 +56,9 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
         logging_first_step=True,
         disable_tqdm=False,
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # several CPU processes: transformers treats them as one job only with use_cpu (and gloo)
+        chosen.update(use_cpu=True, ddp_backend="gloo")
     # LLaMA-Factory keys that are plain TrainingArguments keys go through as it passes them (the user's
     # eval_strategy, adam_beta2, torch_compile, ... win over tuneforge's choices above).
     passed = llamafactory_keys().trainer

@@ -39,23 +39,35 @@ IDENTITY_KEYS = (
 
 
 def prepare_output_dir(cfg: RunConfig) -> tuple[Path, Checkpoint | None]:
-    """Create output_dir and return it with the checkpoint to resume from (None: start afresh)."""
+    """Create output_dir and return it with the checkpoint to resume from (None: start afresh). With several
+    processes rank 0 prepares the folder first; the others then only read it."""
+    from tuneforge.train.launch import is_main, main_process_first
+
+    with main_process_first(cfg.llamafactory.get("ddp_timeout")):
+        return _prepare_output_dir(cfg, is_main())
+
+
+def _prepare_output_dir(cfg: RunConfig, main: bool) -> tuple[Path, Checkpoint | None]:
     t = cfg.training
     out = Path(t.output_dir)
     requested = t.resume_from_checkpoint
     if requested not in (None, "auto"):
         resume = _explicit_checkpoint(Path(requested))
     elif t.overwrite_output_dir:
-        _clear_run_state(out)
+        if main:
+            _clear_run_state(out)
         resume = None
     else:
         _stop_if_finished(cfg, out)
         resume = _auto_checkpoint(out) if requested == "auto" else None
-        if resume is None:
+        if resume is None and main:
             _refuse_foreign_files(out)
     if resume is not None:
         _check_same_run(cfg, resume.path)
-        info(f"resuming from {resume.path} (step {resume.step})")
+        if main:
+            info(f"resuming from {resume.path} (step {resume.step})")
+    if not main:
+        return out, resume
     try:
         out.mkdir(parents=True, exist_ok=True)
         remove_partials(out)

@@ -161,6 +161,8 @@ def _last_non_pad(ids: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class PPOTrainer(TuneforgeTrainer):
+    divides_by_num_items = False  # PPO's losses are batch means
+
     def __init__(
         self,
         *args: Any,

@@ -45,6 +45,8 @@ def sequence_logps(
 class _PerExampleLoss(TuneforgeTrainer):
     """Losses averaged per example in each micro-batch: the Trainer divides by accumulation steps."""
 
+    divides_by_num_items = False
+
     def __init__(self, *args: Any, ref_model: torch.nn.Module | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False

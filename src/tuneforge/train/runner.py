@@ -3,6 +3,7 @@ checkpoints, signals and metrics, save. A stage's `run(cfg)` reads: output dir, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def train_and_save(
     metrics_path = output_dir / "metrics.jsonl"
     pissa = getattr(cfg.finetuning, "pissa_init", False) and hasattr(model, "peft_config")
     if pissa:
-        save_pissa_start(model, output_dir)
+        save_pissa_start(model, output_dir, main=int(os.environ.get("RANK", "0")) == 0)
     trainer = trainer_class(
         model=model,
         args=to_hf_arguments(cfg),
@@ -108,22 +109,25 @@ def train_and_save(
     if eval_rows and not any("eval_loss" in h and h.get("step") == step for h in trainer.state.log_history):
         trainer.evaluate()  # the final model is always evaluated (metrics.jsonl, trainer_state.json)
     trainer.save_model(str(output_dir))
-    if pissa:
+    main = trainer.is_world_process_zero()  # with several processes one writes what the run writes once
+    if pissa and main:
         convert_pissa(model, output_dir)
     trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
     trainer.save_state()
-    save_run(cfg, output_dir)
-    mark_finished(cfg, output_dir, step)
+    if main:
+        save_run(cfg, output_dir)
+        mark_finished(cfg, output_dir, step)
+    trainer.accelerator.wait_for_everyone()
     return output_dir
 
 
-def save_pissa_start(model: Any, output_dir: Path) -> None:
+def save_pissa_start(model: Any, output_dir: Path, main: bool = True) -> None:
     """PiSSA trains on a residual base (the weight minus its principal part, which starts in the adapter):
     keep the starting adapter (once; a resumed run keeps the first) so the result can be rewritten for the
     original base."""
     start = output_dir / "pissa_init"
     model.peft_config["default"].init_lora_weights = True  # the saved adapters load as plain LoRA
-    if not (start / "adapter_config.json").is_file():
+    if main and not (start / "adapter_config.json").is_file():
         model.save_pretrained(str(start))
 
 

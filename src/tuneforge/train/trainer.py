@@ -142,6 +142,14 @@ class TuneforgeTrainer(GuardedTrainer):
         if real is None and "attention_mask" in inputs:
             real = inputs["attention_mask"].sum()
         loss = self.training_loss(model, inputs, num_items_in_batch)
+        if (
+            self.divides_by_num_items
+            and num_items_in_batch is not None
+            and self.args.average_tokens_across_devices
+        ):
+            # num_items counts the answer tokens of the whole global batch, and DDP averages the gradients of
+            # the processes: scale back up so N processes x batch b step as one process with batch N x b
+            loss = loss * self.accelerator.num_processes
         if model.training:
             if real is not None:
                 self.tokens_seen += int(real.sum())
@@ -151,6 +159,10 @@ class TuneforgeTrainer(GuardedTrainer):
                 self._step_problem = f"loss is {float(loss)}"
         # Only the loss exists: the head never ran on every position, so there are no full logits to return.
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    divides_by_num_items = (
+        True  # training_loss sums over tokens and divides by num_items (else: a batch mean)
+    )
 
     def training_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
@@ -215,12 +227,15 @@ class TuneforgeTrainer(GuardedTrainer):
     # ---- checkpoints ----
 
     def write_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Write checkpoint-N into a staging folder, manifest it, rename it into place, then rotate."""
+        """Write checkpoint-N into a staging folder (every process its part), manifest it, rename it into place
+        and rotate (one process, after a barrier)."""
         run_dir = self.run_dir(trial)
         step = self.state.global_step
         final = run_dir / f"{checkpoint.PREFIX}{step}"
         staging = run_dir / f"{checkpoint.PARTIAL}{final.name}"
-        shutil.rmtree(staging, ignore_errors=True)
+        if self.args.should_save:  # one process clears the staging folder, then every process writes into it
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         try:
             self._stage_checkpoint(trial, run_dir, step, staging, final)
         except OSError:
@@ -232,7 +247,8 @@ class TuneforgeTrainer(GuardedTrainer):
         best = self.state.best_global_step
         if best and (best == step or (run_dir / f"{checkpoint.PREFIX}{best}").is_dir()):
             self.state.best_model_checkpoint = str(run_dir / f"{checkpoint.PREFIX}{best}")
-        self.write_trainer_files(str(staging), trial)
+        self.write_trainer_files(str(staging), trial)  # each process its own RNG state
+        self.accelerator.wait_for_everyone()  # every file staged before the manifest and the rename
         if not self.args.should_save:
             return
         for cb in [

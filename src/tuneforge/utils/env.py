@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+from collections.abc import Mapping
 
 
 def _version(package: str) -> str:
@@ -37,7 +38,7 @@ def environment_report() -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def env_flag(name: str) -> bool:
-    """Whether the environment variable `name` is set to a true value (1, true, yes, on), as the Hugging Face
-    and ModelScope clients read their flags (HF_HUB_OFFLINE, USE_MODELSCOPE_HUB, ...)."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment variable `name` (of `env`, default this process's) is set to a true value (1,
+    true, yes, on), as the Hugging Face and ModelScope clients read their flags (HF_HUB_OFFLINE, ...)."""
+    return (os.environ if env is None else env).get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -13,6 +13,7 @@ from tuneforge.data.collator import PaddingCollator
 from tuneforge.data.dataset import build_sft_data
 from tuneforge.data.packing import training_rows
 from tuneforge.model.loader import load_tokenizer
+from tuneforge.train.launch import main_process_first
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.runner import number_rows
 from tuneforge.train.stages import register_stage
@@ -47,7 +48,10 @@ def prepare_rows(cfg: RunConfig, tokenizer: Any) -> tuple[Any, list[dict[str, li
         stream.first_rows(8)
         info("streaming the training data")
         return stream, eval_rows, stream.collator(tokenizer.pad_token_id)
-    data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed, stage=cfg.finetuning.stage)
+    with main_process_first(
+        cfg.llamafactory.get("ddp_timeout")
+    ):  # rank 0 tokenizes, the others read its cache
+        data = build_sft_data(cfg.data, tokenizer, seed=cfg.training.seed, stage=cfg.finetuning.stage)
     info(f"{data.summary()}")
     stage = cfg.finetuning.stage
     train_rows, collator = training_rows(data.train, cfg.data, stage, tokenizer.pad_token_id)

@@ -1,0 +1,107 @@
+"""Several processes on CPU (torchrun, gloo), started by `tuneforge train` itself: 2 processes x batch 2 train
+exactly as 1 process x batch 4 (same rows per step, the loss normalised over the global batch), and the
+files a run writes once are written once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tuneforge.train.launch import torchrun_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train(tiny_model_dir: Path, out: Path, env: dict[str, str], **keys) -> subprocess.CompletedProcess:
+    flat = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": "identity",
+        "dataset_dir": str(REPO / "data"),
+        "cutoff_len": 128,
+        "output_dir": str(out),
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 5e-3,
+        "max_steps": 6,
+        "logging_steps": 1,
+        "lora_rank": 4,
+        "save_steps": 3,
+        "seed": 1,
+        **keys,
+    }
+    argv = [sys.executable, "-m", "tuneforge.cli.main", "train", *(f"{k}={v}" for k, v in flat.items())]
+    return subprocess.run(
+        argv, capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}, timeout=900
+    )
+
+
+def losses(out: Path) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
+
+
+# Within an epoch: the identity data packs into 12 sequences, 3 steps of 4. At an epoch boundary torch's
+# DistributedSampler reshuffles with seed + epoch, a single process's sampler with its running generator,
+# so later epochs see the rows in another order (same rows per epoch).
+@pytest.mark.parametrize("extra", [{}, {"packing": "true", "max_steps": 3}], ids=["rows", "packing"])
+def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_model_dir, tmp_path):
+    home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
+    one = train(tiny_model_dir, tmp_path / "one", home, per_device_train_batch_size=4, **extra)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = train(
+        tiny_model_dir, tmp_path / "two", {**home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
+        per_device_train_batch_size=2, **extra,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    steps = list(range(1, int(extra.get("max_steps", 6)) + 1))
+    assert [s for s, _, _ in a] == [s for s, _, _ in b] == steps  # one record per step, not per process
+    for (_, loss_a, norm_a), (_, loss_b, norm_b) in zip(a, b, strict=True):
+        assert loss_b == pytest.approx(loss_a, abs=1e-5) and norm_b == pytest.approx(norm_a, abs=1e-5)
+    assert loss_a != a[0][1]  # it trained
+    wa = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+    checkpoint = tmp_path / "two" / f"checkpoint-{steps[-1] // 3 * 3}"
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoint.iterdir()}  # each process's
+    assert not list((tmp_path / "two").glob(".partial-*"))
+
+
+def test_the_launch_command_honours_llamafactorys_variables():
+    argv = ["cfg.yaml", "lora_rank=8"]
+    single = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1",
+              "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29555"}  # fmt: skip
+    command = torchrun_command(argv, single)
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert {
+        "--nproc-per-node=4",
+        "--nnodes=2",
+        "--node-rank=1",
+        "--master-addr=10.0.0.1",
+        "--master-port=29555",
+    } <= set(command)
+    assert command[-5:] == ["-m", "tuneforge.cli.main", "train", "cfg.yaml", "lora_rank=8"]
+    elastic = torchrun_command(
+        argv,
+        {"FORCE_TORCHRUN": "1", "MIN_NNODES": "1", "MAX_NNODES": "3", "RDZV_ID": "job7", "MASTER_ADDR": "h"},
+    )
+    assert {
+        "--nnodes=1:3",
+        "--max-restarts=3",
+        "--rdzv-id=job7",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=h:29500",
+    } <= set(elastic)
+    assert torchrun_command(argv, {"FORCE_TORCHRUN": "1", "LOCAL_RANK": "0"}) is None  # already launched
+    if not torch.cuda.is_available():
+        assert torchrun_command(argv, {}) is None  # one device: train in this process
+    from tuneforge.utils.errors import UserError
+
+    with pytest.raises(UserError, match="NPROC_PER_NODE='two'"):
+        torchrun_command(argv, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "two"})
