@@ -105,3 +105,51 @@ def test_the_launch_command_honours_llamafactorys_variables():
 
     with pytest.raises(UserError, match="NPROC_PER_NODE='two'"):
         torchrun_command(argv, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "two"})
+
+
+def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losses(tiny_model_dir, tmp_path):
+    """SIGKILL of rank 1 after a checkpoint: torchrun stops the other process and the run fails; running the
+    same command again resumes from the newest complete checkpoint and ends as an uninterrupted run."""
+    import time
+
+    import psutil
+
+    home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
+    keys = {"save_steps": 2, "per_device_train_batch_size": 2}
+    reference = train(
+        tiny_model_dir, tmp_path / "reference", home, **{**keys, "per_device_train_batch_size": 4}
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "killed"
+    env = {**os.environ, **home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
+    flat = {
+        "model_name_or_path": tiny_model_dir, "dataset": "identity", "dataset_dir": REPO / "data", "cutoff_len": 128,
+        "output_dir": out, "learning_rate": 5e-3, "max_steps": 6, "logging_steps": 1, "lora_rank": 4, "seed": 1,
+        "gradient_accumulation_steps": 1, **keys,
+    }  # fmt: skip
+    argv = [sys.executable, "-m", "tuneforge.cli.main", "train", *(f"{k}={v}" for k, v in flat.items())]
+    launcher = psutil.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = False
+    deadline = time.monotonic() + 600
+    while launcher.poll() is None and time.monotonic() < deadline:
+        if (out / "checkpoint-2").is_dir():
+            for child in launcher.children(recursive=True):
+                try:
+                    if child.environ().get("LOCAL_RANK") == "1":
+                        child.kill()
+                        killed = True
+                except psutil.Error:
+                    continue
+            if killed:
+                break
+        time.sleep(0.005)
+    assert killed, "the run ended before a rank could be killed"
+    assert launcher.wait(timeout=300) != 0  # the launcher reports the failed run
+    assert not (out / "tuneforge_finished.json").exists()
+    again = train(tiny_model_dir, out, {**home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}, **keys)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stderr
+    a, b = losses(tmp_path / "reference"), losses(out)
+    assert [s for s, _, _ in b] == list(range(1, 7))
+    for (_, loss_a, _), (_, loss_b, _) in zip(a, b, strict=True):
+        assert loss_b == pytest.approx(loss_a, abs=1e-5)
