@@ -20,6 +20,7 @@ commands:
   score --reward_model DIR ...        the reward a trained reward model gives an answer
   export CONFIG.yaml [key=value ...]  merge adapters into a standalone model: safetensors or GGUF, with a Modelfile
   eval CONFIG.yaml [key=value ...]    MMLU / C-Eval / CMMLU or your own multiple-choice set (task, task_dir)
+  estimate CONFIG.yaml [key=value]    peak memory per device of training it, before any weights load
   board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
   models                              list the model zoo and the models in the Hugging Face cache
@@ -255,6 +256,32 @@ def _registered(
     return run
 
 
+def _estimate(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: tuneforge estimate CONFIG.yaml [key=value ...] [--deepspeed ds_z3_config.json]\n\nThe peak "
+            "memory per device of training CONFIG.yaml (weights, trainable weights, gradients, optimizer "
+            "states, activations, logits, buffers) before any weights load, for the processes torchrun would "
+            "start (NPROC_PER_NODE x NNODES) and a DeepSpeed ZeRO config; and whether it fits the memory "
+            "available now."
+        )
+        return 0
+    import torch
+
+    from tuneforge.config import load_config
+    from tuneforge.train.estimate import available_memory, estimate
+    from tuneforge.train.launch import accelerators
+
+    config, overrides, flags = split_args(argv, ("deepspeed",))
+    cfg = load_config(config, overrides)
+    devices = accelerators()
+    per_node = int(os.environ.get("NPROC_PER_NODE") or max(devices, 1))
+    processes = per_node * int(os.environ.get("NNODES") or 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(estimate(cfg, processes, device, flags.get("deepspeed")).table(available_memory(device)))
+    return 0
+
+
 def _run_export(cfg: Any) -> Any:
     from tuneforge.export import run_export
 
@@ -301,6 +328,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "api": _serve,
     "export": _registered("export", EXPORT_HELP, "export", _run_export),
     "eval": _registered("eval", EVAL_HELP, "eval", _run_eval),
+    "estimate": _estimate,
     "data": _data,
     "models": _models,
     "templates": _templates,

@@ -1,0 +1,205 @@
+"""`tuneforge estimate`: the peak memory of a training run per device, before any weights load.
+
+The model is built on the meta device from its config (no weights are read) with the configured method
+applied, so parameter counts are exact; the rest is arithmetic, per device:
+
+- weights: the frozen parameters as training holds them (float32: bf16/fp16 are autocast; 4/8-bit bases store
+  their linear weights at 0.5/1 byte plus quantization constants);
+- trainable weights: the parameters the method trains, float32;
+- gradients: one float32 per trainable parameter;
+- optimizer states: AdamW keeps two float32 moments per trainable parameter (SGD one, Adafactor ~none);
+- activations: kept for every layer the backward pass runs through (all for LoRA and full; for freeze the
+  trained layers and those above them): `ACTIVATION_BYTES` per token per hidden unit per layer, plus
+  `ADAPTER_BYTES` per adapted projection (the adapter's own inputs); with gradient checkpointing only the
+  layer inputs, plus one layer recomputed;
+- logits: the head runs on answer tokens only (at most batch x cutoff_len): `LOGIT_COPIES` float32 copies
+  (logits, log-softmax, gradient);
+- buffers: the runtime (CPU: Python, torch and the tokenized data; GPU: the CUDA context and allocator slack).
+
+The constants were fitted to six measured CPU peaks of SmolLM2 (LoRA, freeze and full at two batch x cutoff
+sizes, `bench/estimate_memory.py`); ACTIVATION_BYTES came out at 68.5, what Korthikanti et al.'s 34
+half-precision bytes per token, hidden unit and layer give in float32.
+
+ZeRO (a `deepspeed` config) and FSDP divide optimizer states (stage 1), gradients (2) and weights (3) over the
+processes; offload moves them to CPU memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import RunConfig
+from tuneforge.utils.errors import UserError
+
+GiB = 1024**3
+ACTIVATION_BYTES = 68.5  # per token, per hidden unit, per layer the backward runs through (float32)
+ADAPTER_BYTES = 9.0  # more per token, per hidden unit, per adapted projection (63 for LoRA on all 7)
+LOGIT_COPIES = 3.6  # float32 copies of the answer tokens' logits alive at the peak
+CHECKPOINTED_BYTES = 4  # per token, per hidden unit, per layer: only the layer input is kept
+RUNTIME_CPU = int(0.377e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
+RUNTIME_GPU = int(1.0 * GiB)  # CUDA context, kernels and allocator fragmentation
+OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "adafactor": 0, "lion": 1}
+
+
+@dataclass
+class Estimate:
+    """Bytes per device of each part, the processes they are spread over, and what was assumed."""
+
+    parts: dict[str, int]
+    processes: int
+    device: str
+    offloaded: dict[str, int] = field(default_factory=dict)  # bytes moved to CPU memory by ZeRO offload
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def table(self, available: int | None = None) -> str:
+        lines = [
+            f"peak memory per {self.device} ({self.processes} process{'es' if self.processes > 1 else ''})"
+        ]
+        for name, value in self.parts.items():
+            lines.append(f"  {name:20s}{value / GiB:10.2f} GiB")
+        lines.append(f"  {'total':20s}{self.total / GiB:10.2f} GiB")
+        for name, value in self.offloaded.items():
+            lines.append(f"  (offloaded to CPU: {name} {value / GiB:.2f} GiB)")
+        if available is not None:
+            verdict = "fits" if self.total <= available else "does NOT fit"
+            lines.append(f"{verdict}: {available / GiB:.2f} GiB available per {self.device}")
+        lines += [f"assumes: {a}" for a in self.assumptions]
+        return "\n".join(lines)
+
+
+def _meta_model(cfg: RunConfig) -> Any:
+    """The configured model with its method applied, on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tuneforge.model.adapters import apply_adapter
+    from tuneforge.model.sources import resolve_model_path
+
+    path = resolve_model_path(cfg.model.model_name_or_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+        finetuning = cfg.finetuning
+        if getattr(finetuning, "pissa_init", False):  # same shapes as LoRA; its SVD needs real weights
+            finetuning = finetuning.model_copy(update={"pissa_init": False})
+        model = apply_adapter(model, finetuning, cfg.model.model_copy(update={"adapter_name_or_path": None}))
+    return model
+
+
+def _backward_layers(params: list[tuple[str, Any]], layers: int) -> tuple[int, float]:
+    """(layers the backward pass runs through: from the lowest one with a trainable parameter to the top,
+    adapted projections per layer on average)."""
+    import re
+
+    trained, adapters = set(), 0
+    for name, p in params:
+        found = re.search(r"\.layers\.(\d+)\.", name)
+        if p.requires_grad and found:
+            trained.add(int(found.group(1)))
+            adapters += "lora_A" in name
+        elif p.requires_grad and "embed" in name:
+            trained.add(0)
+    through = layers - min(trained) if trained else 0
+    return through, adapters / layers if layers else 0.0
+
+
+def _zero(cfg: RunConfig, ds: str | None) -> tuple[int, bool, bool]:
+    """(ZeRO stage, optimizer offloaded, parameters offloaded) from a DeepSpeed config; FSDP counts as 3."""
+    if ds:
+        try:
+            zero = json.loads(Path(ds).read_text(encoding="utf-8")).get("zero_optimization", {})
+        except (OSError, ValueError) as err:
+            raise UserError(f"deepspeed: {ds} cannot be read as JSON ({err})") from None
+        device = lambda key: (zero.get(key) or {}).get("device", "none") in ("cpu", "nvme")  # noqa: E731
+        return int(zero.get("stage", 0)), device("offload_optimizer"), device("offload_param")
+    if cfg.llamafactory.get("fsdp") or cfg.llamafactory.get("fsdp_config"):
+        return 3, False, False
+    return 0, False, False
+
+
+def estimate(
+    cfg: RunConfig, processes: int = 1, device: str = "cpu", deepspeed: str | None = None
+) -> Estimate:
+    """The peak memory per device of training `cfg` on `processes` processes (with the ZeRO stage and offload
+    of the DeepSpeed config `deepspeed`, a JSON file as LLaMA-Factory's `deepspeed:` key names)."""
+    model = _meta_model(cfg)
+    params = list(model.named_parameters())
+    trainable = sum(p.numel() for _, p in params if p.requires_grad)
+    frozen = [(n, p) for n, p in params if not p.requires_grad]
+    assumptions = []
+    bits = cfg.model.quantization_bit
+    if bits in (4, 8):
+        linear = sum(p.numel() for n, p in frozen if p.dim() == 2 and "embed" not in n and "lm_head" not in n)
+        other = sum(p.numel() for n, p in frozen) - linear
+        per = 0.5 + 4 / 64 if bits == 4 else 1 + 4 / 64  # packed values + one float32 scale per block of 64
+        weights = int(linear * per + other * 4)
+        assumptions.append(f"{bits}-bit linear layers of the base at {per:.3f} bytes per parameter")
+    else:
+        weights = sum(p.numel() for _, p in frozen) * 4
+    t = cfg.training
+    optim = str(cfg.llamafactory.get("optim", "adamw_torch")).lower()
+    states = next((v for k, v in OPTIMIZER_STATES.items() if k in optim), 2)
+    hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
+    vocab = model.config.vocab_size
+    tokens = t.per_device_train_batch_size * cfg.data.cutoff_len
+    through, adapted = _backward_layers(params, layers)
+    per_layer = ACTIVATION_BYTES + ADAPTER_BYTES * adapted
+    if t.gradient_checkpointing:
+        activations = int(tokens * hidden * (CHECKPOINTED_BYTES * through + per_layer))
+        assumptions.append("gradient checkpointing: layer inputs kept, one layer recomputed at a time")
+    else:
+        activations = int(tokens * hidden * per_layer * through)
+    assumptions.append(
+        f"the backward pass runs through {through} of {layers} layers; no seq x seq matrix kept"
+    )
+    logits = int(tokens * vocab * 4 * LOGIT_COPIES)
+    assumptions.append(
+        "logits for every token of the batch (the head runs on answer tokens only: an upper bound)"
+    )
+    parts = {
+        "weights": weights,
+        "trainable weights": trainable * 4,
+        "gradients": trainable * 4,
+        "optimizer states": trainable * 4 * states,
+        "activations": activations,
+        "logits": logits,
+        "buffers": RUNTIME_GPU if device != "cpu" else RUNTIME_CPU,
+    }
+    stage, offload_optimizer, offload_params = _zero(cfg, deepspeed)
+    offloaded: dict[str, int] = {}
+    if stage and processes > 1:
+        for part, from_stage in (
+            ("optimizer states", 1),
+            ("gradients", 2),
+            ("weights", 3),
+            ("trainable weights", 3),
+        ):
+            if stage >= from_stage:
+                parts[part] //= processes
+        assumptions.append(f"ZeRO stage {stage} over {processes} processes")
+    if offload_optimizer:
+        offloaded["optimizer states"] = parts["optimizer states"]
+        parts["optimizer states"] = 0
+    if offload_params:
+        offloaded["weights"] = parts["weights"]
+        parts["weights"] = 0
+    return Estimate(parts, processes, device, offloaded, assumptions)
+
+
+def available_memory(device: str) -> int | None:
+    """Free memory per device: the GPU's free memory, or the machine's available RAM."""
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    return int(free)

@@ -1,0 +1,93 @@
+"""`tuneforge estimate`: exact parameter counts from a meta-device model (no weights read), the method's
+trainable share, quantization, ZeRO sharding and offload, and the command's table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.train.test_sft_stage import tiny_run_keys
+from tuneforge.cli.main import main
+from tuneforge.config import load_config
+from tuneforge.train.estimate import GiB, estimate
+
+
+def cfg_for(tiny_model_dir, tmp_path, **extra):
+    return load_config(extra=tiny_run_keys(tiny_model_dir, tmp_path / "out", **extra))
+
+
+@pytest.mark.parametrize("method", ["lora", "freeze", "full"])
+def test_parameter_counts_equal_the_real_model_with_the_method_applied(method, tiny_model_dir, tmp_path):
+    from tuneforge.model.adapters import apply_adapter, count_parameters
+    from tuneforge.model.loader import load_model
+
+    cfg = cfg_for(tiny_model_dir, tmp_path, finetuning_type=method)
+    real = apply_adapter(load_model(cfg.model, for_training=True), cfg.finetuning, cfg.model)
+    trainable, total = count_parameters(real)
+    parts = estimate(cfg).parts
+    assert parts["trainable weights"] == trainable * 4 == parts["gradients"]
+    assert parts["weights"] + parts["trainable weights"] == total * 4
+    assert parts["optimizer states"] == 2 * trainable * 4  # AdamW's two moments
+    assert not (tmp_path / "out").exists()  # nothing written, no weights read
+
+
+def test_more_tokens_more_activations_and_checkpointing_keeps_fewer(tiny_model_dir, tmp_path):
+    small = estimate(cfg_for(tiny_model_dir, tmp_path, per_device_train_batch_size=1, cutoff_len=64)).parts
+    large = estimate(cfg_for(tiny_model_dir, tmp_path, per_device_train_batch_size=4, cutoff_len=128)).parts
+    assert large["activations"] == pytest.approx(8 * small["activations"], abs=8)
+    assert large["logits"] == pytest.approx(8 * small["logits"], abs=8)
+    checkpointed = estimate(
+        cfg_for(
+            tiny_model_dir,
+            tmp_path,
+            per_device_train_batch_size=4,
+            cutoff_len=128,
+            gradient_checkpointing=True,
+        )
+    )
+    assert checkpointed.parts["activations"] < large["activations"]
+    assert any("checkpointing" in a for a in checkpointed.assumptions)
+
+
+def test_zero_stages_shard_over_processes_and_offload_moves_to_cpu(tiny_model_dir, tmp_path):
+    alone = estimate(cfg_for(tiny_model_dir, tmp_path, finetuning_type="full")).parts
+    for stage, sharded in ((1, {"optimizer states"}), (2, {"optimizer states", "gradients"}),
+                           (3, {"optimizer states", "gradients", "trainable weights"})):  # fmt: skip
+        ds = tmp_path / f"z{stage}.json"
+        ds.write_text(json.dumps({"zero_optimization": {"stage": stage}}))
+        parts = estimate(
+            cfg_for(tiny_model_dir, tmp_path, finetuning_type="full"), 4, deepspeed=str(ds)
+        ).parts
+        for name, value in parts.items():
+            assert value == (alone[name] // 4 if name in sharded else alone[name]), (stage, name)
+    ds = tmp_path / "offload.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
+    offloaded = estimate(cfg_for(tiny_model_dir, tmp_path, finetuning_type="full"), 2, deepspeed=str(ds))
+    assert offloaded.parts["optimizer states"] == 0
+    assert offloaded.offloaded["optimizer states"] == alone["optimizer states"] // 2
+
+
+def test_a_4_bit_base_holds_its_linear_weights_in_about_an_eighth(tiny_model_dir, tmp_path):
+    """bitsandbytes quantizes the decoder's linear layers, not the embeddings or the output head."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    linear = sum(
+        p.numel()
+        for n, p in base.named_parameters()
+        if p.dim() == 2 and "embed" not in n and "lm_head" not in n
+    )
+    full = estimate(cfg_for(tiny_model_dir, tmp_path)).parts["weights"]
+    quantized = estimate(cfg_for(tiny_model_dir, tmp_path, quantization_bit=4)).parts["weights"]
+    assert full - quantized == pytest.approx(linear * (4 - 0.5 - 4 / 64), rel=0.01)
+
+
+def test_the_command_prints_the_parts_and_whether_it_fits(tiny_model_dir, tmp_path, capsys):
+    keys = tiny_run_keys(tiny_model_dir, tmp_path / "out")
+    assert main(["estimate", *(f"{k}={v}" for k, v in keys.items())]) == 0
+    out = capsys.readouterr().out
+    for part in ("weights", "gradients", "optimizer states", "activations", "logits", "buffers", "total"):
+        assert part in out
+    assert "fits" in out and "GiB" in out
+    assert estimate(cfg_for(tiny_model_dir, tmp_path)).total < GiB * 2
