@@ -14,27 +14,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.train.test_sft_stage import tiny_run_keys
 from tuneforge.train.launch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def train(tiny_model_dir: Path, out: Path, env: dict[str, str], **keys) -> subprocess.CompletedProcess:
-    flat = {
-        "model_name_or_path": str(tiny_model_dir),
-        "dataset": "identity",
-        "dataset_dir": str(REPO / "data"),
-        "cutoff_len": 128,
-        "output_dir": str(out),
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 5e-3,
-        "max_steps": 6,
-        "logging_steps": 1,
-        "lora_rank": 4,
-        "save_steps": 3,
-        "seed": 1,
-        **keys,
-    }
+    """`tuneforge train` of the tiny LoRA run in a fresh process (6 steps, checkpoints every 3)."""
+    flat = tiny_run_keys(
+        tiny_model_dir,
+        out,
+        **{"gradient_accumulation_steps": 1, "max_steps": 6, "save_steps": 3, "seed": 1, **keys},
+    )
     argv = [sys.executable, "-m", "tuneforge.cli.main", "train", *(f"{k}={v}" for k, v in flat.items())]
     return subprocess.run(
         argv, capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}, timeout=900
@@ -122,11 +114,9 @@ def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losse
     assert reference.returncode == 0, reference.stderr[-3000:]
     out = tmp_path / "killed"
     env = {**os.environ, **home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
-    flat = {
-        "model_name_or_path": tiny_model_dir, "dataset": "identity", "dataset_dir": REPO / "data", "cutoff_len": 128,
-        "output_dir": out, "learning_rate": 5e-3, "max_steps": 6, "logging_steps": 1, "lora_rank": 4, "seed": 1,
-        "gradient_accumulation_steps": 1, **keys,
-    }  # fmt: skip
+    flat = tiny_run_keys(
+        tiny_model_dir, out, **{"gradient_accumulation_steps": 1, "max_steps": 6, "seed": 1, **keys}
+    )
     argv = [sys.executable, "-m", "tuneforge.cli.main", "train", *(f"{k}={v}" for k, v in flat.items())]
     launcher = psutil.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = False

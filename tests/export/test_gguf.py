@@ -37,6 +37,16 @@ def merged(base: Path, adapters: list[Path]):
     return model.eval()
 
 
+def question_ids(tokenizer) -> torch.Tensor:
+    """`[1, n]` prompt ids of one chat question, as the tokenizer's own template renders it."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+    )
+    return prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+
+
 def greedy(model, ids: torch.Tensor, n: int = 32) -> list[int]:
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
@@ -141,12 +151,7 @@ def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
     out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type=gguf_type)
     model, tokenizer, gguf = load_back(out)
     reference = merged(smollm2_dir, [adapter])
-    prompt = smollm2_tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-    )
-    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    ids = question_ids(smollm2_tokenizer)
     with torch.no_grad():
         difference = (model(ids).logits - reference(ids).logits).abs().max()
         print(f"{gguf_type}: max |logit difference| {float(difference):.2e}")
@@ -194,12 +199,7 @@ def test_llama_cpp_answers_the_gguf_export_like_the_merged_model(smollm2_dir, sm
     out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type="f32")
     (gguf,) = out.glob("*.gguf")
     reference = merged(smollm2_dir, [adapter])
-    prompt = smollm2_tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-    )
-    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    ids = question_ids(smollm2_tokenizer)
     result = subprocess.run(
         [llama_cpp_python(), "-c", LLAMA_CPP, str(gguf), json.dumps(ids[0].tolist()), TEXT],
         capture_output=True,
@@ -389,12 +389,7 @@ def test_llama_cpp_with_the_gguf_lora_answers_like_the_merged_model(smollm2_dir,
     adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
     base = export(tmp_path / "b", smollm2_dir, [], export_format="gguf", export_gguf_type="f32")
     lora = export(tmp_path / "l", smollm2_dir, [adapter], export_format="gguf_lora")
-    prompt = smollm2_tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-    )
-    ids = prompt if isinstance(prompt, torch.Tensor) else prompt["input_ids"]
+    ids = question_ids(smollm2_tokenizer)
     result = subprocess.run(
         [llama_cpp_python(), "-c", LLAMA_CPP_LORA, str(next(base.glob("*.gguf"))), str(next(lora.glob("*.gguf"))),
          json.dumps(ids[0].tolist())],
