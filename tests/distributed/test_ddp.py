@@ -41,7 +41,12 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
 # Within an epoch: the identity data packs into 12 sequences, 3 steps of 4. At an epoch boundary torch's
 # DistributedSampler reshuffles with seed + epoch, a single process's sampler with its running generator,
 # so later epochs see the rows in another order (same rows per epoch).
-@pytest.mark.parametrize("extra", [{}, {"packing": "true", "max_steps": 3}], ids=["rows", "packing"])
+# DPO's reference is the policy with its adapter off, in each process
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"packing": "true", "max_steps": 3}, {"stage": "dpo", "dataset": "identity_pref"}],
+    ids=["rows", "packing", "dpo"],
+)
 def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_model_dir, tmp_path):
     home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
     one = train(tiny_model_dir, tmp_path / "one", home, per_device_train_batch_size=4, **extra)
