@@ -51,7 +51,10 @@ def outcome(path: Path, model_dir: Path, out: Path) -> str:
             results = json.loads((out / "predict_results.json").read_text())
             assert set(results) >= {"predict_bleu-4", "predict_rouge-l"}, path
             return "predicts (BLEU-4 and ROUGE of generated answers)"
-        run_stage(cfg)
+        if cfg.llamafactory.get("deepspeed"):
+            _train_launched(path, [*place, *length, "overwrite_output_dir=true", "logging_steps=1"])
+        else:
+            run_stage(cfg)
     except (ConfigError, DataError, UserError) as err:
         lines = str(err).splitlines()
         problems = err.problems if isinstance(err, ConfigError) else [" ".join(x.strip() for x in lines[:2])]
@@ -59,6 +62,23 @@ def outcome(path: Path, model_dir: Path, out: Path) -> str:
     losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert losses and all(math.isfinite(v) for v in losses), path
     return f"trains (stage {cfg.finetuning.stage}, {cfg.finetuning.finetuning_type})"
+
+
+def _train_launched(path: Path, overrides: list[str]) -> None:
+    """`tuneforge train` as a user runs it, from the folder LLaMA-Factory's relative paths
+    (examples/deepspeed/...) are written for: DeepSpeed's processes run under torchrun."""
+    import os
+    import subprocess
+
+    from tuneforge.utils.errors import UserError
+
+    repo = HERE.parent.parent
+    argv = [sys.executable, "-m", "tuneforge.cli.main", "train", str(path), *overrides]
+    done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    if done.returncode:
+        lines = done.stderr.splitlines()
+        said = [i for i, line in enumerate(lines) if line.startswith("tuneforge: ")]  # the last is the error
+        raise UserError("\n".join(lines[said[-1] :])[len("tuneforge: ") :] if said else done.stderr[-2000:])
 
 
 def _anonymous(problem: str, model_dir: Path, out: Path) -> str:

@@ -41,28 +41,46 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
 # Within an epoch: the identity data packs into 12 sequences, 3 steps of 4. At an epoch boundary torch's
 # DistributedSampler reshuffles with seed + epoch, a single process's sampler with its running generator,
 # so later epochs see the rows in another order (same rows per epoch).
-# DPO's reference is the policy with its adapter off, in each process
+# DPO's reference is the policy with its adapter off, in each process (here under DeepSpeed ZeRO-3)
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"packing": "true", "max_steps": 3}, {"stage": "dpo", "dataset": "identity_pref"}],
-    ids=["rows", "packing", "dpo"],
+    [
+        # (plain rows: the SIGKILL test below compares a plain 2 x 2 run with the 1 x 4 one)
+        # with packing, and under DeepSpeed ZeRO-2 with the optimizer states offloaded to CPU memory
+        {
+            "packing": "true",
+            "max_steps": 3,
+            "deepspeed": REPO / "examples/deepspeed/ds_z2_offload_config.json",
+        },
+        # DPO under DeepSpeed ZeRO-3: the adapter-off reference is the same partitioned model
+        {
+            "stage": "dpo",
+            "dataset": "identity_pref",
+            "deepspeed": REPO / "examples/deepspeed/ds_z3_config.json",
+        },
+    ],
+    ids=["packing-zero2-offload", "dpo-zero3"],
 )
 def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_model_dir, tmp_path):
+    if "deepspeed" in extra:
+        pytest.importorskip("deepspeed")
     home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
-    one = train(tiny_model_dir, tmp_path / "one", home, per_device_train_batch_size=4, **extra)
+    single = {k: v for k, v in extra.items() if k != "deepspeed"}
+    one = train(tiny_model_dir, tmp_path / "one", home, per_device_train_batch_size=4, **single)
     assert one.returncode == 0, one.stderr[-3000:]
+    reference = tmp_path / "one"
     two = train(
         tiny_model_dir, tmp_path / "two", {**home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
         per_device_train_batch_size=2, **extra,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    a, b = losses(reference), losses(tmp_path / "two")
     steps = list(range(1, int(extra.get("max_steps", 6)) + 1))
     assert [s for s, _, _ in a] == [s for s, _, _ in b] == steps  # one record per step, not per process
     for (_, loss_a, norm_a), (_, loss_b, norm_b) in zip(a, b, strict=True):
         assert loss_b == pytest.approx(loss_a, abs=1e-5) and norm_b == pytest.approx(norm_a, abs=1e-5)
     assert loss_a != a[0][1]  # it trained
-    wa = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    wa = load_file(str(reference / "adapter_model.safetensors"))
     wb = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
     checkpoint = tmp_path / "two" / f"checkpoint-{steps[-1] // 3 * 3}"
@@ -104,7 +122,9 @@ def test_the_launch_command_honours_llamafactorys_variables():
         torchrun_command(argv, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "two"})
 
 
-def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losses(tiny_model_dir, tmp_path):
+def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losses(
+    tiny_model_dir, tmp_path, batch4_run
+):
     """SIGKILL of rank 1 after a checkpoint: torchrun stops the other process and the run fails; running the
     same command again resumes from the newest complete checkpoint and ends as an uninterrupted run."""
     import time
@@ -113,10 +133,6 @@ def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losse
 
     home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
     keys = {"save_steps": 2, "per_device_train_batch_size": 2}
-    reference = train(
-        tiny_model_dir, tmp_path / "reference", home, **{**keys, "per_device_train_batch_size": 4}
-    )
-    assert reference.returncode == 0, reference.stderr[-3000:]
     out = tmp_path / "killed"
     env = {**os.environ, **home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
     flat = tiny_run_keys(
@@ -144,7 +160,12 @@ def test_a_rank_killed_mid_run_then_the_same_command_continues_to_the_same_losse
     again = train(tiny_model_dir, out, {**home, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}, **keys)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stderr
-    a, b = losses(tmp_path / "reference"), losses(out)
-    assert [s for s, _, _ in b] == list(range(1, 7))
-    for (_, loss_a, _), (_, loss_b, _) in zip(a, b, strict=True):
-        assert loss_b == pytest.approx(loss_a, abs=1e-5)
+    a, b = losses(batch4_run), losses(out)
+    assert [s for s, _, _ in b] == list(range(1, 7))  # one record per step, not per process
+    for (_, loss_a, norm_a), (_, loss_b, norm_b) in zip(a, b, strict=True):
+        assert loss_b == pytest.approx(loss_a, abs=1e-5) and norm_b == pytest.approx(norm_a, abs=1e-5)
+    wa = load_file(str(batch4_run / "adapter_model.safetensors"))
+    wb = load_file(str(out / "adapter_model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (out / "checkpoint-6").iterdir()}
+    assert not list(out.glob(".partial-*"))

@@ -80,4 +80,10 @@ def test_no_other_module_overrides_or_calls_a_private_trainer_method(path):
 
 def test_the_door_routes_every_override_to_a_public_hook():
     overridden = {n for n in vars(GuardedTrainer) if n.startswith("_") and not n.startswith("__")}
-    assert overridden == {"_get_grad_norm", "_save_checkpoint", "_save", "_load_from_checkpoint"}
+    assert overridden == {
+        "_get_grad_norm",
+        "_save_checkpoint",
+        "_save",
+        "_load_from_checkpoint",
+        "_get_train_sampler",
+    }

@@ -1,6 +1,7 @@
 """GRPO: its advantage and loss arithmetic, and a tiny model whose mean reward rises on a verifiable toy reward."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,11 +10,12 @@ from tests.helpers import tiny_llama, tiny_tokenizer
 from tests.train.test_sft_stage import config
 from tuneforge.config import FinetuningArguments
 from tuneforge.train.callbacks import read_metrics
+from tuneforge.train.grpo_losses import RolloutTokens, grpo_loss
 from tuneforge.train.rewards import load_reward_funcs
 from tuneforge.train.rewards.answer import exact_match
 from tuneforge.train.rewards.format import make_format_reward
 from tuneforge.train.rewards.length import make_length_reward
-from tuneforge.train.rl import group_advantages, grpo_token_loss
+from tuneforge.train.rl import group_advantages
 from tuneforge.train.stages import run_stage
 from tuneforge.utils.errors import UserError
 
@@ -31,12 +33,15 @@ def test_group_advantages_normalise_within_each_group():
     assert adv[4:].tolist() == [0.0] * 4  # a group with equal rewards teaches nothing
 
 
-def test_grpo_loss_is_the_advantage_weighted_log_likelihood_plus_kl():
+def test_grpo_loss_on_a_fresh_rollout_is_the_advantage_weighted_log_likelihood_plus_kl():
+    """At the sampling policy (ratio 1) the clipped surrogate is -A log pi in value and gradient."""
     policy = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
     reference = torch.tensor([-1.5, -2.0, -0.4])
     rows = torch.tensor([0, 0, 1])
     adv = torch.tensor([2.0, -1.0])
-    loss, kl = grpo_token_loss(policy, reference, adv, rows, beta=0.1)
+    args = SimpleNamespace(epsilon=0.2, epsilon_high=None, grpo_beta=0.1, max_completion_length=8)
+    counted = torch.tensor([True, True])
+    loss = grpo_loss("grpo", RolloutTokens(policy, policy.detach(), reference, rows, adv, counted), args)
 
     def k3(ref, pol):
         d = ref - pol
@@ -73,7 +78,18 @@ def small_vocab_model(tmp_path_factory):
     return path
 
 
-def test_grpo_raises_the_mean_reward(small_vocab_model, tmp_path):
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"grpo_loss_type": "bnpo"},
+        {"grpo_loss_type": "dapo", "epsilon_high": 0.28, "grpo_dynamic_sampling": True},
+        {"grpo_loss_type": "dr_grpo", "scale_rewards": "none", "learning_rate": 3e-2},
+        {"grpo_loss_type": "gspo", "scale_rewards": "batch"},
+    ],
+    ids=["grpo", "bnpo", "dapo", "dr_grpo", "gspo"],
+)
+def test_grpo_raises_the_mean_reward(variant, small_vocab_model, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
@@ -96,9 +112,41 @@ def test_grpo_raises_the_mean_reward(small_vocab_model, tmp_path):
         "additional_target": "lm_head",
         "grpo_beta": 0.01,
         "plot_loss": False,
+        **variant,
     }
     out = run_stage(config(small_vocab_model, tmp_path / "run", **keys))
     rewards = [r["reward"] for r in read_metrics(out / "metrics.jsonl")]
     assert len(rewards) == 16
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_rollout_is_reused_for_num_iterations_steps_with_moving_ratios(small_vocab_model, tmp_path):
+    """num_iterations 2: steps 1-2 and 3-4 each train on one batch of rollouts (same rewards), and on the
+    second use the policy has moved, so the importance ratios leave 1 and the loss differs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
+    (data / "prompts.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.json"}}))
+    keys = {
+        "stage": "grpo", "dataset": "prompts", "dataset_dir": str(data), "reward_funcs": "tests.train.test_rl:letter_a",
+        "num_generations": 4, "max_completion_length": 8, "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1, "learning_rate": 5e-2, "lr_scheduler_type": "constant", "max_steps": 4,
+        "lora_rank": 8, "additional_target": "lm_head", "grpo_beta": 0.0, "num_iterations": 2,
+        "epsilon": 0.05, "plot_loss": False,
+    }  # fmt: skip
+    records = read_metrics(run_stage(config(small_vocab_model, tmp_path / "run", **keys)) / "metrics.jsonl")
+    rewards = [r["reward"] for r in records]
+    lengths = [r["completion_length"] for r in records]
+    assert rewards[0] == rewards[1] and rewards[2] == rewards[3] and lengths[0] == lengths[1]
+    assert (rewards[0], lengths[0]) != (rewards[2], lengths[2])  # a new rollout at step 3
+    assert records[0]["clipped"] == 0.0  # ratio 1 on first use
+    assert records[0]["loss"] != records[1]["loss"]
+
+
+def test_repeated_batches_repeat_each_optimizer_steps_rows():
+    from tuneforge.train.rl import RepeatedBatches
+
+    assert list(RepeatedBatches([5, 3, 1, 0, 2], 2, 2)) == [5, 3, 5, 3, 1, 0, 1, 0, 2, 2]
+    assert len(RepeatedBatches([5, 3, 1, 0, 2], 2, 3)) == 15

@@ -46,10 +46,21 @@ def _train(argv: list[str]) -> int:
     cfg = load_config(config, overrides)  # every key checked once, before any process starts
     from tuneforge.runs.tracking import tracked_run
     from tuneforge.train.launch import TRACKED_ENV, is_main, run_launched, torchrun_command
+    from tuneforge.train.ray_train import ray_requested, run_on_ray
     from tuneforge.train.stages import run_stage
 
-    launch = torchrun_command(argv)
+    if ray_requested():  # a Ray Train job: this process registers the run and waits for the workers
+        from tuneforge.train.arguments import check_sharding
+
+        check_sharding(cfg, launching=True)
+        with tracked_run(cfg.to_flat()):
+            run_on_ray(cfg, config, overrides)
+        return 0
+    launch = torchrun_command(argv, always=bool(cfg.llamafactory.get("deepspeed")))
     if launch is not None:  # several processes: this one registers the run and waits for torchrun
+        from tuneforge.train.arguments import check_sharding
+
+        check_sharding(cfg, launching=True)  # before any process starts
         with tracked_run(cfg.to_flat()):
             code = run_launched(launch)
             if code:

@@ -20,13 +20,14 @@ _CATALOG = Path(__file__).with_name("llamafactory_keys.yaml")
 @dataclass(frozen=True)
 class ForeignKeys:
     trainer: frozenset[str]
+    used: dict[str, str]
     inert: dict[str, str]
     needs: dict[str, dict[str, Any]]
     refused: dict[str, str]
     file_kinds: tuple[tuple[frozenset[str] | re.Pattern[str], str], ...]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.trainer or key in self.inert or key in self.needs or key in self.refused
+        return any(key in group for group in (self.trainer, self.used, self.inert, self.needs, self.refused))
 
 
 @cache
@@ -34,6 +35,7 @@ def llamafactory_keys() -> ForeignKeys:
     raw = yaml.safe_load(_CATALOG.read_text(encoding="utf-8"))
     return ForeignKeys(
         trainer=frozenset(raw["trainer"]),
+        used=dict(raw["used"]),
         inert=dict(raw["inert"]),
         needs=dict(raw["needs"]),
         refused=dict(raw["refused"]),

@@ -108,6 +108,7 @@ FAMILIES: dict[str, Family] = {
         Family("stage", "tuneforge.train.stages", "finetuning"),
         Family("finetuning_type", "tuneforge.model.adapters", "finetuning"),
         Family("pref_loss", "tuneforge.train.pref_losses", "finetuning"),
+        Family("grpo_loss_type", "tuneforge.train.grpo_losses", "finetuning"),
         Family("reward_funcs", "tuneforge.train.rewards", "finetuning", multiple=True),
         Family("reward_model_type", "tuneforge.train.reward_models", "finetuning"),
         Family("infer_backend", "tuneforge.inference.backends", "model"),

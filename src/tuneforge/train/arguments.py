@@ -16,6 +16,7 @@ from tuneforge.utils.log import warn
 
 def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     t = cfg.training
+    check_sharding(cfg)
     names = {f.name for f in dataclasses.fields(HFTrainingArguments)}
     # transformers 5.x renamed gradient checkpointing to activation checkpointing
     prefix = "activation" if "activation_checkpointing" in names else "gradient"
@@ -63,12 +64,35 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     # eval_strategy, adam_beta2, torch_compile, ... win over tuneforge's choices above).
     passed = llamafactory_keys().trainer
     chosen.update({k: v for k, v in cfg.llamafactory.items() if k in passed and k in names})
+    layer = cfg.llamafactory.get("fsdp_transformer_layer_cls_to_wrap")
+    if layer and isinstance(chosen.get("fsdp_config"), (dict, type(None))):  # a key transformers 5 moved
+        chosen["fsdp_config"] = {"transformer_layer_cls_to_wrap": layer, **(chosen.get("fsdp_config") or {})}
     check_trackers(t.report_to)
     try:
         return HFTrainingArguments(**chosen)
     except (ValueError, TypeError) as err:  # e.g. optim: bogus, eval_strategy without evaluation data
         first = str(err).strip().splitlines()[0][:300]
         raise UserError(f"transformers' TrainingArguments refuse this config: {first}") from None
+
+
+def check_sharding(cfg: RunConfig, launching: bool = False) -> None:
+    """DeepSpeed/FSDP settings that cannot run, refused in one error naming each key (`launching`: in the
+    process that starts torchrun or Ray, before any process starts)."""
+    from tuneforge.train.parallel import fsdp_enabled, sharding_problems
+
+    problems = sharding_problems(cfg, launching)
+    if problems:
+        raise UserError("\n".join(problems))
+    if (
+        fsdp_enabled(cfg)
+        and not torch.cuda.is_available()
+        and not launching
+        and int(os.environ.get("RANK", "0")) == 0
+    ):
+        warn(
+            "fsdp: accelerate shards with FSDP on GPUs only; these CPU processes train as plain data "
+            "parallelism (the same result, every process holding whole weights)"
+        )
 
 
 # report_to names and the package each needs

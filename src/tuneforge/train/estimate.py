@@ -26,13 +26,11 @@ processes; offload moves them to CPU memory.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tuneforge.config import RunConfig
-from tuneforge.utils.errors import UserError
+from tuneforge.train.parallel import zero_settings
 
 GiB = 1024**3
 ACTIVATION_BYTES = 68.5  # per token, per hidden unit, per layer the backward runs through (float32)
@@ -110,20 +108,6 @@ def _backward_layers(params: list[tuple[str, Any]], layers: int) -> tuple[int, f
     return through, adapters / layers if layers else 0.0
 
 
-def _zero(cfg: RunConfig, ds: str | None) -> tuple[int, bool, bool]:
-    """(ZeRO stage, optimizer offloaded, parameters offloaded) from a DeepSpeed config; FSDP counts as 3."""
-    if ds:
-        try:
-            zero = json.loads(Path(ds).read_text(encoding="utf-8")).get("zero_optimization", {})
-        except (OSError, ValueError) as err:
-            raise UserError(f"deepspeed: {ds} cannot be read as JSON ({err})") from None
-        device = lambda key: (zero.get(key) or {}).get("device", "none") in ("cpu", "nvme")  # noqa: E731
-        return int(zero.get("stage", 0)), device("offload_optimizer"), device("offload_param")
-    if cfg.llamafactory.get("fsdp") or cfg.llamafactory.get("fsdp_config"):
-        return 3, False, False
-    return 0, False, False
-
-
 def estimate(
     cfg: RunConfig, processes: int = 1, device: str = "cpu", deepspeed: str | None = None
 ) -> Estimate:
@@ -172,7 +156,7 @@ def estimate(
         "logits": logits,
         "buffers": RUNTIME_GPU if device != "cpu" else RUNTIME_CPU,
     }
-    stage, offload_optimizer, offload_params = _zero(cfg, deepspeed)
+    stage, offload_optimizer, offload_params = zero_settings(cfg, deepspeed)
     offloaded: dict[str, int] = {}
     if stage and processes > 1:
         for part, from_stage in (

@@ -84,6 +84,13 @@ class GuardedTrainer(Trainer):
 
     # ---- the private overrides, each a one-line handover ----
 
+    def train_sampler(self, base: Any) -> Any:
+        """The training sampler to use instead of transformers' `base` (default: `base`)."""
+        return base
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        return self.train_sampler(super()._get_train_sampler(*args, **kwargs))
+
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         self.after_grad_norm(grad_norm)

@@ -1,5 +1,6 @@
 """Several processes for one training run: `tuneforge train` starts itself under torchrun when more than one
-accelerator is visible or `FORCE_TORCHRUN=1`, with LLaMA-Factory's variables:
+accelerator is visible, `FORCE_TORCHRUN=1`, or the config names a DeepSpeed config (DeepSpeed's processes, even
+one, run under a launcher), with LLaMA-Factory's variables:
 
 - `NPROC_PER_NODE` (default: the visible accelerators), `NNODES` (1), `NODE_RANK` (0), `MASTER_ADDR`
   (127.0.0.1), `MASTER_PORT` (a free port on a single node);
@@ -84,13 +85,16 @@ def _number(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
-def torchrun_command(argv: list[str], env: Mapping[str, str] | None = None) -> list[str] | None:
-    """The torchrun command that runs `tuneforge train ARGV` as several processes, or None to train here."""
+def torchrun_command(
+    argv: list[str], env: Mapping[str, str] | None = None, always: bool = False
+) -> list[str] | None:
+    """The torchrun command that runs `tuneforge train ARGV` as several processes, or None to train here.
+    `always`: launch even for one device (DeepSpeed runs its processes, even one, under a launcher)."""
     env = os.environ if env is None else env
     if env.get("LOCAL_RANK") is not None:
         return None  # already one of the processes
     devices = accelerators()
-    if not env_flag("FORCE_TORCHRUN", env) and devices <= 1:
+    if not (always or env_flag("FORCE_TORCHRUN", env)) and devices <= 1:
         return None
     nproc = _number(env, "NPROC_PER_NODE", str(max(devices, 1)))
     addr = env.get("MASTER_ADDR") or "127.0.0.1"

@@ -97,3 +97,24 @@ def kto_loss(
     good = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
     bad = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
     return torch.where(desirable.bool(), good, bad)
+
+
+def clipped_surrogate(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float, epsilon_high: float
+) -> torch.Tensor:
+    """PPO's clipped surrogate, as a loss per token `[n]` (log_ratio and advantages both `[n]`):
+
+        -min(r A, clip(r, 1 - epsilon, 1 + epsilon_high) A),   r = exp(log_ratio)
+
+    At the sampling policy (r = 1 with gradient) its gradient is -A d(log pi); beyond the clip range on the
+    side the advantage favours, none (the asymmetric range is DAPO's clip-higher)."""
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high)
+    return -torch.minimum(ratio * advantages, clipped * advantages)
+
+
+def k3_kl(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || ref) per sampled token `[n]`: exp(ref - pi) - (ref - pi) - 1,
+    never negative and unbiased under samples of pi."""
+    delta = reference - policy
+    return torch.exp(delta) - delta - 1

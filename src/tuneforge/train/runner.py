@@ -4,7 +4,8 @@ checkpoints, signals and metrics, save. A stage's `run(cfg)` reads: output dir, 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,34 @@ def build_model(cfg: RunConfig, head: str = "lm") -> Any:
 
     # Adapter weights are initialised from the global RNG: seed it so a config always gives the same run.
     set_seed(cfg.training.seed)
-    # bf16/fp16 are applied by the Trainer's autocast.
-    model = load_model(cfg.model, dtype=torch.float32, for_training=True, head=head)
+    with partitioned_loading(cfg):  # bf16/fp16 are applied by the Trainer's autocast
+        model = load_model(cfg.model, dtype=torch.float32, for_training=True, head=head)
     model = apply_adapter(model, cfg.finetuning, cfg.model)
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
     info(f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)")
     return model
+
+
+@contextmanager
+def partitioned_loading(cfg: RunConfig) -> Iterator[None]:
+    """Under DeepSpeed ZeRO-3, weights loaded in this block go straight into each process's partition
+    (transformers uses deepspeed.zero.Init while the Trainer's DeepSpeed arguments exist) instead of a whole
+    copy per process; otherwise it does nothing."""
+    from tuneforge.train.parallel import zero_settings
+
+    if not cfg.llamafactory.get("deepspeed") or zero_settings(cfg)[0] != 3:
+        yield
+        return
+    import deepspeed
+
+    from tuneforge.train.arguments import to_hf_arguments
+
+    deepspeed.init_distributed()  # joins the process group already started (gloo on CPU)
+    arguments = to_hf_arguments(cfg)  # registers the config zero.Init reads, for as long as it lives
+    yield
+    del arguments
 
 
 def build_optimizer(model: Any, cfg: RunConfig) -> tuple[Any, None]:

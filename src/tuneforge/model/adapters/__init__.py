@@ -45,10 +45,11 @@ def apply_adapter(
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
-    """(trainable, total) parameter counts; a 4-bit tensor packs two parameters per stored byte."""
+    """(trainable, total) parameter counts; a 4-bit tensor packs two parameters per stored byte, and a
+    weight partitioned by DeepSpeed ZeRO-3 counts its whole size (`ds_numel`), not this process's share."""
 
     def count(p: object) -> int:
-        return p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
+        return getattr(p, "ds_numel", None) or p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
 
     trainable = sum(count(p) for p in model.parameters() if p.requires_grad)
     total = sum(count(p) for p in model.parameters())

@@ -49,7 +49,7 @@ def _imported_reward(name: str) -> RewardFunc:
 
 
 def load_reward_funcs(names: list[str], finetuning: Any) -> list[RewardFunc]:
-    """Resolve `reward_funcs` entries: a registered reward (exact_match, contains_answer, format, length, or
+    """Resolve `reward_funcs` entries: a registered reward (accuracy, exact_match, contains_answer, format, length, or
     any file added to this folder), module:function or path/to/file.py:function."""
     funcs: list[RewardFunc] = []
     known = REWARDS.members()
@@ -74,13 +74,16 @@ def score_completions(
     prompts: list[list[int]],
     completions: list[list[int]],
     answers: list[str],
+    weights: list[float] | None = None,
 ) -> Any:
-    """The summed reward of each completion `[n]` (float tensor), given token ids and reference answers."""
+    """The weighted sum of the rewards of each completion `[n]` (float tensor; `weights` default 1 each),
+    given token ids and reference answers."""
     import torch
 
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     total = torch.zeros(len(texts))
-    for fn in funcs:
-        total += torch.tensor(fn(prompts=prompt_texts, completions=texts, answer=answers), dtype=torch.float)
+    for fn, weight in zip(funcs, weights or [1.0] * len(funcs), strict=True):
+        scores = fn(prompts=prompt_texts, completions=texts, answer=answers)
+        total += weight * torch.tensor(scores, dtype=torch.float)
     return total

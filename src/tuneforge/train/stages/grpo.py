@@ -6,6 +6,7 @@ Run as: tuneforge train examples/grpo.yaml
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -17,6 +18,7 @@ from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.stages import register_stage
 from tuneforge.train.stages.dpo import ReferenceParams
+from tuneforge.utils.errors import UserError
 
 
 class RolloutParams(Params):
@@ -38,6 +40,39 @@ class RolloutParams(Params):
 class GRPOParams(RolloutParams, ReferenceParams):
     num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (the group).")
     grpo_beta: float = Field(0.04, ge=0, description="grpo: weight of the KL penalty towards the reference.")
+    grpo_loss_type: str = Field(
+        "grpo",
+        description="grpo: how tokens and answers are weighed (tuneforge/train/grpo_losses/): grpo (per answer), "
+        "bnpo (per token of the batch), dapo (per token of the global batch), dr_grpo (constant length), "
+        "gspo (one clipped ratio per answer).",
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="grpo: clip range below 1 of the importance ratio.")
+    epsilon_high: float | None = Field(
+        None, gt=0, description="grpo: clip range above 1 (DAPO's clip-higher, e.g. 0.28; default epsilon)."
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="grpo: divide advantages by the group's reward std, the batch's, or none (Dr. GRPO).",
+    )
+    reward_weights: list[float] | None = Field(
+        None, description="grpo: one weight per reward function (default 1 each)."
+    )
+    num_iterations: int = Field(
+        1, ge=1, description="grpo: optimizer steps per batch of rollouts (reused with importance ratios)."
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="grpo: leave answers cut at max_completion_length (no end token) out of the loss."
+    )
+    grpo_dynamic_sampling: bool = Field(
+        False, description="grpo: leave groups whose rewards are all equal out of the loss (DAPO's filter)."
+    )
+
+    @field_validator("reward_weights", mode="before")
+    @classmethod
+    def _split_weights(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(x) for x in value.replace(",", " ").split()]
+        return value
 
 
 @register_stage("grpo", GRPOParams)
@@ -48,6 +83,11 @@ def run(cfg: RunConfig) -> Path:
 
     f = cfg.finetuning
     rewards = load_reward_funcs(f.reward_funcs, f)  # fail fast
+    if f.reward_weights is not None and len(f.reward_weights) != len(rewards):
+        raise UserError(
+            f"key 'reward_weights': {len(f.reward_weights)} weights for {len(rewards)} reward functions; "
+            "give one weight per entry of reward_funcs"
+        )
     output_dir, resume = prepare_output_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
     data = build_prompt_data(cfg.data, tokenizer, seed=cfg.training.seed)
@@ -64,8 +104,9 @@ def run(cfg: RunConfig) -> Path:
         resume,
         ref_model=reference_model(cfg) if f.grpo_beta > 0 else None,
         reward_funcs=rewards,
+        reward_weights=f.reward_weights,
+        loss_args=f,
         num_generations=f.num_generations,
         max_completion_length=f.max_completion_length,
         temperature=f.rollout_temperature,
-        beta=f.grpo_beta,
     )
