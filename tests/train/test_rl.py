@@ -78,6 +78,16 @@ def small_vocab_model(tmp_path_factory):
     return path
 
 
+def prompt_data(tmp_path):
+    """A dataset folder of 8 prompts named `prompts` (the reward decides; the answers are unused)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
+    (data / "prompts.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.json"}}))
+    return data
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -90,11 +100,7 @@ def small_vocab_model(tmp_path_factory):
     ids=["grpo", "bnpo", "dapo", "dr_grpo", "gspo"],
 )
 def test_grpo_raises_the_mean_reward(variant, small_vocab_model, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
-    (data / "prompts.json").write_text(json.dumps(rows))
-    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.json"}}))
+    data = prompt_data(tmp_path)
     keys = {
         "stage": "grpo",
         "dataset": "prompts",
@@ -124,11 +130,7 @@ def test_grpo_raises_the_mean_reward(variant, small_vocab_model, tmp_path):
 def test_a_rollout_is_reused_for_num_iterations_steps_with_moving_ratios(small_vocab_model, tmp_path):
     """num_iterations 2: steps 1-2 and 3-4 each train on one batch of rollouts (same rewards), and on the
     second use the policy has moved, so the importance ratios leave 1 and the loss differs."""
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"instruction": f"Say something {i}", "output": "aaaa"} for i in range(8)]
-    (data / "prompts.json").write_text(json.dumps(rows))
-    (data / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.json"}}))
+    data = prompt_data(tmp_path)
     keys = {
         "stage": "grpo", "dataset": "prompts", "dataset_dir": str(data), "reward_funcs": "tests.train.test_rl:letter_a",
         "num_generations": 4, "max_completion_length": 8, "per_device_train_batch_size": 2,
