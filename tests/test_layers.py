@@ -14,6 +14,7 @@ LAYER = {
     "inference": 3,
     "eval": 3.5,  # evaluation drives the inference engine (chat and serve use the same one)
     "export": 3,
+    "synth": 3,  # asks a teacher endpoint for data rows; reads alpaca files with data/
     "data": 2,
     "model": 2,
     "config": 1,

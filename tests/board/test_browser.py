@@ -81,3 +81,38 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         assert page.locator(".turn-assistant").inner_text().strip()
         page.screenshot(path=str(ARTIFACTS / "board-chat.png"), full_page=True)
         browser.close()
+
+
+def test_synthetic_data_from_the_data_page_and_its_rows_on_the_run_page(board):  # noqa: F811
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.synth.teacher_server import Reply, TeacherServer
+
+    source = board.tmp / "questions.jsonl"
+    source.write_text(
+        "".join(json.dumps({"instruction": f"Name fruit number {i}."}) + "\n" for i in range(3))
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (
+        TeacherServer(default=lambda prompt: Reply(f"<b>{prompt}</b> a pear")) as teacher,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{board.url}/data")
+        page.select_option('[name="synth_mode"]', "answer")
+        page.fill('[name="synth_base_url"]', teacher.url)
+        page.fill('[name="synth_source_file"]', str(source))
+        page.fill('[name="synth_output_dir"]', str(board.tmp / "fruit"))
+        page.click("#start-synth")
+        page.wait_for_url("**/runs/*", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('#synth-rows tr').length === 4", timeout=60_000
+        )
+        cells = page.locator("#synth-rows td").all_inner_texts()
+        assert "<b>Name fruit number 0.</b> a pear" in cells  # shown as text, never as markup
+        page.wait_for_selector("#synth-report img")
+        page.screenshot(path=str(ARTIFACTS / "board-synth-rows.png"), full_page=True)
+        browser.close()

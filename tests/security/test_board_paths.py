@@ -15,6 +15,7 @@ from tuneforge.config.schema import GROUPS, path_keys
 NOT_PATHS = {
     "gguf_file": "a file name inside model_name_or_path; the schema refuses absolute paths and '..'",
     "overwrite_output_dir": "a yes/no",
+    "synth_model": "a model name the teacher endpoint serves, never opened here",
 }
 
 

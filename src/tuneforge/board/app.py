@@ -22,7 +22,7 @@ from tuneforge.board.guard import BoardGuard
 from tuneforge.board.launcher import Launcher
 from tuneforge.board.preview import DatasetPreviews
 from tuneforge.board.requests import Problems
-from tuneforge.board.routes import chat, editor, evaluations, exports, pages, runs
+from tuneforge.board.routes import chat, editor, evaluations, exports, pages, runs, synth
 from tuneforge.board.state import HERE, BoardState, templates
 from tuneforge.runs.registry import RunRegistry
 
@@ -70,6 +70,6 @@ def create_board_app(
         return JSONResponse({"problems": err.problems}, status_code=422)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (pages, runs, editor, chat, exports, evaluations):
+    for module in (pages, runs, editor, chat, exports, evaluations, synth):
         app.include_router(module.router)
     return app

@@ -22,7 +22,7 @@ from tuneforge.runs.registry import RUN_ID_ENV, RUNS_DB_ENV, RunRegistry, runs_i
 from tuneforge.utils.log import get_logger
 
 board_log = get_logger("tuneforge.board")
-COMMANDS = ("train", "export", "eval")
+COMMANDS = ("train", "export", "eval", "synth")
 
 
 class Launcher:

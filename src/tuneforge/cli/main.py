@@ -20,6 +20,7 @@ commands:
   score --reward_model DIR ...        the reward a trained reward model gives an answer
   export CONFIG.yaml [key=value ...]  merge adapters into a standalone model: safetensors or GGUF, with a Modelfile
   eval CONFIG.yaml [key=value ...]    MMLU / C-Eval / CMMLU or your own multiple-choice set (task, task_dir)
+  synth CONFIG.yaml [key=value ...]   training data from a teacher model's endpoint (self-instruct, distillation)
   estimate CONFIG.yaml [key=value]    peak memory per device of training it, before any weights load
   board [--port 7860] [--token T]     the run registry's API: start, watch, stop runs
   data validate|preview [CONFIG.yaml] check every data row, or show rows with trained tokens marked
@@ -242,9 +243,19 @@ EVAL_HELP = (
     "the average; writes results.json and predictions.jsonl into save_dir.\n"
 )
 
+SYNTH_HELP = (
+    "usage: tuneforge synth CONFIG.yaml [key=value ...]\n\n"
+    "Writes training data with a teacher model behind an OpenAI-compatible endpoint (synth_base_url; any\n"
+    "provider, vLLM, Ollama, or `tuneforge serve`), as Alpaca was made: synth_mode: instruct grows new\n"
+    "tasks from seed tasks and keeps those that pass the filters (ROUGE-L against everything kept, blocked\n"
+    "words, length); answer fills in the answers of synth_source_file; preference makes DPO pairs from two\n"
+    "answers and the teacher's verdict. Rows are appended to synth_output_dir/NAME.jsonl as they are kept, with\n"
+    "a dataset_info.json entry for `tuneforge train`; run the same command again to continue after a stop.\n"
+)
+
 
 def _registered(
-    command: str, help_text: str, group: str, work: Callable[[Any], Any]
+    command: str, help_text: str, groups: tuple[str, ...], work: Callable[[Any], Any]
 ) -> Callable[[list[str]], int]:
     """A command that reads CONFIG.yaml and overrides, and runs `work(cfg)` as a run of the registry."""
 
@@ -253,7 +264,7 @@ def _registered(
             from tuneforge.config.help import describe_keys
 
             print(help_text + "\nKeys:\n")
-            print(describe_keys(("model", group)))
+            print(describe_keys(groups))
             return 0
         from tuneforge.config import load_config
         from tuneforge.runs.tracking import tracked_run
@@ -305,6 +316,12 @@ def _run_eval(cfg: Any) -> Any:
     return run_eval(cfg)
 
 
+def _run_synth(cfg: Any) -> Any:
+    from tuneforge.synth import run_synth
+
+    return run_synth(cfg)
+
+
 def _templates(argv: list[str]) -> int:
     from tuneforge.data.slots import catalog_names, slot_template
 
@@ -337,8 +354,9 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "board": _board,
     "webui": _board,  # llamafactory-cli's names
     "api": _serve,
-    "export": _registered("export", EXPORT_HELP, "export", _run_export),
-    "eval": _registered("eval", EVAL_HELP, "eval", _run_eval),
+    "export": _registered("export", EXPORT_HELP, ("model", "export"), _run_export),
+    "eval": _registered("eval", EVAL_HELP, ("model", "eval"), _run_eval),
+    "synth": _registered("synth", SYNTH_HELP, ("synth",), _run_synth),
     "estimate": _estimate,
     "data": _data,
     "models": _models,

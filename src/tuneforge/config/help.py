@@ -90,10 +90,13 @@ def _kind(annotation: object) -> tuple[str, list[str]]:
     return "text", []
 
 
-def form_sections() -> list[dict[str, object]]:
-    """Every config key as a form field (key, kind, choices, default, doc), in the board's sections."""
+SYNTH_SECTIONS = (("synth", "synth", lambda key: key != "synth_api_key"),)  # keys come from the environment
+
+
+def form_sections(spec: tuple = FORM_SECTIONS) -> list[dict[str, object]]:
+    """Every config key of `spec`'s groups as a form field (key, kind, choices, default, doc), in its sections."""
     sections = []
-    for title, group, keep in FORM_SECTIONS:
+    for title, group, keep in spec:
         fields = []
         fields_of = groups()[group].model_fields
         for key, field in ((k, fields_of[k]) for k in ordered_keys(group)):

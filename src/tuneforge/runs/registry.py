@@ -94,7 +94,9 @@ class RunRegistry:
         self, config: dict[str, Any], status: str = "queued", name: str | None = None, command: str = "train"
     ) -> Run:
         run_id = uuid.uuid4().hex[:12]
-        where = {"export": "export_dir", "eval": "save_dir"}.get(command, "output_dir")
+        where = {"export": "export_dir", "eval": "save_dir", "synth": "synth_output_dir"}.get(
+            command, "output_dir"
+        )
         output_dir = str(config.get(where, "") or "")
         name = name or Path(output_dir).name or run_id
         with self._connect() as db:

@@ -10,6 +10,14 @@ from typing import Any
 from tuneforge.runs.registry import RUN_ID_ENV, RunRegistry
 from tuneforge.utils.log import warn
 
+SECRET_SUFFIXES = ("_token", "_api_key")
+
+
+def without_secrets(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with tokens and API keys blanked: the registry is read by the board and its API, and a key
+    given on the command line must not end up there (the environment variables still work on a resume)."""
+    return {k: None if k.endswith(SECRET_SUFFIXES) and v else v for k, v in config.items()}
+
 
 @contextmanager
 def tracked_run(config: dict[str, Any], command: str = "train") -> Iterator[str | None]:
@@ -21,7 +29,7 @@ def tracked_run(config: dict[str, Any], command: str = "train") -> Iterator[str 
         registry = RunRegistry()
         run_id = os.environ.get(RUN_ID_ENV)
         if not run_id:
-            run_id = registry.create(config, status="running", command=command).id
+            run_id = registry.create(without_secrets(config), status="running", command=command).id
         registry.started(run_id, os.getpid())
     except Exception as err:  # a read-only home, a locked file: not a reason to lose a training run
         warn(f"the run registry is unavailable ({err}); this run is not listed")

@@ -39,6 +39,8 @@ const Board = (() => {
     const log = document.getElementById("log");
     const status = document.getElementById("run-status");
     const source = new EventSource(`/api/runs/${id}/events`);
+    const refresh = document.getElementById("synth-rows") ? setInterval(() => synthRows(id), 3000) : undefined;
+    synthRows(id);
     source.addEventListener("metric", (e) => {
       const m = JSON.parse(e.data);
       if (m.loss === undefined) return;
@@ -53,6 +55,7 @@ const Board = (() => {
       if (s.reason) document.getElementById("run-reason").textContent = s.reason;
       if (["done", "failed", "stopped"].includes(s.status)) source.close();
       if (s.status === "done") { exportFiles(id); evalResults(id); }
+      if (["done", "failed", "stopped"].includes(s.status)) { clearInterval(refresh); synthRows(id); }
     });
     document.getElementById("stop").onclick = () => post(`/api/runs/${id}/stop`);
     document.getElementById("resume").onclick = async () => { await post(`/api/runs/${id}/resume`); location.reload(); };
@@ -245,6 +248,45 @@ const Board = (() => {
     jobPage("evaluate-form", "/api/evaluations", (flat) => { if (!flat.compare_base) delete flat.compare_base; });
   }
 
+  function dataPage() {
+    jobPage("synth-form", "/api/synth", () => {});
+  }
+
+  const synthView = { offset: 0, size: 50 };
+
+  async function synthRows(id, offset) {
+    const box = document.getElementById("synth-rows");
+    if (!box) return;
+    if (offset !== undefined) synthView.offset = Math.max(0, offset);
+    const reply = await fetch(`/api/runs/${id}/rows?offset=${synthView.offset}&limit=${synthView.size}`);
+    if (reply.status !== 200) return;
+    const data = await reply.json();
+    const cell = (tag, text) => { const el = document.createElement(tag); el.textContent = text; return el; };
+    const report = document.getElementById("synth-report");
+    const summary = [`${data.total} rows`];
+    if (data.report) {
+      const rejected = Object.entries(data.report.rejected).map(([k, v]) => `${k} ${v}`).join(", ");
+      summary.push(`rejected: ${rejected || "none"}`, `failed requests: ${data.report.requests_failed}`);
+    }
+    report.replaceChildren(cell("p", summary.join(" · ")));
+    if (data.report) { const img = document.createElement("img"); img.src = `/api/runs/${id}/report.png`; img.alt = "report"; img.className = "report"; report.appendChild(img); }
+    const table = document.createElement("table");
+    const columns = data.rows.length ? Object.keys(data.rows[0]) : [];
+    const head = document.createElement("tr");
+    head.appendChild(cell("th", "#"));
+    for (const c of columns) head.appendChild(cell("th", c));
+    table.appendChild(head);
+    data.rows.forEach((row, i) => {
+      const tr = document.createElement("tr");
+      tr.appendChild(cell("td", String(data.offset + i + 1)));
+      for (const c of columns) tr.appendChild(cell("td", String(row[c] ?? "")));
+      table.appendChild(tr);
+    });
+    box.replaceChildren(table);
+    document.getElementById("rows-previous").onclick = () => synthRows(id, synthView.offset - synthView.size);
+    document.getElementById("rows-next").onclick = () => { if (synthView.offset + synthView.size < data.total) synthRows(id, synthView.offset + synthView.size); };
+  }
+
   async function evalResults(id) {
     const box = document.getElementById("eval-results");
     if (!box) return;
@@ -285,5 +327,5 @@ const Board = (() => {
     }
   }
 
-  return { draw, runPage, runsPage, trainPage, chatPage, exportPage, exportFiles, evaluatePage, evalResults };
+  return { draw, runPage, runsPage, trainPage, chatPage, exportPage, exportFiles, evaluatePage, evalResults, dataPage, synthRows };
 })();
