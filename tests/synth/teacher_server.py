@@ -23,6 +23,7 @@ class Reply:
 @dataclass
 class Status:
     code: int  # answered with this HTTP status (429 and 5xx carry a short retry-after-ms)
+    message: str = ""
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TeacherServer:
         self.script = list(script or [])
         self.default = default or (lambda prompt: Reply("no script left"))
         self.prompts: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         server = self
 
@@ -69,6 +71,7 @@ class TeacherServer:
                 prompt = body["messages"][-1]["content"]
                 with server.lock:
                     server.prompts.append(prompt)
+                    server.bodies.append(body)
                     action = server.script.pop(0) if server.script else None
                 if action is None:
                     action = server.default(prompt)
@@ -76,7 +79,9 @@ class TeacherServer:
                     time.sleep(action.seconds)
                     return
                 if isinstance(action, Status):
-                    error = {"error": {"message": f"scripted {action.code}", "type": "scripted"}}
+                    error = {
+                        "error": {"message": action.message or f"scripted {action.code}", "type": "scripted"}
+                    }
                     self._send(action.code, error, {"retry-after-ms": "5"})
                     return
                 self._send(

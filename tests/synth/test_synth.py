@@ -312,7 +312,7 @@ def test_preference_mode_picks_the_answer_the_teacher_judged_better(tmp_path):
     assert len(loaded.examples) == 6 and loaded.examples[0].rejected
 
 
-def test_patience_stops_a_teacher_that_never_writes_tasks_and_bad_keys_stop_at_once(tmp_path, capsys):
+def test_patience_stops_a_silent_teacher_bad_keys_stop_at_once_and_max_tokens_adapts(tmp_path, capsys):
     with TeacherServer(default=lambda p: Reply("I am just a chat bot.")) as server:
         config = tmp_path / "c.yaml"
         config.write_text(yaml.safe_dump({"synth_base_url": server.url, "synth_output_dir": str(tmp_path / "o"),
@@ -320,6 +320,16 @@ def test_patience_stops_a_teacher_that_never_writes_tasks_and_bad_keys_stop_at_o
         assert main(["synth", str(config)]) == 2
         err = capsys.readouterr().err
         assert "the last 3 requests kept no row" in err and "'malformed': 3" in err
+    unsupported = Status(400, "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead.")
+    source = tmp_path / "q.jsonl"
+    source.write_text(json.dumps({"instruction": "Say hi."}) + "\n")
+    with TeacherServer([unsupported], default=lambda p: Reply("hi")) as server:
+        keys = {"synth_mode": "answer", "synth_source_file": str(source)}
+        assert (
+            read_jsonl(run_synth(synth_config(server, tmp_path / "r", **keys)) / "synth.jsonl")[0]["output"]
+            == "hi"
+        )
+    assert "max_tokens" in server.bodies[0] and server.bodies[1]["max_completion_tokens"] == 2048
     refused = pytest.raises(Exception, match="refused the request .*HTTP 401.*synth_api_key")
     with TeacherServer([Status(401)]) as server, refused:
         run_synth(synth_config(server, tmp_path / "p", synth_seed_file=str(seed_file(tmp_path))))

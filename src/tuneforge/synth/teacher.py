@@ -49,6 +49,7 @@ class Teacher:
             timeout=args.synth_timeout,
         )
         self.model = args.synth_model or self._first_model()
+        self.length_key = "max_tokens"  # what vLLM, Ollama, llama.cpp and tuneforge serve read
 
     def _first_model(self) -> str:
         openai = _openai()
@@ -67,12 +68,19 @@ class Teacher:
         """The teacher's answer to one user message."""
         openai = _openai()
         try:
-            out = self.client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": prompt}],
-                temperature=self.args.synth_temperature,
-                max_tokens=self.args.synth_max_tokens,
-            )
+            try:
+                out = self.client.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    temperature=self.args.synth_temperature,
+                    **{self.length_key: self.args.synth_max_tokens},
+                )
+            except openai.BadRequestError as err:
+                if self.length_key != "max_tokens" or "max_completion_tokens" not in str(err):
+                    raise
+                # OpenAI's reasoning models refuse max_tokens and name its successor: use that from now on
+                self.length_key = "max_completion_tokens"
+                return self.ask(prompt)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
             raise UserError(
                 f"{self.args.synth_base_url} refused the request ({_describe(err)}); check synth_api_key (or "
