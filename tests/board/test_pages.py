@@ -107,3 +107,26 @@ def test_dataset_picker_lists_names_and_previews_rows_with_the_trained_span(boar
     assert bad.status_code == 422 and "identity" in bad.json()["problems"][0]  # names the known datasets
     far = httpx.post(f"{board.url}/api/preview", json={**config, "model_name_or_path": "/etc"})
     assert far.status_code == 422 and "/etc" in far.json()["problems"][0]
+
+
+def test_the_train_form_estimates_memory_as_tuneforge_estimate_does(board, tiny_model_dir):  # noqa: F811
+    from tuneforge.config import build_config
+    from tuneforge.train.estimate import estimate
+
+    form = run_config(tiny_model_dir, board.tmp / "e", cutoff_len=256)
+    reply = httpx.post(f"{board.url}/api/estimate", json=form, timeout=60)
+    assert reply.status_code == 200, reply.text
+    got = reply.json()
+    expected = estimate(build_config(form), 1, "cpu")
+    assert got["parts"] == expected.parts and got["total"] == expected.total and got["device"] == "cpu"
+    assert got["fits"] is True and got["available"] > got["total"]
+    bigger = httpx.post(f"{board.url}/api/estimate", json={**form, "per_device_train_batch_size": 32}).json()
+    assert bigger["parts"]["activations"] > 4 * got["parts"]["activations"]
+    assert bigger["parts"]["weights"] == got["parts"]["weights"]
+    zero3 = httpx.post(f"{board.url}/api/estimate?processes=4", json={**form, "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json")}).json()  # fmt: skip
+    assert zero3["processes"] == 4 and zero3["parts"]["gradients"] == got["parts"]["gradients"] // 4
+    refused = httpx.post(
+        f"{board.url}/api/estimate", json={**form, "model_name_or_path": "/etc", "deepspeed": "/etc/ds.json"}
+    )
+    assert refused.status_code == 422 and len(refused.json()["problems"]) == 2
+    assert 'id="estimate"' in httpx.get(f"{board.url}/train").text

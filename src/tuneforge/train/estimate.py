@@ -56,6 +56,19 @@ class Estimate:
     def total(self) -> int:
         return sum(self.parts.values())
 
+    def as_dict(self, available: int | None = None) -> dict[str, Any]:
+        """The estimate as JSON for the board: bytes per part, total, offloaded parts, and whether it fits."""
+        return {
+            "device": self.device,
+            "processes": self.processes,
+            "parts": dict(self.parts),
+            "total": self.total,
+            "offloaded": dict(self.offloaded),
+            "available": available,
+            "fits": None if available is None else self.total <= available,
+            "assumptions": list(self.assumptions),
+        }
+
     def table(self, available: int | None = None) -> str:
         lines = [
             f"peak memory per {self.device} ({self.processes} process{'es' if self.processes > 1 else ''})"

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Request
 
+from tuneforge.board.paths import inside_roots
 from tuneforge.board.requests import (
     ParseYamlRequest,
     PreviewRequest,
@@ -41,6 +42,46 @@ async def parse_yaml(request: Request) -> Any:
         return {"config": build_config(flat).to_flat()}
     except ConfigError as err:
         raise Problems(list(err.problems)) from None
+
+
+@router.post("/estimate")
+async def estimate(request: Request, processes: int | None = None) -> Any:
+    """The train form's peak memory per device (`tuneforge estimate`), before any weights load: the model is
+    built on the meta device from its config. `processes`: how many would train (default: the devices here)."""
+    board = board_state(request)
+    flat = {k: v for k, v in (await body_object(request)).items() if v is not None}
+    model = str(flat.get("model_name_or_path") or "")
+    problem = (
+        board.chats.check_model(model) if model else "key 'model_name_or_path': pick a model to estimate"
+    )
+    problems = [problem] if problem else []
+    deepspeed = flat.get("deepspeed")
+    if deepspeed and not inside_roots(str(deepspeed), board.roots):
+        problems.append(f"key 'deepspeed': {deepspeed} is outside the folders this board may use")
+    try:
+        cfg = build_config(flat)
+    except ConfigError as err:
+        problems += list(err.problems)
+    if problems:
+        raise Problems(problems)
+    return await asyncio.to_thread(_estimate, cfg, processes)
+
+
+def _estimate(cfg: Any, processes: int | None) -> dict[str, Any]:
+    import torch
+
+    from tuneforge.train.estimate import available_memory
+    from tuneforge.train.estimate import estimate as estimate_memory
+    from tuneforge.train.launch import accelerators
+    from tuneforge.utils.errors import TuneforgeError
+
+    devices = accelerators()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        result = estimate_memory(cfg, max(processes or devices or 1, 1), device)
+    except (TuneforgeError, OSError, ValueError) as err:  # an unreadable model config, a bad deepspeed file
+        raise Problems([str(err)]) from None
+    return result.as_dict(available_memory(device))
 
 
 @router.get("/datasets")

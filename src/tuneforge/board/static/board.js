@@ -125,6 +125,7 @@ const Board = (() => {
       }
     };
     datasetPicker(form);
+    memoryEstimate(form);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
@@ -220,6 +221,34 @@ const Board = (() => {
       answer.classList.add("finished");
       history.push({ role: "assistant", content: answer.textContent });
     });
+  }
+
+  function memoryEstimate(form) {
+    const box = document.getElementById("estimate");
+    if (!box) return;
+    const words = box.dataset;
+    const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+    const cell = (tag, text) => { const el = document.createElement(tag); el.textContent = text; return el; };
+    let timer, asked = 0;
+    const update = async () => {
+      const mine = ++asked;
+      const flat = Object.fromEntries(Object.entries(formValues(form)).filter(([, v]) => v !== null));
+      const { status, data } = await post("/api/estimate", flat);
+      if (mine !== asked) return;  // the form changed again meanwhile
+      if (status !== 200) { box.replaceChildren(cell("small", (data.problems || [data.detail || "error"]).join("; "))); box.className = "estimate-unknown"; return; }
+      const table = document.createElement("table");
+      for (const [name, bytes] of [...Object.entries(data.parts), [words.total, data.total]]) {
+        const tr = document.createElement("tr"); tr.appendChild(cell("td", name)); tr.appendChild(cell("td", gib(bytes))); table.appendChild(tr);
+      }
+      const verdict = data.fits === null ? "" : `${data.fits ? words.fits : words.notFit}: ${gib(data.available)} ${words.available} (${data.device}, ${data.processes})`;
+      const offloaded = Object.entries(data.offloaded).map(([k, v]) => `${words.offloaded}: ${k} ${gib(v)}`);
+      const notes = document.createElement("ul");
+      for (const a of [...offloaded, ...data.assumptions]) notes.appendChild(cell("li", a));
+      box.replaceChildren(cell("strong", verdict), table, notes);
+      box.className = data.fits === false ? "estimate-too-big" : "estimate-fits";
+    };
+    form.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(update, 600); });
+    update();
   }
 
   function showProblems(box, list) {
