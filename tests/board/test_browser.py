@@ -44,14 +44,14 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         page.wait_for_function("() => document.querySelector('#yaml').textContent.includes('max_steps: 40')")
         page.wait_for_selector("#estimate table", timeout=30_000)  # the memory estimate follows the form
         assert "GiB" in page.inner_text("#estimate") and "activations" in page.inner_text("#estimate")
-        before = page.inner_text("#estimate")
+        before = page.inner_text("#estimate table")  # the free memory beside it moves by itself
         page.fill('[name="per_device_train_batch_size"]', "64")
         page.wait_for_function(
-            f"() => document.querySelector('#estimate').innerText !== {before!r}", timeout=30_000
+            f"() => document.querySelector('#estimate table').innerText !== {before!r}", timeout=30_000
         )
         page.fill('[name="per_device_train_batch_size"]', "4")
         page.wait_for_function(
-            f"() => document.querySelector('#estimate').innerText === {before!r}", timeout=30_000
+            f"() => document.querySelector('#estimate table').innerText === {before!r}", timeout=30_000
         )
         page.dispatch_event('[name="dataset_dir"]', "change")  # the picker offers dataset_info.json's names
         page.wait_for_selector('#dataset-names option[value="identity"]', state="attached")
