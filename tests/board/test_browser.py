@@ -42,17 +42,22 @@ def test_train_from_the_form_watch_the_curve_and_switch_language(board, tiny_mod
         for key, value in fields.items():
             page.fill(f'[name="{key}"]', value)
         page.wait_for_function("() => document.querySelector('#yaml').textContent.includes('max_steps: 40')")
-        page.wait_for_selector("#estimate table", timeout=30_000)  # the memory estimate follows the form
-        assert "GiB" in page.inner_text("#estimate") and "activations" in page.inner_text("#estimate")
-        before = page.inner_text("#estimate table")  # the free memory beside it moves by itself
+
+        def estimate_of(batch: int) -> str:  # the estimate's table once it describes the whole form
+            page.wait_for_function(
+                "b => { const c = document.querySelector('#estimate').dataset.config;"
+                " return c && JSON.parse(c).per_device_train_batch_size === b && JSON.parse(c).cutoff_len === 128; }",
+                arg=batch,
+                timeout=30_000,
+            )
+            return page.inner_text("#estimate table")
+
+        before = estimate_of(4)
+        assert "GiB" in before and "activations" in before
         page.fill('[name="per_device_train_batch_size"]', "64")
-        page.wait_for_function(
-            f"() => document.querySelector('#estimate table').innerText !== {before!r}", timeout=30_000
-        )
+        assert estimate_of(64) != before
         page.fill('[name="per_device_train_batch_size"]', "4")
-        page.wait_for_function(
-            f"() => document.querySelector('#estimate table').innerText === {before!r}", timeout=30_000
-        )
+        assert estimate_of(4) == before
         page.dispatch_event('[name="dataset_dir"]', "change")  # the picker offers dataset_info.json's names
         page.wait_for_selector('#dataset-names option[value="identity"]', state="attached")
         page.fill("#preview-rows", "2")

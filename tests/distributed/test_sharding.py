@@ -85,6 +85,10 @@ def test_the_shipped_configs_are_llamafactorys_shape_with_auto_values():
             {"deepspeed": str(SHIPPED / "ds_z3_config.json"), "use_galore": True, "finetuning_type": "full"},
             "do not run under DeepSpeed or FSDP",
         ),
+        (
+            {"fsdp": "full_shard", "stage": "online_dpo", "reward_model": "saves/rm"},
+            "online_dpo with a LoRA reward model switches adapters",
+        ),
     ],  # fmt: skip
 )
 def test_sharding_settings_that_cannot_run_are_refused_naming_the_key(

@@ -69,7 +69,9 @@ def test_every_example_config_is_valid():
     for path in sorted((REPO / "examples").glob("*.yaml")):
         cfg = load_config(path)
         raw = yaml.safe_load(path.read_text())
-        assert cfg.data.dataset or "task" in raw or "export_dir" in raw, path  # train, eval or export
+        assert cfg.data.dataset or {"task", "export_dir", "synth_mode"} & set(raw), (
+            path
+        )  # train, eval, export, synth
         assert set(raw) <= set(cfg.to_flat()), path
 
 

@@ -191,7 +191,7 @@ class FinetuningArguments(_Group):
     """What to train: the stage and the method. Each stage, method, preference loss and reward adds its own
     keys (declared in its plug-in file; see `tuneforge.config.plugins`)."""
 
-    stage: str = Field("sft", description="Training stage: pt, sft, rm, dpo, kto, ppo or grpo.")
+    stage: str = Field("sft", description="Training stage: pt, sft, rm, dpo, kto, ppo, grpo or online_dpo.")
     finetuning_type: str = Field(
         "lora",
         description="lora, oft, freeze (some layers), full, or the prompt methods prefix, prompt, p_tuning.",

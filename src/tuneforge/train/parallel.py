@@ -100,4 +100,11 @@ def sharding_problems(cfg: RunConfig, launching: bool = False) -> list[str]:
             "key 'stage': ppo switches adapters on one shared base between rollout, reference and reward; "
             "run it with plain data parallelism (no deepspeed/fsdp)"
         )
+    f = cfg.finetuning
+    shared_judge = getattr(f, "reward_model", None) and getattr(f, "reward_model_type", "lora") == "lora"
+    if (deepspeed or fsdp) and f.stage == "online_dpo" and shared_judge:
+        problems.append(
+            "key 'reward_model': online_dpo with a LoRA reward model switches adapters on one shared base; "
+            "run it with plain data parallelism (no deepspeed/fsdp), or use reward_model_type: full or reward_funcs"
+        )
     return problems

@@ -99,10 +99,16 @@ class DPOTrainer(_PerExampleLoss):
                 ref_sums, _ = sequence_logps(ref, inputs)
             logps.ref_chosen, logps.ref_rejected = ref_sums[:half], ref_sums[half:]
         out = self.objective.target(logps, self.finetuning)
-        loss = out.loss.mean()
+        weights = inputs.get("pair_weights")  # online DPO: 0 for pairs its judge could not tell apart
+        mean = (
+            (lambda x: x.mean())
+            if weights is None
+            else (lambda x: (x * weights).sum() / weights.sum().clamp(min=1))
+        )
+        loss = mean(out.loss)
         ftx = self.finetuning.pref_ftx
         if ftx > 0 and not self.objective.traits.get("own_nll"):  # ORPO has its own NLL term
-            loss = loss + ftx * -avgs[:half].mean()
+            loss = loss + ftx * -mean(avgs[:half])
         self.record(
             model,
             **{

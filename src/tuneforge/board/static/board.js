@@ -245,6 +245,7 @@ const Board = (() => {
       const notes = document.createElement("ul");
       for (const a of [...offloaded, ...data.assumptions]) notes.appendChild(cell("li", a));
       box.replaceChildren(cell("strong", verdict), table, notes);
+      box.dataset.config = JSON.stringify(flat);  // what the shown estimate is of
       box.className = data.fits === false ? "estimate-too-big" : "estimate-fits";
     };
     form.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(update, 600); });

@@ -22,16 +22,18 @@ from tuneforge.utils.errors import UserError
 
 
 class RolloutParams(Params):
-    """How the online stages (grpo, ppo) sample and score answers."""
+    """How the online stages (grpo, ppo, online_dpo) sample and score answers."""
 
     reward_funcs: list[str] = Field(
         default_factory=list,
-        description="grpo: rewards to add up: exact_match, contains_answer, format, length, module:function "
-        "or path/to/file.py:function.",
+        description="grpo/ppo/online_dpo: rewards to add up: exact_match, contains_answer, accuracy, format, "
+        "length, module:function or path/to/file.py:function.",
     )
-    max_completion_length: int = Field(128, gt=0, description="grpo/ppo: longest sampled answer, in tokens.")
+    max_completion_length: int = Field(
+        128, gt=0, description="grpo/ppo/online_dpo: longest sampled answer, in tokens."
+    )
     rollout_temperature: float = Field(
-        1.0, gt=0, description="grpo/ppo: sampling temperature of the answers."
+        1.0, gt=0, description="grpo/ppo/online_dpo: sampling temperature of the answers."
     )
 
     _split_reward_funcs = field_validator("reward_funcs", mode="before")(split_names)

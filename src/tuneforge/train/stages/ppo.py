@@ -6,10 +6,12 @@ Run as: tuneforge train examples/ppo.yaml   (after a stage rm run whose output i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
 from tuneforge.config import RunConfig
+from tuneforge.config.plugins import Params
 from tuneforge.data.preference import PromptCollator, build_prompt_data
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
@@ -17,15 +19,32 @@ from tuneforge.train.stages import register_stage
 from tuneforge.train.stages.grpo import RolloutParams
 
 
-class PPOParams(RolloutParams):
+class RewardModelParams(Params):
+    """A trained reward model as the judge of sampled answers (ppo, online_dpo)."""
+
     reward_model: str | None = Field(
         None,
-        description="ppo: output directory of a stage rm run (default: reward_funcs score the answers).",
+        description="ppo/online_dpo: output directory of a stage rm run (default: reward_funcs score the answers).",
         json_schema_extra={"path": "maybe"},
     )
     reward_model_type: str = Field(
-        "lora", description="ppo: lora shares the policy's base model in memory; full loads a separate model."
+        "lora",
+        description="ppo/online_dpo: lora shares the policy's base model in memory; full loads a separate model.",
     )
+
+
+def reward_judge(cfg: RunConfig, policy: Any, tokenizer: Any) -> Any:
+    """What scores sampled answers: the reward model when `reward_model` is set, else the reward functions."""
+    from tuneforge.train.reward_models import REWARD_MODELS
+    from tuneforge.train.rewards import load_reward_funcs
+
+    f = cfg.finetuning
+    if f.reward_model:
+        return REWARD_MODELS.get(f.reward_model_type).target(cfg, policy, tokenizer)
+    return load_reward_funcs(f.reward_funcs, f)
+
+
+class PPOParams(RolloutParams, RewardModelParams):
     ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation passes over each rollout batch.")
     ppo_buffer_size: int = Field(1, gt=0, description="ppo: minibatches each rollout batch is split into.")
     ppo_score_norm: bool = Field(
@@ -46,8 +65,6 @@ class PPOParams(RolloutParams):
 @register_stage("ppo", PPOParams)
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.ppo import KLController, PolicyWithValueHead, PPOTrainer
-    from tuneforge.train.reward_models import REWARD_MODELS
-    from tuneforge.train.rewards import load_reward_funcs
     from tuneforge.train.runner import build_model, number_rows, train_and_save
 
     f = cfg.finetuning
@@ -55,10 +72,7 @@ def run(cfg: RunConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     data = build_prompt_data(cfg.data, tokenizer, seed=cfg.training.seed)
     policy = build_model(cfg)
-    if f.reward_model:
-        reward = REWARD_MODELS.get(f.reward_model_type).target(cfg, policy, tokenizer)
-    else:
-        reward = load_reward_funcs(f.reward_funcs, f)
+    reward = reward_judge(cfg, policy, tokenizer)
     return train_and_save(
         cfg,
         PPOTrainer,
