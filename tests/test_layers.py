@@ -10,7 +10,7 @@ LAYER = {
     "cli": 5,
     "board": 4,
     "serve": 4,
-    "train": 3,
+    "train": 3.5,  # the online stages (grpo, ppo, online_dpo) sample through the inference engine's decoding core
     "inference": 3,
     "eval": 3.5,  # evaluation drives the inference engine (chat and serve use the same one)
     "export": 3,

@@ -132,3 +132,41 @@ def test_synthetic_data_from_the_data_page_and_its_rows_on_the_run_page(board): 
         page.wait_for_selector("#synth-report img")
         page.screenshot(path=str(ARTIFACTS / "board-synth-rows.png"), full_page=True)
         browser.close()
+
+
+def test_an_online_run_page_charts_reward_and_kl_and_shows_sampled_answers(board):  # noqa: F811
+    """A finished GRPO run's files (as the trainer writes them): its page draws the stage's curves from the
+    events stream and shows the answers sampled at the last logging step, as text."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    out = board.tmp / "grpo-run"
+    out.mkdir()
+    metrics = [{"step": s, "loss": 0.1, "learning_rate": 1e-3, "reward": 0.1 * s, "reward_std": 0.2, "kl": 0.01 * s,
+                "completion_length": 8 + s} for s in range(1, 6)]  # fmt: skip
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    sampled = [
+        {"prompt": "Say <i>a</i>", "completion": f"a{'a' * i}", "reward": 0.5 + 0.1 * i} for i in range(4)
+    ]
+    (out / "samples.jsonl").write_text(json.dumps({"step": 5, "samples": sampled}) + "\n")
+    run = board.registry.create({"output_dir": str(out), "stage": "grpo"}, status="done")  # never launched
+    assert board_get(board, f"/api/runs/{run.id}/samples")[-1]["samples"][3]["completion"] == "aaaa"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{board.url}/runs/{run.id}")
+        page.wait_for_selector("#chart-reward path", state="attached", timeout=30_000)
+        assert page.get_attribute("#chart-kl path", "data-points") == "5"
+        assert page.locator("#chart-reward path").count() == 2  # reward and reward_std
+        page.wait_for_selector("#samples td", timeout=30_000)
+        cells = page.locator("#samples td").all_inner_texts()
+        assert "Say <i>a</i>" in cells and "aaaa" in cells  # text, never markup
+        page.screenshot(path=str(ARTIFACTS / "board-grpo-run.png"), full_page=True)
+        browser.close()
+
+
+def board_get(board, path: str):  # noqa: F811
+    import httpx
+
+    return httpx.get(f"{board.url}{path}").json()

@@ -1,6 +1,8 @@
 """Online DPO: pairs sampled from the policy, ordered by a judge (reward functions or a reward model), DPO on
 them; ties left out of the loss."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -42,6 +44,9 @@ def test_online_dpo_raises_the_judged_score(small_vocab_model, tmp_path):  # noq
     assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.1
     assert all(r["score/chosen"] >= r["score/rejected"] for r in records)
     assert sum(r["rewards/margins"] for r in records[-4:]) > 0 and "ties" in records[0]
+    pairs = [json.loads(line)["samples"] for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(pairs) == 16 and all([s["role"] for s in p] == ["chosen", "rejected"] for p in pairs)
+    assert all(p[0]["reward"] >= p[1]["reward"] and p[0]["prompt"] == p[1]["prompt"] for p in pairs)
 
 
 def test_pairs_the_judge_cannot_tell_apart_move_no_weight(small_vocab_model, tmp_path):  # noqa: F811

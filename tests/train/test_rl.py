@@ -125,6 +125,15 @@ def test_grpo_raises_the_mean_reward(variant, small_vocab_model, tmp_path):
     assert len(rewards) == 16
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1
     assert (out / "adapter_model.safetensors").is_file()
+    records = read_metrics(out / "metrics.jsonl")
+    assert all(r["rollout_tokens_per_second"] > 0 and 0 < r["rollout_share"] <= 1 for r in records)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == list(range(1, 17))  # one logging step each
+    shown = samples[-1]["samples"]
+    assert len(shown) == 4 and len({s["prompt"] for s in shown}) == 1  # one prompt's group
+    assert [s["reward"] for s in shown] == pytest.approx(
+        letter_a(None, [s["completion"] for s in shown]), abs=1e-4
+    )
 
 
 def test_a_rollout_is_reused_for_num_iterations_steps_with_moving_ratios(small_vocab_model, tmp_path):
@@ -152,3 +161,10 @@ def test_repeated_batches_repeat_each_optimizer_steps_rows():
 
     assert list(RepeatedBatches([5, 3, 1, 0, 2], 2, 2)) == [5, 3, 5, 3, 1, 0, 1, 0, 2, 2]
     assert len(RepeatedBatches([5, 3, 1, 0, 2], 2, 3)) == 15
+
+
+def test_vllm_rollouts_are_refused_in_a_sentence(small_vocab_model, tmp_path):
+    keys = {"stage": "grpo", "dataset": "prompts", "dataset_dir": str(prompt_data(tmp_path)),
+            "reward_funcs": "tests.train.test_rl:letter_a", "rollout_backend": "vllm"}  # fmt: skip
+    with pytest.raises(UserError, match="rollout_backend': vllm is not available"):
+        run_stage(config(small_vocab_model, tmp_path / "run", **keys))

@@ -18,7 +18,7 @@ import torch
 from tuneforge.data.preference import batch_from_pieces
 from tuneforge.train.preference import DPOTrainer
 from tuneforge.train.rewards import score_completions
-from tuneforge.train.rl import sample_answers
+from tuneforge.train.rl import rollout, shown_samples
 
 
 def order_pairs(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,9 +37,11 @@ class OnlineDPOTrainer(DPOTrainer):
         judge: Any,
         max_completion_length: int = 128,
         temperature: float = 1.0,
+        rollout_backend: str = "engine",
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.rollout_backend = rollout_backend
         self.judge = judge  # a reward model (callable on a batch) or a list of reward functions
         self.max_completion_length = max_completion_length
         self.temperature = temperature
@@ -48,7 +50,7 @@ class OnlineDPOTrainer(DPOTrainer):
         prompts: list[list[int]] = inputs["prompt_ids"]
         tokenizer = self.processing_class
         inner = self.accelerator.unwrap_model(model)
-        answers = sample_answers(inner, tokenizer, prompts, 2, self.max_completion_length, self.temperature)
+        answers = rollout(self, inner, prompts, 2, self.max_completion_length, self.temperature)
         twice = [p for p in prompts for _ in range(2)]
         scores = self.score(twice, answers, [a for a in inputs["answer"] for _ in range(2)])
         chosen, decisive = order_pairs(scores)
@@ -59,6 +61,17 @@ class OnlineDPOTrainer(DPOTrainer):
         batch["pair_weights"] = decisive.to(self.args.device)
         if model.training:
             self.tokens_seen += int(batch["attention_mask"].sum())
+        first = [int(chosen[0]), int(rejected[0])]
+        self.record_samples(
+            model,
+            shown_samples(
+                tokenizer,
+                [prompts[0]] * 2,
+                [answers[i] for i in first],
+                scores[first],
+                role=["chosen", "rejected"],
+            ),
+        )
         loss = super().training_loss(model, batch, num_items)
         self.record(
             model,

@@ -21,7 +21,7 @@ import torch
 
 from tuneforge.data.preference import batch_from_pieces
 from tuneforge.train.rewards import score_completions
-from tuneforge.train.rl import sample_answers
+from tuneforge.train.rl import rollout, shown_samples
 from tuneforge.train.trainer import TuneforgeTrainer, labelled_outputs
 
 VALUE_HEAD = "value_head.safetensors"
@@ -179,9 +179,11 @@ class PPOTrainer(TuneforgeTrainer):
         whiten_rewards: bool = False,
         max_new_tokens: int = 128,
         temperature: float = 1.0,
+        rollout_backend: str = "engine",
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.rollout_backend = rollout_backend
         self.model_accepts_loss_kwargs = False
         self.reward, self.ppo_epochs, self.buffer_size = reward, ppo_epochs, buffer_size
         self.kl = kl or KLController(0.05, 6.0)
@@ -210,9 +212,7 @@ class PPOTrainer(TuneforgeTrainer):
     def experience(self, wrapper: PolicyWithValueHead, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         """Roll out, score, and turn the batch into `ppo_epochs x buffer_size` minibatches of targets."""
         prompts = inputs["prompt_ids"]
-        answers = sample_answers(
-            wrapper.policy, self.processing_class, prompts, 1, self.max_new_tokens, self.temperature
-        )
+        answers = rollout(self, wrapper.policy, prompts, 1, self.max_new_tokens, self.temperature)
         batch = {
             k: v.to(self.args.device)
             for k, v in batch_from_pieces(prompts, answers, self.processing_class.pad_token_id).items()
@@ -228,6 +228,7 @@ class PPOTrainer(TuneforgeTrainer):
             wrapper.train(was_training)
         scores = self.score(prompts, answers, batch, inputs).to(old_logps.device)
         raw_scores = scores.clone()
+        self.record_samples(wrapper, shown_samples(self.processing_class, prompts, answers, raw_scores))
         if self.score_norm:
             scores = self.normalise_scores(scores)
         lengths = [len(a) for a in answers]

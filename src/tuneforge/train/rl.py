@@ -13,6 +13,7 @@ Truncated answers (`mask_truncated_completions`) and groups whose rewards do not
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,9 +91,11 @@ class GRPOTrainer(_PerExampleLoss):
         num_generations: int = 4,
         max_completion_length: int = 128,
         temperature: float = 1.0,
+        rollout_backend: str = "engine",
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.rollout_backend = rollout_backend
         self.reward_funcs = reward_funcs
         self.reward_weights = reward_weights
         self.loss_args = loss_args  # grpo_loss_type, epsilon(_high), grpo_beta, scale_rewards, ...
@@ -162,6 +165,9 @@ class GRPOTrainer(_PerExampleLoss):
         if args.grpo_dynamic_sampling and group > 1:
             varies = rewards.view(-1, group).std(-1) > 0
             counted &= varies.repeat_interleave(group)
+        self.record_samples(
+            model, shown_samples(tokenizer, repeated[:group], completions[:group], rewards[:group])
+        )
         batch = batch_from_pieces(repeated, completions, tokenizer.pad_token_id)
         batch = {k: v.to(self.args.device) for k, v in batch.items()}
         ref_logps = None
@@ -179,14 +185,24 @@ class GRPOTrainer(_PerExampleLoss):
 
     def sample(self, model: torch.nn.Module, prompts: list[list[int]]) -> list[list[int]]:
         inner = self.accelerator.unwrap_model(model)
-        return sample_answers(
-            inner,
-            self.processing_class,
-            prompts,
-            self.num_generations,
-            self.max_completion_length,
-            self.temperature,
+        return rollout(
+            self, inner, prompts, self.num_generations, self.max_completion_length, self.temperature
         )
+
+
+def shown_samples(
+    tokenizer: Any, prompts: list[list[int]], completions: list[list[int]], rewards: Any, **extra: list[Any]
+) -> list[dict[str, Any]]:
+    """Sampled answers as text for samples.jsonl: prompt, completion, reward (and any `extra` column)."""
+    rows = []
+    for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        row = {
+            "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+            "completion": tokenizer.decode(completion, skip_special_tokens=True),
+            "reward": round(float(rewards[i]), 4),
+        }
+        rows.append(row | {k: v[i] for k, v in extra.items()})
+    return rows
 
 
 def k3_mean(policy: torch.Tensor, reference: torch.Tensor | None) -> float:
@@ -204,7 +220,23 @@ def clipped_share(log_ratio: torch.Tensor, tokens: RolloutTokens, args: Any) -> 
     return float(clipped.float().mean()) if clipped.numel() else 0.0
 
 
-@torch.no_grad()
+def rollout(
+    trainer: Any,
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> list[list[int]]:
+    """`sample_answers` with the trainer's `rollout_backend`, timed into its rollout metrics."""
+    start = time.perf_counter()
+    answers = sample_answers(
+        model, trainer.processing_class, prompts, n, max_new_tokens, temperature, trainer.rollout_backend
+    )
+    trainer.generated(time.perf_counter() - start, sum(len(a) for a in answers))
+    return answers
+
+
 def sample_answers(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -212,8 +244,30 @@ def sample_answers(
     n: int,
     max_new_tokens: int,
     temperature: float,
+    backend: str = "engine",
 ) -> list[list[int]]:
-    """`n` sampled answers per prompt (token ids, up to and including the first EOS), prompt-major order."""
+    """`n` sampled answers per prompt (token ids, up to and including the first EOS), prompt-major order:
+    through the inference engine's decoding core (`engine`: finished rows leave the batch) or
+    `model.generate` (`transformers`)."""
+    if backend == "engine":
+        from tuneforge.inference.rollouts import sample_rollouts
+
+        return sample_rollouts(
+            model, prompts, n, max_new_tokens, temperature, tokenizer.pad_token_id, tokenizer.eos_token_id
+        )
+    return generate_answers(model, tokenizer, prompts, n, max_new_tokens, temperature)
+
+
+@torch.no_grad()
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> list[list[int]]:
+    """`sample_answers` through transformers' `model.generate`."""
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     device = next(model.parameters()).device
     ids = pad_rows(prompts, pad, left=True)  # left padding for generation

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 
 TUNEFORGE_STATE = "tuneforge_state.json"
+SAMPLES_FILE = "samples.jsonl"  # a few sampled answers per logging step (grpo, ppo, online_dpo)
+SAMPLES_PER_LOG = 4
 
 
 class NonFiniteTrainingError(UserError):
@@ -180,11 +183,41 @@ class TuneforgeTrainer(GuardedTrainer):
                 float(value.float().mean()) if torch.is_tensor(value) else float(value)
             )
 
+    rollout_backend = "engine"  # online stages: how answers are sampled (rollout_backend)
+
+    def generated(self, seconds: float, tokens: int) -> None:
+        """Time spent sampling `tokens` answer tokens in this step (online stages): each logging step of
+        metrics.jsonl gets rollout_tokens_per_second and rollout_share, the part of its wall time spent
+        generating."""
+        now = time.perf_counter()
+        if getattr(self, "_window_start", None) is None:
+            self._window_start = now - seconds
+        spent = getattr(self, "_rollout", (0.0, 0))
+        self._rollout = (spent[0] + seconds, spent[1] + tokens)
+
+    def record_samples(self, model: torch.nn.Module, rows: list[dict[str, Any]]) -> None:
+        """A few answers the policy sampled in this batch ({prompt, completion, reward, ...}): the last batch's
+        of each logging window go to samples.jsonl beside metrics.jsonl (the board shows them)."""
+        if model.training:
+            self._samples = rows[:SAMPLES_PER_LOG]
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for kind, prefix, marker in (("train", "", "loss"), ("eval", "eval_", "eval_loss")):
             if marker in logs and self._stats[kind]:
                 logs.update({prefix + k: sum(v) / len(v) for k, v in self._stats[kind].items()})
                 self._stats[kind] = {}
+        seconds, tokens = getattr(self, "_rollout", (0.0, 0))
+        if "loss" in logs and seconds > 0:
+            now = time.perf_counter()
+            logs["rollout_tokens_per_second"] = round(tokens / seconds, 2)
+            logs["rollout_share"] = round(seconds / max(now - self._window_start, seconds), 4)
+            self._rollout, self._window_start = (0.0, 0), now
+        samples = getattr(self, "_samples", None)
+        if "loss" in logs and samples and self.metrics_path is not None and self.args.should_save:
+            line = {"step": self.state.global_step, "samples": samples}
+            with (Path(self.metrics_path).parent / SAMPLES_FILE).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._samples = []
         super().log(logs, start_time)
 
     # ---- numerics guard ----

@@ -72,6 +72,14 @@ async def metrics(request: Request, run_id: str) -> list[dict[str, Any]]:
     return records
 
 
+@router.get("/{run_id}/samples")
+async def samples(request: Request, run_id: str, last: int = 1) -> list[dict[str, Any]]:
+    """The last `last` logging steps of samples.jsonl: answers the policy sampled (grpo, ppo, online_dpo)."""
+    run = board_state(request).run_or_404(run_id)
+    records, _ = read_records(Path(run.output_dir) / "samples.jsonl")
+    return records[-min(max(last, 1), 50) :]
+
+
 @router.get("/{run_id}/events")
 async def events(request: Request, run_id: str, poll: float = 0.2) -> StreamingResponse:
     board = board_state(request)

@@ -35,6 +35,7 @@ const Board = (() => {
   }
 
   function runPage(id) {
+    document.body.dataset.run = id;
     const loss = [], lr = [];
     const log = document.getElementById("log");
     const status = document.getElementById("run-status");
@@ -47,6 +48,7 @@ const Board = (() => {
       loss.push([m.step, m.loss]); lr.push([m.step, m.learning_rate]);
       draw(document.getElementById("loss-chart"), [{ name: "loss", points: loss }]);
       draw(document.getElementById("lr-chart"), [{ name: "learning_rate", points: lr }]);
+      stageCharts(m);
     });
     source.addEventListener("log", (e) => { log.textContent += JSON.parse(e.data) + "\n"; log.scrollTop = log.scrollHeight; });
     source.addEventListener("status", (e) => {
@@ -54,11 +56,61 @@ const Board = (() => {
       status.textContent = JSON.parse(status.dataset.labels || "{}")[s.status] || s.status; status.className = `status status-${s.status}`;
       if (s.reason) document.getElementById("run-reason").textContent = s.reason;
       if (["done", "failed", "stopped"].includes(s.status)) source.close();
-      if (s.status === "done") { exportFiles(id); evalResults(id); }
+      if (s.status === "done") { exportFiles(id); evalResults(id); if (Object.keys(stageSeries).length) showSamples(id); }
       if (["done", "failed", "stopped"].includes(s.status)) { clearInterval(refresh); synthRows(id); }
     });
     document.getElementById("stop").onclick = () => post(`/api/runs/${id}/stop`);
     document.getElementById("resume").onclick = async () => { await post(`/api/runs/${id}/resume`); location.reload(); };
+  }
+
+  // what the online stages log besides the loss: one chart per group, made when the first value arrives
+  const STAGE_CHARTS = {
+    reward: ["reward", "reward_std"], kl: ["kl"], completion_length: ["completion_length"],
+    score: ["score/chosen", "score/rejected"], margins: ["rewards/margins"], ties: ["ties"],
+  };
+  const stageSeries = {};
+  let samplesStep = -1, samplesAsked = 0;
+
+  function stageCharts(m) {
+    for (const [chart, keys] of Object.entries(STAGE_CHARTS)) {
+      const present = keys.filter((k) => m[k] !== undefined);
+      if (!present.length) continue;
+      for (const k of present) (stageSeries[k] ||= []).push([m.step, m[k]]);
+      let svg = document.getElementById(`chart-${chart}`);
+      if (!svg) {
+        const box = document.getElementById("stage-charts");
+        const title = document.createElement("h2"); title.textContent = chart.replace("_", " ");
+        svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        svg.setAttribute("id", `chart-${chart}`); svg.setAttribute("class", "chart"); svg.setAttribute("viewBox", "0 0 600 260");
+        box.append(title, svg);
+      }
+      draw(svg, keys.filter((k) => stageSeries[k]).map((k) => ({ name: k, points: stageSeries[k] })));
+    }
+    const online = ["reward", "score/chosen"].some((k) => m[k] !== undefined);
+    const id = document.body.dataset.run;
+    if (online && id && m.step !== samplesStep && Date.now() - samplesAsked > 2000) { samplesStep = m.step; samplesAsked = Date.now(); showSamples(id); }
+  }
+
+  async function showSamples(id) {
+    const reply = await fetch(`/api/runs/${id}/samples?last=1`);
+    if (reply.status !== 200) return;
+    const lines = await reply.json();
+    if (!lines.length) return;
+    const { step, samples } = lines[lines.length - 1];
+    const cell = (tag, text) => { const el = document.createElement(tag); el.textContent = text; return el; };
+    const columns = Object.keys(samples[0] || {});
+    const table = document.createElement("table");
+    const head = document.createElement("tr");
+    for (const c of ["step", ...columns]) head.appendChild(cell("th", c));
+    table.appendChild(head);
+    for (const row of samples) {
+      const tr = document.createElement("tr");
+      tr.appendChild(cell("td", String(step)));
+      for (const c of columns) tr.appendChild(cell("td", String(row[c])));
+      table.appendChild(tr);
+    }
+    document.getElementById("samples").replaceChildren(table);
+    document.getElementById("samples-box").hidden = false;
   }
 
   function runsPage() {

@@ -6,7 +6,7 @@ Run as: tuneforge train examples/grpo.yaml
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,6 +34,11 @@ class RolloutParams(Params):
     )
     rollout_temperature: float = Field(
         1.0, gt=0, description="grpo/ppo/online_dpo: sampling temperature of the answers."
+    )
+    rollout_backend: Literal["engine", "transformers", "vllm"] = Field(
+        "engine",
+        description="grpo/ppo/online_dpo: what samples the answers: engine (tuneforge's decoding core: finished "
+        "answers leave the batch), transformers (model.generate), vllm (not available yet: refused).",
     )
 
     _split_reward_funcs = field_validator("reward_funcs", mode="before")(split_names)
@@ -77,6 +82,15 @@ class GRPOParams(RolloutParams, ReferenceParams):
         return value
 
 
+def check_rollout_backend(f: Any) -> None:
+    """vLLM rollouts are not built yet: say so before any weights load."""
+    if f.rollout_backend == "vllm":
+        raise UserError(
+            "key 'rollout_backend': vllm is not available in tuneforge yet (colocated vLLM needs a CUDA GPU and "
+            "the vllm package, and has not been built and tested here); use engine (the default) or transformers"
+        )
+
+
 @register_stage("grpo", GRPOParams)
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.rewards import load_reward_funcs
@@ -84,6 +98,7 @@ def run(cfg: RunConfig) -> Path:
     from tuneforge.train.runner import build_model, number_rows, reference_model, train_and_save
 
     f = cfg.finetuning
+    check_rollout_backend(f)
     rewards = load_reward_funcs(f.reward_funcs, f)  # fail fast
     if f.reward_weights is not None and len(f.reward_weights) != len(rewards):
         raise UserError(
@@ -111,4 +126,5 @@ def run(cfg: RunConfig) -> Path:
         num_generations=f.num_generations,
         max_completion_length=f.max_completion_length,
         temperature=f.rollout_temperature,
+        rollout_backend=f.rollout_backend,
     )

@@ -13,7 +13,7 @@ from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.stages import register_stage
 from tuneforge.train.stages.dpo import DPOParams
-from tuneforge.train.stages.grpo import RolloutParams
+from tuneforge.train.stages.grpo import RolloutParams, check_rollout_backend
 from tuneforge.train.stages.ppo import RewardModelParams, reward_judge
 from tuneforge.utils.errors import UserError
 
@@ -29,6 +29,7 @@ def run(cfg: RunConfig) -> Path:
     from tuneforge.train.runner import build_model, number_rows, reference_model, train_and_save
 
     f = cfg.finetuning
+    check_rollout_backend(f)
     if not f.reward_model and not f.reward_funcs:
         raise UserError(
             "stage online_dpo needs a judge for its sampled pairs: set reward_model (a stage rm output) or "
@@ -56,4 +57,5 @@ def run(cfg: RunConfig) -> Path:
         judge=judge,
         max_completion_length=f.max_completion_length,
         temperature=f.rollout_temperature,
+        rollout_backend=f.rollout_backend,
     )

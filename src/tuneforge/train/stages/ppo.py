@@ -16,7 +16,7 @@ from tuneforge.data.preference import PromptCollator, build_prompt_data
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.stages import register_stage
-from tuneforge.train.stages.grpo import RolloutParams
+from tuneforge.train.stages.grpo import RolloutParams, check_rollout_backend
 
 
 class RewardModelParams(Params):
@@ -68,6 +68,7 @@ def run(cfg: RunConfig) -> Path:
     from tuneforge.train.runner import build_model, number_rows, train_and_save
 
     f = cfg.finetuning
+    check_rollout_backend(f)
     output_dir, resume = prepare_output_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
     data = build_prompt_data(cfg.data, tokenizer, seed=cfg.training.seed)
@@ -94,4 +95,5 @@ def run(cfg: RunConfig) -> Path:
         whiten_rewards=f.ppo_whiten_rewards,
         max_new_tokens=f.max_completion_length,
         temperature=f.rollout_temperature,
+        rollout_backend=f.rollout_backend,
     )
