@@ -167,6 +167,6 @@ def test_an_online_run_page_charts_reward_and_kl_and_shows_sampled_answers(board
 
 
 def board_get(board, path: str):  # noqa: F811
-    import httpx
+    from tests.board.test_api import httpx
 
     return httpx.get(f"{board.url}{path}").json()

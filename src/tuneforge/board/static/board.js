@@ -14,7 +14,7 @@ const Board = (() => {
     const sx = (x) => P + ((x - x0) / (x1 - x0)) * (W - 2 * P);
     const sy = (y) => H - P - ((y - y0) / (y1 - y0)) * (H - 2 * P);
     const ns = "http://www.w3.org/2000/svg";
-    const text = (x, y, s) => { const t = document.createElementNS(ns, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "11"); t.textContent = s; svg.appendChild(t); };
+    const text = (x, y, s) => { const t = document.createElementNS(ns, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "11"); t.textContent = s; svg.appendChild(t); return t; };
     text(2, P, y1.toPrecision(3)); text(2, H - P, y0.toPrecision(3)); text(P, H - 8, String(x0)); text(W - P - 20, H - 8, String(x1));
     series.forEach((s, i) => {
       const pts = s.points.filter((p) => Number.isFinite(p[1]));
@@ -25,7 +25,7 @@ const Board = (() => {
       path.setAttribute("class", "series");
       path.dataset.points = String(pts.length);
       svg.appendChild(path);
-      if (series.length > 1) text(W - 150, 14 + 13 * i, s.name).setAttribute?.("fill", COLORS[i % COLORS.length]);
+      if (series.length > 1) text(W - 150, 14 + 13 * i, s.name).setAttribute("fill", COLORS[i % COLORS.length]);
     });
   }
 
