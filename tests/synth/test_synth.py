@@ -197,17 +197,25 @@ def test_instruct_keeps_good_tasks_and_counts_every_rejection(tmp_path):
     assert [e["rouge_l"] for e in duplicates][0] == 1.0 and 0.7 <= duplicates[1]["rouge_l"] < 1.0
 
 
-def many_tasks(prompt: str, state: dict = {}) -> Reply:  # noqa: B006 - shared on purpose: it remembers
-    """Three new tasks of made-up words each time, and one task it already sent (a duplicate)."""
-    rng = random.Random(len(state.setdefault("sent", [])))
-    vocab = [
-        f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "ta", "vo", "ri") for b in ("b", "d", "m", "r", "s")
-    ]
-    new = [(f"Describe {' '.join(rng.sample(vocab, 7))}.", "", "an answer") for _ in range(3)]
-    repeat = [state["sent"][len(state["sent"]) // 2]] if state["sent"] else []
-    state["sent"] += new
-    time.sleep(0.2)
-    return Reply(tasks_text(new + repeat))
+def many_tasks() -> object:
+    """A teacher that writes three new tasks of made-up words each time, and one task it already sent to this
+    job (a duplicate)."""
+    sent: list[tuple[str, str, str]] = []
+
+    def reply(prompt: str) -> Reply:
+        rng = random.Random(len(sent))
+        vocab = [
+            f"{a}{b}"
+            for a in ("ka", "lo", "mi", "ne", "su", "ta", "vo", "ri")
+            for b in ("b", "d", "m", "r", "s")
+        ]
+        new = [(f"Describe {' '.join(rng.sample(vocab, 7))}.", "", "an answer") for _ in range(3)]
+        repeat = [sent[len(sent) // 2]] if sent else []
+        sent.extend(new)
+        time.sleep(0.2)
+        return Reply(tasks_text(new + repeat))
+
+    return reply
 
 
 def test_a_killed_run_continues_without_writing_any_row_twice(tmp_path):
@@ -219,7 +227,7 @@ def test_a_killed_run_continues_without_writing_any_row_twice(tmp_path):
         "synth_concurrency": 2,
         "synth_max_retries": 0,
     }
-    with TeacherServer(default=many_tasks) as server:
+    with TeacherServer(default=many_tasks()) as server:
         config.write_text(yaml.safe_dump({**keys, "synth_base_url": server.url}))
         env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path / "home")}
         child = subprocess.Popen([sys.executable, "-m", "tuneforge.cli.main", "synth", str(config)], env=env)
