@@ -1,5 +1,6 @@
-"""GRPO on SmolLM2-135M-Instruct with a verifiable reward: exact match on arithmetic it was not trained on,
-before and after. The train and test sets (data/arithmetic_{train,test}.json, scripts/make_arithmetic_data.py)
+"""GRPO on SmolLM2-135M-Instruct with verifiable rewards (accuracy: the final answer is right; exact_match:
+the answer is the right number and nothing else): exact match on arithmetic it was not trained on, before and
+after. The train and test sets (data/arithmetic_{train,test}.json, scripts/make_arithmetic_data.py)
 share no question; answers are judged greedily (no sampling) by `exact_match` (the number only).
 Run: python bench/grpo_arithmetic.py [--steps 40]  (about 10 minutes on 2 cores, fp32)."""
 
@@ -15,8 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, list[tuple[str, str, str]]]:
-    """Greedy answers to the test set's questions (through the training template) and their exact-match rate."""
+def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float, list[tuple[str, str, str]]]:
+    """Greedy answers to the test set's questions (through the training template): the share that is the number
+    only and right (exact_match), the share whose final answer is right (accuracy), and the answers."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -24,6 +26,7 @@ def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, list[t
     from tuneforge.data.preference import build_prompt_data
     from tuneforge.model.loader import load_tokenizer
     from tuneforge.model.sources import resolve_model_path
+    from tuneforge.train.rewards.accuracy import accuracy
     from tuneforge.train.rewards.answer import exact_match
 
     cfg = build_config({**cfg_keys, "dataset": "arithmetic_test", "stage": "grpo"})
@@ -47,9 +50,13 @@ def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, list[t
             )  # fmt: skip
             answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     references = [str(r["answer"]) for r in rows]
-    scores = exact_match([], answers, references)
+    exact, right = exact_match([], answers, references), accuracy([], answers, references)
     prompts = [tokenizer.decode(r["prompt_ids"], skip_special_tokens=True).strip()[-60:] for r in rows]
-    return sum(scores) / len(scores), list(zip(prompts, answers, references, strict=True))
+    return (
+        sum(exact) / len(exact),
+        sum(right) / len(right),
+        list(zip(prompts, answers, references, strict=True)),
+    )
 
 
 def main() -> None:
@@ -61,16 +68,18 @@ def main() -> None:
         "dataset_dir": str(REPO / "data"),
         "cutoff_len": 256,
     }
-    before, examples = exact_match_rate(base, None)
-    print(f"before: exact match {100 * before:.1f}% on {len(examples)} unseen questions")
+    before, right_before, examples = exact_match_rate(base, None)
+    print(
+        f"before: exact match {100 * before:.1f}%, right final answer {100 * right_before:.1f}% on {len(examples)} unseen questions"
+    )
     for prompt, answer, ref in examples[:4]:
         print(f"  ...{prompt!r} -> {answer!r} (reference {ref})")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grpo"
         keys = {
-            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": "exact_match",
+            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": "accuracy,exact_match",
             "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 1, "learning_rate": 1e-4, "lr_scheduler_type": "constant",
+            "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
             "logging_steps": 1, "save_steps": 1000, "output_dir": str(out), "plot_loss": False,
         }  # fmt: skip
@@ -84,8 +93,10 @@ def main() -> None:
         rewards = [r["reward"] for r in records if "reward" in r]
         share = sum(r.get("rollout_share", 0) for r in records) / max(1, len(records))
         speed = sum(r.get("rollout_tokens_per_second", 0) for r in records) / max(1, len(records))
-        after, examples = exact_match_rate(base, str(out))
-    print(f"after {args.steps} GRPO steps ({seconds:.0f} s): exact match {100 * after:.1f}%")
+        after, right_after, examples = exact_match_rate(base, str(out))
+    print(
+        f"after {args.steps} GRPO steps ({seconds:.0f} s): exact match {100 * after:.1f}%, right final answer {100 * right_after:.1f}%"
+    )
     for prompt, answer, ref in examples[:4]:
         print(f"  ...{prompt!r} -> {answer!r} (reference {ref})")
     quarter = max(1, len(rewards) // 4)
@@ -95,7 +106,16 @@ def main() -> None:
         f"{100 * share:.0f}% of the wall time"
     )
     print(
-        json.dumps({"before": before, "after": after, "steps": args.steps, "seconds": round(seconds)}),
+        json.dumps(
+            {
+                "before": before,
+                "after": after,
+                "right_before": right_before,
+                "right_after": right_after,
+                "steps": args.steps,
+                "seconds": round(seconds),
+            }
+        ),
         file=sys.stderr,
     )
 

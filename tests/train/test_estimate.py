@@ -50,6 +50,15 @@ def test_more_tokens_more_activations_and_checkpointing_keeps_fewer(tiny_model_d
     assert any("checkpointing" in a for a in checkpointed.assumptions)
 
 
+def test_eager_attention_adds_the_scores_and_says_so(tiny_model_dir, tmp_path):
+    fused = estimate(cfg_for(tiny_model_dir, tmp_path, cutoff_len=128))
+    eager = estimate(cfg_for(tiny_model_dir, tmp_path, cutoff_len=128, flash_attn="disabled"))
+    heads, layers = 4, 2  # tests/helpers.tiny_llama
+    expected = 4 * heads * 128**2 * 4 * 2 * layers  # batch x heads x seq^2 floats, scores and probabilities
+    assert eager.parts["activations"] - fused.parts["activations"] == expected
+    assert any("SDPA" in a for a in fused.assumptions) and any("eager" in a for a in eager.assumptions)
+
+
 def test_zero_stages_shard_over_processes_and_offload_moves_to_cpu(tiny_model_dir, tmp_path):
     alone = estimate(cfg_for(tiny_model_dir, tmp_path, finetuning_type="full")).parts
     for stage, sharded in ((1, {"optimizer states"}), (2, {"optimizer states", "gradients"}),

@@ -157,3 +157,6 @@ def test_the_accuracy_reward_compares_answers_as_numbers():
     answers = ["Natalia sold 48/2 = 24 clips in May.\n#### 72", "1,000", "0.5", "72"]
     assert accuracy([""] * 4, completions, answer=answers) == [1.0, 1.0, 1.0, 0.0]
     assert accuracy([""], ["Paris."], answer=["paris"]) == [1.0]  # not mathematics: compared as text
+    # the question restated is not its answer (a policy learned to exploit that), a fraction still is
+    restated = ["To calculate 9 + 14, we need to", "14 + 9 = 23.", "20 - 18 is 2", "It is 1/2"]
+    assert accuracy([""] * 4, restated, answer=["23", "23", "2", "0.5"]) == [0.0, 1.0, 1.0, 1.0]

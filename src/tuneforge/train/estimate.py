@@ -8,7 +8,8 @@ applied, so parameter counts are exact; the rest is arithmetic, per device:
 - trainable weights: the parameters the method trains, float32;
 - gradients: one float32 per trainable parameter;
 - optimizer states: AdamW keeps two float32 moments per trainable parameter (SGD one, Adafactor ~none);
-- activations: kept for every layer the backward pass runs through (all for LoRA and full; for freeze the
+- activations: kept for every layer the backward pass runs through (eager attention, `flash_attn: disabled`,
+  also keeps each layer's seq x seq scores; SDPA and FlashAttention keep none) (all for LoRA and full; for freeze the
   trained layers and those above them): `ACTIVATION_BYTES` per token per hidden unit per layer, plus
   `ADAPTER_BYTES` per adapted projection (the adapter's own inputs); with gradient checkpointing only the
   layer inputs, plus one layer recomputed;
@@ -153,9 +154,21 @@ def estimate(
         assumptions.append("gradient checkpointing: layer inputs kept, one layer recomputed at a time")
     else:
         activations = int(tokens * hidden * per_layer * through)
-    assumptions.append(
-        f"the backward pass runs through {through} of {layers} layers; no seq x seq matrix kept"
-    )
+    assumptions.append(f"the backward pass runs through {through} of {layers} layers")
+    kernel = cfg.model.flash_attn
+    if kernel == "disabled":  # eager attention keeps its softmax scores (and their dropout copy) for backward
+        heads = model.config.num_attention_heads
+        kept = 1 if t.gradient_checkpointing else through
+        activations += int(t.per_device_train_batch_size * heads * cfg.data.cutoff_len**2 * 4 * 2 * kept)
+        assumptions.append(
+            "eager attention (flash_attn: disabled): the seq x seq scores of each layer are kept, growing with "
+            "cutoff_len squared"
+        )
+    else:
+        name = {"fa2": "FlashAttention-2", "fa3": "FlashAttention-3"}.get(
+            kernel, "SDPA (fused on CPU and GPU)"
+        )
+        assumptions.append(f"attention through {name}: no seq x seq matrix kept")
     logits = int(tokens * vocab * 4 * LOGIT_COPIES)
     assumptions.append(
         "logits for every token of the batch (the head runs on answer tokens only: an upper bound)"
