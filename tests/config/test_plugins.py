@@ -65,7 +65,7 @@ def test_keys_of_members_not_selected_are_named_with_their_owner():
             {"finetuning_type": "full", "lora_target": "q_proj"},
             "finetuning_type: lora or oft;",
         ),
-        "pref_beta": ({"pref_beta": 0.3}, "stage: dpo or kto;"),
+        "pref_beta": ({"pref_beta": 0.3}, "stage: dpo or kto or online_dpo;"),
         "simpo_gamma": (
             {"stage": "dpo", "simpo_gamma": 1.0},
             "pref_loss: simpo; this run uses pref_loss: sigmoid",
