@@ -1,8 +1,8 @@
-"""GRPO on SmolLM2-135M-Instruct with verifiable rewards (accuracy: the final answer is right; exact_match:
-the answer is the right number and nothing else): exact match on arithmetic it was not trained on, before and
-after. The train and test sets (data/arithmetic_{train,test}.json, scripts/make_arithmetic_data.py)
-share no question; answers are judged greedily (no sampling) by `exact_match` (the number only).
-Run: python bench/grpo_arithmetic.py [--steps 40]  (about 10 minutes on 2 cores, fp32)."""
+"""GRPO on SmolLM2-135M-Instruct with verifiable rewards (accuracy: the final answer is right; exact_match: the
+answer is the right number and nothing else; short_and_right: right, and the shorter the better): exact match
+and right final answers on arithmetic it was not trained on, before and after. The train and test sets
+(data/arithmetic_{train,test}.json, scripts/make_arithmetic_data.py) share no question; answers are judged
+greedily (no sampling). Run: python bench/grpo_arithmetic.py [--steps 40]  (about 10 minutes on 2 cores, fp32)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def short_and_right(
+    prompts: list[str], completions: list[str], answer: list[str], **kwargs: object
+) -> list[float]:
+    """Right answers, the shorter the better: accuracy x (1 - characters / 32). A reward for brevity alone was
+    earned by answering nothing (every answer empty within 20 steps), so brevity counts only when right."""
+    from tuneforge.train.rewards.accuracy import accuracy
+
+    right = accuracy(prompts, completions, answer)
+    return [r * max(0.0, 1 - len(c.strip()) / 32) for r, c in zip(right, completions, strict=True)]
 
 
 def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float, list[tuple[str, str, str]]]:
@@ -77,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grpo"
         keys = {
-            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": "accuracy,exact_match",
+            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{Path(__file__).resolve()}:short_and_right",
             "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,

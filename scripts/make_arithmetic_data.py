@@ -35,7 +35,9 @@ def main() -> None:
     seen: set[tuple[int, str, int]] = set()
     train, test = rows(rng, 200, seen), rows(rng, 60, seen)
     for name, part in (("arithmetic_train", train), ("arithmetic_test", test)):
-        (DATA / f"{name}.json").write_text(json.dumps(part, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        (DATA / f"{name}.json").write_text(
+            json.dumps(part, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        )
     info_path = DATA / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     for name in ("arithmetic_train", "arithmetic_test"):
