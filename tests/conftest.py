@@ -42,3 +42,44 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
     model.save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_model(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer):
+    """`tiny_vision_model(family)`: the folder of a tiny random vision-language model of that family
+    (qwen2_vl, qwen2_5_vl, qwen3_vl, llava) with SmolLM2's tokenizer and a PIL image processor, built once."""
+    from tests.helpers import save_tiny_vision_model
+
+    built: dict[str, Path] = {}
+
+    def get(family: str = "qwen2_vl") -> Path:
+        if family not in built:
+            built[family] = save_tiny_vision_model(tmp_path_factory.mktemp(family), smollm2_tokenizer, family)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shade_reader(tmp_path_factory: pytest.TempPathFactory, tiny_vision_model) -> tuple[Path, Path]:
+    """(model folder, data folder): a tiny Qwen2-VL fully tuned to answer "Dark." or "Light." about the two
+    images of `tests.helpers.shade_images`, trained once per session (about 12 s)."""
+    from tests.helpers import SHADE_QUESTION, SHADES, shade_images, write_dataset
+    from tuneforge.config.loader import build_config
+    from tuneforge.train.stages import run_stage
+
+    data = tmp_path_factory.mktemp("shades")
+    shade_images(data)
+    rows = [{"messages": [{"role": "user", "content": f"<image>{SHADE_QUESTION}"},
+                          {"role": "assistant", "content": answer}], "images": [image]}
+            for image, answer in SHADES.items()] * 4  # fmt: skip
+    write_dataset(data, "pics", rows)
+    out = tmp_path_factory.mktemp("shade-reader") / "run"
+    keys = dict(
+        model_name_or_path=str(tiny_vision_model("qwen2_vl")), dataset="pics", dataset_dir=str(data),
+        output_dir=str(out), finetuning_type="full", freeze_vision_tower=False, freeze_multi_modal_projector=False,
+        learning_rate=1e-2, max_steps=40, per_device_train_batch_size=8, logging_steps=10, save_steps=1000,
+        cutoff_len=256,
+    )  # fmt: skip
+    run_stage(build_config(keys))
+    return out, data

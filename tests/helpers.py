@@ -64,3 +64,152 @@ def tiny_tokenizer(vocab_size: int = 300):
         pad_token="<|endoftext|>",
         chat_template=CHATML,
     )
+
+
+QWEN_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+_VISION = dict(depth=2, hidden_size=32, num_heads=4, spatial_merge_size=2)
+QWEN_VL = {  # family: (config class, vision tower sizes, patch size)
+    "qwen2_vl": ("Qwen2VLConfig", {**_VISION, "embed_dim": 32, "mlp_ratio": 2}, 14),
+    "qwen2_5_vl": (
+        "Qwen2_5_VLConfig",
+        {**_VISION, "intermediate_size": 64, "out_hidden_size": 32, "window_size": 56, "fullatt_block_indexes": [1]},
+        14,
+    ),
+    "qwen3_vl": (
+        "Qwen3VLConfig",
+        {**_VISION, "intermediate_size": 64, "out_hidden_size": 32, "patch_size": 16, "num_position_embeddings": 16,
+         "deepstack_visual_indexes": [0]},
+        16,
+    ),
+}  # fmt: skip
+
+
+def save_tiny_vision_model(path, tokenizer, family: str = "qwen2_vl", seed: int = 0):
+    """A tiny random vision-language model saved with `tokenizer` (its image tokens added) and a PIL image
+    processor: Qwen2-VL (patches merged 2x2, 3-D rotary positions) or LLaVA 1.5 (CLIP tower, 28x28 input)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = _copy_tokenizer(tokenizer)
+    text = {
+        k: TINY[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    }
+    text.update(num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False)
+    if family in QWEN_VL:
+        import transformers
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        tokenizer.add_special_tokens({"additional_special_tokens": QWEN_VL_TOKENS})
+        ids = dict(zip(QWEN_VL_TOKENS, tokenizer.convert_tokens_to_ids(QWEN_VL_TOKENS), strict=True))
+        config_class, vision, patch = QWEN_VL[family]
+        rope = {"rope_type": "default", "mrope_section": [1, 1, 2]}
+        config = getattr(transformers, config_class)(
+            text_config={**text, "vocab_size": len(tokenizer), "head_dim": 8, "rope_parameters": rope},
+            vision_config=vision,
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+        )
+        processor = Qwen2VLImageProcessorPil(
+            patch_size=patch, min_pixels=(2 * patch) ** 2, max_pixels=(2 * patch) ** 2 * 4
+        )
+    elif family == "llava":
+        from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        config = LlavaConfig(
+            text_config=LlamaConfig(**text, vocab_size=len(tokenizer)),
+            vision_config=CLIPVisionConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                patch_size=14, projection_dim=32,
+            ),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        )  # fmt: skip
+        processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    elif family == "gemma3":
+        from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+        marks = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+        tokenizer.add_special_tokens({"additional_special_tokens": marks})
+        start, end, soft = tokenizer.convert_tokens_to_ids(marks)
+        config = Gemma3Config(
+            text_config=Gemma3TextConfig(**text, vocab_size=len(tokenizer), head_dim=8, sliding_window=64),
+            vision_config=SiglipVisionConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56,
+                patch_size=14,
+            ),
+            mm_tokens_per_image=4, boi_token_index=start, eoi_token_index=end, image_token_index=soft,
+        )  # fmt: skip
+        processor = Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+    else:
+        raise ValueError(family)
+    for where in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
+        where.pad_token_id, where.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+        where.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _copy_tokenizer(tokenizer):
+    import copy
+
+    return copy.deepcopy(tokenizer)
+
+
+def write_images(folder, count: int = 3, sizes=((96, 64), (60, 90), (120, 120))):
+    """`count` small PNGs of distinct solid colours: (paths relative to folder)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        name = f"img{i}.png"
+        Image.new("RGB", sizes[i % len(sizes)], ((70 * i) % 256, (150 + 40 * i) % 256, 200 - 30 * i)).save(
+            folder / name
+        )
+        names.append(name)
+    return names
+
+
+SHADES = {"dark.png": "Dark.", "light.png": "Light."}
+SHADE_QUESTION = "Light or dark?"
+
+
+def shade_images(folder) -> None:
+    """A dark and a light noisy 56x56 image (`SHADES` names them and their answers)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, value in (("dark.png", 20), ("light.png", 235)):
+        pixels = np.clip(value + rng.normal(0, 10, (56, 56, 3)), 0, 255).astype("uint8")
+        Image.fromarray(pixels).save(folder / name)
+
+
+def write_dataset(folder, name: str, rows: list[dict], **entry) -> None:
+    """`rows` as a sharegpt dataset with OpenAI-style role tags and an images column, in dataset_info.json."""
+    import json
+
+    (folder / f"{name}.json").write_text(json.dumps(rows))
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    columns = {"messages": "messages", "images": "images", **entry.pop("columns", {})}
+    info = {
+        name: {
+            "file_name": f"{name}.json",
+            "formatting": "sharegpt",
+            "columns": columns,
+            "tags": tags,
+            **entry,
+        }
+    }
+    (folder / "dataset_info.json").write_text(json.dumps(info))

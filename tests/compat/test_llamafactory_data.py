@@ -1,6 +1,6 @@
 """LLaMA-Factory's demo data, unchanged, loads as LLaMA-Factory loads it: every local dataset of its
 dataset_info.json validates at its cutoff (2048), tool-call rows render the template's tool format and
-train the calls, and image/video/audio rows are refused by row."""
+train the calls, image rows train on a vision-language model, and video/audio rows are refused by row."""
 
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ INFO = json.loads((DATA / "dataset_info.json").read_text(encoding="utf-8"))
 LOCAL = sorted(
     name for name, entry in INFO.items() if "file_name" in entry and not entry["file_name"].endswith(".yaml")
 )
-MEDIA = {name for name in LOCAL if {"images", "videos", "audios"} & set(INFO[name].get("columns", {}))}
+MEDIA = {name for name in LOCAL if {"videos", "audios"} & set(INFO[name].get("columns", {}))}
+IMAGES = {name for name in LOCAL if "images" in INFO[name].get("columns", {})} - MEDIA
 
 
 @pytest.mark.parametrize("name", LOCAL)
-def test_demo_dataset_validates_at_its_cutoff(name, smollm2_tokenizer):
+def test_demo_dataset_validates_at_its_cutoff(name, smollm2_tokenizer, tiny_vision_model):
     args = DataArguments(dataset=[name], dataset_dir=str(DATA), cutoff_len=2048, template="qwen3_nothink")
-    report = validate_data(args, smollm2_tokenizer)
+    tokenizer, family = smollm2_tokenizer, None
+    if name in IMAGES:
+        from tests.data.test_visual import bound
+
+        tokenizer, family = bound(tiny_vision_model("qwen2_vl"), args)
+    report = validate_data(args, tokenizer, family)
     if name in MEDIA:
         assert report.problems and {p.category for p in report.problems} == {"multimodal"}
         assert all(".json:" in p.message for p in report.problems)  # named by file and line

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ def example_files() -> list[Path]:
 
 def is_inference(keys: dict) -> bool:
     return "stage" not in keys and "do_train" not in keys and "model_name_or_path" in keys
+
+
+VISION_FAMILIES = {
+    "qwen3-vl": "qwen3_vl",
+    "qwen2.5-vl": "qwen2_5_vl",
+    "qwen2-vl": "qwen2_vl",
+    "llava": "llava",
+}
+
+
+def tiny_family(keys: dict) -> str | None:
+    """The tiny vision-language family standing in for an example's model, None for text models (and for
+    vision-language ones tuneforge has no family for, which then meet a text model)."""
+    name = str(keys.get("model_name_or_path", "")).lower()
+    if "moe" in name or "-a3b" in name:  # Qwen3-VL-MoE is its own architecture
+        return None
+    return next((family for marker, family in VISION_FAMILIES.items() if marker in name), None)
 
 
 def outcome(path: Path, model_dir: Path, out: Path) -> str:
@@ -93,6 +111,8 @@ def render_table(results: dict[str, str]) -> str:
         "Every YAML file under LLaMA-Factory's `examples/` (commit ff6d4d12eeb0), run by",
         "`tests/compat/test_llamafactory_examples.py` with only `model_name_or_path` and `dataset_dir` changed",
         "(plus `max_steps: 1`, `max_samples: 8`, `cutoff_len: 128` and `output_dir`, to keep the test short).",
+        "Vision-language examples run on a tiny random model of their family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL,",
+        "LLaVA) with a PIL image processor; those of a family tuneforge does not train meet the tiny text model.",
         '"trains" means one optimizer step ran with a finite loss on a tiny model; "refused" quotes the sentence',
         "tuneforge prints before loading any weights.",
         "",
@@ -110,11 +130,14 @@ def render_table(results: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def all_outcomes(model_dir: Path, tmp: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(EXAMPLES)): outcome(path, model_dir, tmp / f"run{i}")
-        for i, path in enumerate(example_files())
-    }
+def all_outcomes(model_dir: Path, tmp: Path, vision_dir: Callable[[str], Path]) -> dict[str, str]:
+    """Each example on the tiny text model, or on `vision_dir(family)` when its model is a vision-language one."""
+    results = {}
+    for i, path in enumerate(example_files()):
+        family = tiny_family(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        chosen = vision_dir(family) if family else model_dir
+        results[str(path.relative_to(EXAMPLES))] = outcome(path, chosen, tmp / f"run{i}")
+    return results
 
 
 def save_tiny_model(tokenizer, path: Path) -> Path:
@@ -128,11 +151,15 @@ def save_tiny_model(tokenizer, path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_every_example_trains_loads_or_is_refused_as_the_table_says(smollm2_tokenizer, tmp_path):
-    results = all_outcomes(save_tiny_model(smollm2_tokenizer, tmp_path / "tiny"), tmp_path)
+def test_every_example_trains_loads_or_is_refused_as_the_table_says(
+    smollm2_tokenizer, tiny_vision_model, tmp_path
+):
+    results = all_outcomes(save_tiny_model(smollm2_tokenizer, tmp_path / "tiny"), tmp_path, tiny_vision_model)
     assert all(not r.startswith("refused: unknown key") and "Traceback" not in r for r in results.values())
     for name in ("train_lora/qwen3_lora_sft.yaml", "train_lora/qwen3_lora_dpo.yaml", "train_lora/qwen3_lora_kto.yaml",
-                 "train_lora/qwen3_lora_pretrain.yaml", "train_lora/qwen3_lora_reward.yaml"):  # fmt: skip
+                 "train_lora/qwen3_lora_pretrain.yaml", "train_lora/qwen3_lora_reward.yaml",
+                 "train_lora/qwen3vl_lora_sft.yaml", "train_full/qwen3vl_full_sft.yaml",
+                 "extras/oft/qwen2_5vl_oft_sft.yaml"):  # fmt: skip
         assert results[name].startswith("trains"), (name, results[name])
     assert TABLE.read_text(encoding="utf-8") == render_table(results), (
         "docs/llamafactory-examples.md is out of date: .venv/bin/python -m tests.compat.test_llamafactory_examples --write"
@@ -147,11 +174,17 @@ if __name__ == "__main__" and "--write" in sys.argv:
     os.environ.setdefault("TUNEFORGE_HOME", str(HERE.parent.parent / ".cache" / "test-home"))
     from transformers import AutoTokenizer
 
+    from tests.helpers import save_tiny_vision_model
     from tuneforge.model.sources import resolve_model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-instruct"))
         model_dir = save_tiny_model(tokenizer, Path(tmp) / "tiny")
+
+        def vision_dir(family: str) -> Path:
+            folder = Path(tmp) / f"tiny-{family}"
+            return folder if folder.is_dir() else save_tiny_vision_model(folder, tokenizer, family)
+
         TABLE.parent.mkdir(exist_ok=True)
-        TABLE.write_text(render_table(all_outcomes(model_dir, Path(tmp))), encoding="utf-8")
+        TABLE.write_text(render_table(all_outcomes(model_dir, Path(tmp), vision_dir)), encoding="utf-8")
     print(f"wrote {TABLE}")

@@ -38,6 +38,7 @@ class DatasetPreviews:
     def preview(self, flat: dict[str, Any], rows: int) -> dict[str, Any]:
         """The first `rows` rows of the form's datasets as training would see them."""
         from tuneforge.data.validate import preview_rows, trainable_segments
+        from tuneforge.inference.loading import image_facts
 
         flat = {k: v for k, v in flat.items() if v is not None}
         problems = check_paths({"dataset_dir": flat.get("dataset_dir", "data")}, self.roots, ("dataset_dir",))
@@ -57,7 +58,8 @@ class DatasetPreviews:
             raise Problems(list(err.problems)) from None
         try:
             tokenizer = self._tokenizer(cfg.model)
-            shown = preview_rows(cfg.data, tokenizer, max(1, min(rows, MAX_ROWS)))
+            family = image_facts(cfg.model, tokenizer, cfg.data)  # a vision-language model's image tokens
+            shown = preview_rows(cfg.data, tokenizer, max(1, min(rows, MAX_ROWS)), family)
         except DataError as err:
             raise Problems([str(err)]) from None
         return {

@@ -1,20 +1,32 @@
 """Terminal chat on the inference engine: streams answers; `--prompt` answers once for scripts.
 
 In a session: /adapter NAME switches adapter (/adapter base: none), /system TEXT sets the system
-prompt, /reset forgets the conversation, /exit leaves.
+prompt, /image PATH shows a vision-language model an image with the next message, /reset forgets the
+conversation, /exit leaves. `--image PATH[,PATH]` does the same for `--prompt`.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tuneforge.config import RunConfig
 
-HELP = "commands: /adapter NAME|base, /system TEXT, /reset, /exit"
+HELP = "commands: /adapter NAME|base, /system TEXT, /image PATH, /reset, /exit"
+IMAGE = "<image>"
+
+
+def with_images(text: str, count: int) -> str:
+    """A user message showing `count` images: placeholders first unless the text places them itself."""
+    return text if IMAGE in text else IMAGE * count + text
 
 
 def run_chat(
-    cfg: RunConfig, prompt: str | None, adapters: str | None = None, adapter: str | None = None
+    cfg: RunConfig,
+    prompt: str | None,
+    adapters: str | None = None,
+    adapter: str | None = None,
+    images: list[str] | None = None,
 ) -> int:
     from tuneforge.inference.engine import InferenceEngine, parse_adapters
     from tuneforge.utils.errors import UserError
@@ -24,18 +36,31 @@ def run_chat(
         raise UserError(
             f"--adapter {adapter}: not among --adapters ({', '.join(engine.adapters) or 'none given'})"
         )
+    images = images or []
+    missing = [p for p in images if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"--image {missing[0]}: no such file")
     try:
         if prompt is not None:
-            _answer(engine, [{"role": "user", "content": prompt}], adapter, None)
+            _answer(
+                engine, [{"role": "user", "content": with_images(prompt, len(images))}], adapter, None, images
+            )
             return 0
         return _session(engine, adapter)
     finally:
         engine.close()
 
 
-def _answer(engine: object, history: list[dict[str, str]], adapter: str | None, system: str | None) -> str:
-    prompt = engine.render(history, system)
-    handle = engine.submit(prompt, engine.fit(engine.sampling_params(), len(prompt)), adapter)
+def _answer(
+    engine: object,
+    history: list[dict[str, str]],
+    adapter: str | None,
+    system: str | None,
+    images: list[str] | None = None,
+) -> str:
+    images = images or []
+    prompt = engine.render(history, system, images=images)
+    handle = engine.submit(prompt, engine.fit(engine.sampling_params(), len(prompt)), adapter, images=images)
     pieces = []
     try:
         for piece in handle:
@@ -53,6 +78,8 @@ def _session(engine: object, adapter: str | None) -> int:
     print(f"tuneforge chat: type a message. Adapters: {names}. {HELP}")
     history: list[dict[str, str]] = []
     system: str | None = None
+    images: list[str] = []  # every image of the conversation, in order
+    waiting: list[str] = []  # shown with the next message
     while True:
         label = f" [{adapter}]" if adapter else ""
         try:
@@ -63,12 +90,22 @@ def _session(engine: object, adapter: str | None) -> int:
         if command in ("/exit", "exit"):
             return 0
         if command in ("/reset", "clear"):
-            history = []
+            history, images, waiting = [], [], []
             print("(conversation reset)")
+            continue
+        if command == "/image":
+            path = rest.strip()
+            if engine.vision is None:
+                print("(this model is text-only; it cannot read images)")
+            elif not Path(path).is_file():
+                print(f"(no such file: {path})")
+            else:
+                waiting.append(path)
+                print(f"(image {path} goes with your next message)")
             continue
         if command == "/system":
             system = rest.strip() or None
-            history = []
+            history, images, waiting = [], [], []
             print(f"(system prompt {'set' if system else 'cleared'}; conversation reset)")
             continue
         if command == "/adapter":
@@ -85,6 +122,7 @@ def _session(engine: object, adapter: str | None) -> int:
         if command.startswith("/"):
             print(f"(unknown command; {HELP})")
             continue
-        history.append({"role": "user", "content": text})
+        history.append({"role": "user", "content": with_images(text, len(waiting))})
+        images, waiting = images + waiting, []
         print("Assistant: ", end="", flush=True)
-        history.append({"role": "assistant", "content": _answer(engine, history, adapter, system)})
+        history.append({"role": "assistant", "content": _answer(engine, history, adapter, system, images)})

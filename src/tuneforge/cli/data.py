@@ -37,19 +37,22 @@ def run_data(argv: list[str]) -> int:
 
 def validate(cfg: RunConfig) -> int:
     from tuneforge.data.validate import validate_data
+    from tuneforge.inference.loading import image_facts
     from tuneforge.model.loader import load_tokenizer
 
-    report = validate_data(cfg.data, load_tokenizer(cfg.model))
+    tokenizer = load_tokenizer(cfg.model)
+    report = validate_data(cfg.data, tokenizer, image_facts(cfg.model, tokenizer, cfg.data))
     print(report.render())
     return 0 if report.clean else 2
 
 
 def preview(cfg: RunConfig, rows: int) -> int:
     from tuneforge.data.validate import mark_trainable, preview_rows
+    from tuneforge.inference.loading import image_facts
     from tuneforge.model.loader import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    shown = preview_rows(cfg.data, tokenizer, rows)
+    shown = preview_rows(cfg.data, tokenizer, rows, image_facts(cfg.model, tokenizer, cfg.data))
     color = sys.stdout.isatty()
     for example in shown.rows:
         print(f"── {example.source}: {len(example.input_ids)} tokens, {example.trainable_tokens} trained ──")

@@ -85,7 +85,7 @@ def _train(argv: list[str]) -> int:
 
 
 CHAT_GROUPS = ("model", "data", "generating")
-CHAT_FLAGS = ("prompt", "adapters", "adapter")
+CHAT_FLAGS = ("prompt", "adapters", "adapter", "image")
 
 
 def _chat(argv: list[str]) -> int:
@@ -93,11 +93,13 @@ def _chat(argv: list[str]) -> int:
         from tuneforge.config.help import describe_keys
 
         print(
-            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--adapters name=path,...] [--adapter NAME]\n"
-            "                      [--key value ...]\n\n"
+            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--image PATH[,PATH]] [--adapters name=path,...]\n"
+            "                      [--adapter NAME] [--key value ...]\n\n"
             "Without --prompt: an interactive chat; in it /adapter NAME (or base) switches adapter,\n"
-            "/system TEXT sets the system prompt, /reset starts over, /exit leaves.\n"
-            "With --prompt: answer once and exit. --adapter picks one of --adapters to start with.\n\nKeys:\n"
+            "/system TEXT sets the system prompt, /image PATH shows a vision-language model an image with\n"
+            "your next message, /reset starts over, /exit leaves.\n"
+            "With --prompt: answer once and exit (--image: the images it asks about; <image> in the prompt\n"
+            "places them, else they come first). --adapter picks one of --adapters to start with.\n\nKeys:\n"
         )
         print(describe_keys(("model", "generating")))
         print("  template: as in training (see `tuneforge train --help`)")
@@ -107,7 +109,8 @@ def _chat(argv: list[str]) -> int:
 
     config, overrides, options = split_args(argv, CHAT_FLAGS)
     cfg = load_subset(config, overrides, CHAT_GROUPS)
-    return run_chat(cfg, options.get("prompt"), options.get("adapters"), options.get("adapter"))
+    images = [p for p in (options.get("image") or "").split(",") if p]
+    return run_chat(cfg, options.get("prompt"), options.get("adapters"), options.get("adapter"), images)
 
 
 def _serve(argv: list[str]) -> int:

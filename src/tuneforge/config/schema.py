@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from tuneforge.config.group import ConfigGroup as _Group
+from tuneforge.config.multimodal import MediaArguments, VisionFreezeArguments
 from tuneforge.config.plugins import compose_group, key_order
 from tuneforge.config.synth import SynthArguments
 
@@ -95,7 +96,7 @@ class ModelArguments(_Group):
         return aliases.get(value, value) if isinstance(value, str) else value
 
 
-class DataArguments(_Group):
+class DataArguments(MediaArguments):
     """Which data to train on and how to turn it into tokens."""
 
     dataset: list[str] | None = Field(
@@ -185,7 +186,7 @@ class DataArguments(_Group):
         return self
 
 
-class FinetuningArguments(_Group):
+class FinetuningArguments(VisionFreezeArguments):
     """What to train: the stage and the method. Each stage, method, preference loss and reward adds its own
     keys (declared in its plug-in file; see `tuneforge.config.plugins`)."""
 

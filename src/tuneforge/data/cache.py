@@ -24,14 +24,18 @@ from tuneforge.utils.paths import tuneforge_home
 FORMAT_VERSION = 1
 SHAPING_KEYS = (
     "dataset", "template", "cutoff_len", "truncation", "max_samples", "train_on_prompt", "mask_history", "mix_strategy",
-    "interleave_probs", "on_bad_rows", "enable_thinking", "tool_format",
+    "interleave_probs", "on_bad_rows", "enable_thinking", "tool_format", "media_dir", "image_max_pixels",
+    "image_min_pixels",
 )  # fmt: skip
 
 
-def cache_key(args: DataArguments, tokenizer: Any, template: str, seed: int, stage: str = "sft") -> str:
+def cache_key(
+    args: DataArguments, tokenizer: Any, template: str, seed: int, stage: str = "sft", images: str = ""
+) -> str:
+    """`images` describes how the model turns an image into tokens (empty for text-only models)."""
     digest = hashlib.sha256()
     digest.update(json.dumps({k: getattr(args, k) for k in SHAPING_KEYS}, sort_keys=True).encode())
-    digest.update(f"{FORMAT_VERSION}:{seed}:{stage}:{template}".encode())
+    digest.update(f"{FORMAT_VERSION}:{seed}:{stage}:{template}:{images}".encode())
     for name in args.dataset or []:
         spec = dataset_spec(name, args.dataset_dir)
         digest.update(json.dumps(spec.__dict__, sort_keys=True, default=str).encode())
@@ -69,10 +73,12 @@ def save(data: SFTData, key: str) -> Path:
     )
     meta = {
         "sources": table.sources,
+        "images": table.images,
         "truncated": data.truncated,
         "dropped_no_target": data.dropped_no_target,
         "skipped": [p.__dict__ for p in data.skipped],
         "special_token_rows": data.special_token_rows,
+        "dropped_cut_images": data.dropped_cut_images,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
@@ -90,8 +96,9 @@ def load(key: str) -> SFTData | None:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    images = [tuple(row) for row in meta["images"]] if meta.get("images") else None
     train = TokenTable(
-        arrays["input_ids"], arrays["labels"], arrays["offsets"], meta["sources"], arrays["truncated"]
+        arrays["input_ids"], arrays["labels"], arrays["offsets"], meta["sources"], arrays["truncated"], images
     )
     if len(train.offsets) != len(train.sources) + 1:
         return None
@@ -101,4 +108,5 @@ def load(key: str) -> SFTData | None:
         dropped_no_target=meta["dropped_no_target"],
         skipped=[RowProblem(**p) for p in meta["skipped"]],
         special_token_rows=meta["special_token_rows"],
+        dropped_cut_images=meta.get("dropped_cut_images", []),
     )

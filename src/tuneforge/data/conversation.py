@@ -42,7 +42,8 @@ class Conversation:
     """Prompt-side turns (user or tool) alternating with assistant turns, ending with an answer.
 
     `rejected` holds the dispreferred last answer of preference data; `kto_label` says whether a
-    KTO example is desirable. `source` is `file:line` for messages.
+    KTO example is desirable. `source` is `file:line` for messages. `images` are the absolute paths of the
+    row's image files, one per `<image>` placeholder in its prompt turns, in order.
     """
 
     messages: list[Message]
@@ -51,6 +52,7 @@ class Conversation:
     tools: str | None = None
     rejected: Message | None = None
     kto_label: bool | None = None
+    images: tuple[str, ...] = ()
 
     def as_chat(self) -> list[dict[str, Any]]:
         """The messages as `apply_chat_template` wants them, system first when present."""

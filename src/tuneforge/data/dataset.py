@@ -23,7 +23,8 @@ from tuneforge.data.template import (
     template_mismatch,
     template_options,
 )
-from tuneforge.data.tokenized import TokenizedExample
+from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.visual import VisionFamily, refuse_images
 from tuneforge.utils.log import info, warn
 
 if TYPE_CHECKING:
@@ -121,12 +122,25 @@ def _tokenize_in_worker(job: tuple[list[Conversation], DataArguments, Any, str])
 
 
 def tokenize_conversations(
-    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase
+    conversations: list[Conversation],
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    family: VisionFamily | None = None,
 ) -> SFTData:
     """Render and tokenize in chunks (one batched fast-tokenizer call each), across
-    `preprocessing_num_workers` processes when more than one is asked for."""
+    `preprocessing_num_workers` processes when more than one is asked for. With a vision-language model's
+    `family`, each `<image>` becomes that image's tokens first; rows whose image tokens cutoff_len would cut
+    are dropped and counted (an image's tokens must all be there for its pixels to fit)."""
+    images = [c.images for c in conversations]
+    if family is None:
+        refuse_images(conversations)
+    elif any(images):
+        conversations = [family.expand(c) for c in conversations]
     template = chat_template_for(tokenizer, args.template, **template_options(args))
     specials = [t for t in tokenizer.all_special_tokens if t]
+    if family is not None:  # image tokens in prompts are the expansion's own
+        visual = set(tokenizer.convert_ids_to_tokens(sorted(family.visual_token_ids)))
+        specials = [t for t in specials if t not in visual]
     chunks = [conversations[i : i + CHUNK] for i in range(0, len(conversations), CHUNK)]
     workers = min(args.preprocessing_num_workers or 1, len(chunks))
     if workers > 1:
@@ -139,8 +153,15 @@ def tokenize_conversations(
     else:
         parts = _tokenize_pipelined(chunks, args, tokenizer, template)
     data = SFTData(train=[])
-    for conversation, example in zip(conversations, (e for part in parts for e in part), strict=True):
+    for conversation, example, row_images in zip(
+        conversations, (e for part in parts for e in part), images, strict=True
+    ):
         data.truncated += example.truncated
+        if family is not None and row_images:
+            if not keep_image_tokens(example, conversation, family):
+                data.dropped_cut_images.append(example.source)
+                continue
+            example.images = row_images
         if special_tokens_in_prompts(conversation, specials):
             data.special_token_rows.append(conversation.source)
         if example.trainable_tokens == 0:
@@ -148,6 +169,19 @@ def tokenize_conversations(
             continue
         data.train.append(example)
     return data
+
+
+def keep_image_tokens(example: TokenizedExample, expanded: Conversation, family: VisionFamily) -> bool:
+    """Whether every image token of the row survived truncation; their labels are never trained on."""
+    text = "".join(m.content for m in expanded.messages) + (expanded.system or "")
+    if family.image_count(example.input_ids) != text.count(family.image_token):
+        return False
+    visual = family.visual_token_ids
+    example.labels = [
+        IGNORE_INDEX if i in visual else label
+        for i, label in zip(example.input_ids, example.labels, strict=True)
+    ]
+    return True
 
 
 @contextmanager
@@ -167,7 +201,11 @@ def gc_paused() -> Iterator[None]:
 
 
 def build_sft_data(
-    args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42, stage: str = "sft"
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 42,
+    stage: str = "sft",
+    family: VisionFamily | None = None,
 ) -> SFTData:
     """Tokenize every conversation; rows whose answer is cut away entirely are dropped and counted, never trained on.
 
@@ -178,7 +216,8 @@ def build_sft_data(
     from tuneforge.data import cache
 
     template = chat_template_for(tokenizer, args.template, **template_options(args))
-    key = cache.cache_key(args, tokenizer, template_fingerprint(template), seed, stage)
+    images = family.describe() if family is not None else ""
+    key = cache.cache_key(args, tokenizer, template_fingerprint(template), seed, stage, images)
     with gc_paused():
         data = None if args.overwrite_cache else cache.load(key)
         if data is not None:
@@ -188,7 +227,7 @@ def build_sft_data(
             if stage == "pt":
                 data = tokenize_for_pretraining(loaded.examples, args, tokenizer)
             else:
-                data = tokenize_conversations(conversations_only(loaded), args, tokenizer)
+                data = tokenize_conversations(conversations_only(loaded), args, tokenizer, family)
             data.skipped = loaded.problems
             data.train = TokenTable.from_examples(data.train)
             if data.train:
@@ -256,6 +295,12 @@ def _warn(data: SFTData, args: DataArguments) -> None:
         say(
             f"{len(data.dropped_no_target)} rows have no answer token within cutoff_len={args.cutoff_len} and are "
             f"skipped (first: {', '.join(data.dropped_no_target[:3])})"
+        )
+    if data.dropped_cut_images:
+        say(
+            f"{len(data.dropped_cut_images)} rows are skipped because cutoff_len={args.cutoff_len} would cut through "
+            f"their image tokens (first: {', '.join(data.dropped_cut_images[:3])}); raise cutoff_len or lower "
+            "image_max_pixels"
         )
     if data.special_token_rows:
         say(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tuneforge.data.conversation import Conversation, DataError, Document, Example, Message
+from tuneforge.data.media import image_paths
 from tuneforge.utils.env import env_flag
 
 Row = dict[str, Any]
@@ -88,6 +89,9 @@ class DatasetSpec:
         )
         self.columns = {**DEFAULT_COLUMNS[self.formatting], **given}
         self.tags = {**DEFAULT_TAGS.get(self.formatting, {}), **(entry.get("tags") or {})}
+        self.media_dir: str = (
+            "."  # where relative image paths start: set to media_dir or dataset_dir by the loader
+        )
 
     def convert(self, row: Row, source: str) -> Example:
         if not isinstance(row, dict):
@@ -106,37 +110,54 @@ class DatasetSpec:
                 example.kto_label = _flag(row, kto, source)
         example.validate()
         if isinstance(example, Conversation):
-            _refuse_placeholders(example)
+            _attach_images(example, row, self, source)
         return example
 
 
-MEDIA = ("images", "videos", "audios")
-PLACEHOLDERS = ("<image>", "<video>", "<audio>")
+IMAGE = "<image>"
+UNSUPPORTED_MEDIA = {"videos": "<video>", "audios": "<audio>"}
 
 
 def _refuse_media(row: Row, columns: dict[str, Any], source: str) -> None:
-    """Image, video and audio rows are refused until multimodal training lands, rather than trained as text."""
-    for media in MEDIA:
+    """Video and audio rows are refused rather than trained as text."""
+    for media in UNSUPPORTED_MEDIA:
         column = columns.get(media)
         if column and row.get(column):
             count = len(row[column]) if isinstance(row[column], list) else 1
             raise DataError(
-                f"{source}: column '{column}' holds {count} {media[:-1]} file(s), and tuneforge does not train on "
-                f"{media} yet; drop the column from dataset_info.json to train on the text alone, or set "
+                f"{source}: column '{column}' holds {count} {media[:-1]} file(s), and tuneforge trains on images "
+                f"but not on {media} yet; drop the column from dataset_info.json to train on the rest, or set "
                 "on_bad_rows: skip to leave such rows out",
                 "multimodal",
             )
 
 
-def _refuse_placeholders(conversation: Conversation) -> None:
-    messages = [*conversation.messages, *([conversation.rejected] if conversation.rejected else [])]
-    for i, message in enumerate(messages):
-        found = next((p for p in PLACEHOLDERS if p in message.content), None)
-        if found:
+def _attach_images(conversation: Conversation, row: Row, spec: DatasetSpec, source: str) -> None:
+    """The row's image files, checked against its `<image>` placeholders: one file per placeholder."""
+    column = spec.columns.get("images")
+    if column and row.get(column):
+        conversation.images = image_paths(row[column], column, spec.media_dir, source)
+    turns = [*conversation.messages, *([conversation.rejected] if conversation.rejected else [])]
+    placed = sum(m.content.count(IMAGE) for m in turns) + (conversation.system or "").count(IMAGE)
+    if placed != len(conversation.images):
+        where = f"column '{column}'" if column else "no images column in dataset_info.json"
+        raise DataError(
+            f"{source}: the messages hold {placed} {IMAGE} placeholder(s) but {len(conversation.images)} image(s) "
+            f"are given ({where}); each image needs exactly one {IMAGE} where it belongs in the prompt",
+            "multimodal",
+        )
+    for i, message in enumerate(conversation.messages):
+        if message.role == "assistant" and IMAGE in message.content:
             raise DataError(
-                f"{conversation.source}: turn {i + 1} contains the placeholder {found}, which stands for an "
-                f"image, video or audio file that tuneforge does not train on yet (it would be trained as text); "
-                "remove the placeholder or set on_bad_rows: skip",
+                f"{source}: turn {i + 1} (assistant) contains {IMAGE}; images belong in prompt turns",
+                "multimodal",
+            )
+    for found in UNSUPPORTED_MEDIA.values():
+        if any(found in m.content for m in turns):
+            raise DataError(
+                f"{source}: the messages contain the placeholder {found}, which stands for a video or audio file "
+                "that tuneforge does not train on yet (it would be trained as text); remove the placeholder or set "
+                "on_bad_rows: skip",
                 "multimodal",
             )
 

@@ -91,6 +91,7 @@ def dataset_rows(name: str, args: DataArguments, streaming: bool = False) -> Ite
     """One dataset's rows in file order, at most `max_samples` / `num_samples`: each good row converted, each
     bad one as a `RowProblem`. The one reader behind loading up front and streaming."""
     spec = dataset_spec(name, args.dataset_dir)
+    spec.media_dir = args.media_dir or args.dataset_dir
     limit = min(x for x in (args.max_samples, spec.num_samples, float("inf")) if x is not None)
     for count, raw in enumerate(raw_rows(spec, args.dataset_dir, streaming)):
         if count >= limit:

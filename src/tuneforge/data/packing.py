@@ -15,6 +15,7 @@ from typing import Any
 
 from tuneforge.config import DataArguments
 from tuneforge.data.collator import NeatPackingCollator, PaddingCollator
+from tuneforge.data.conversation import DataError
 from tuneforge.data.table import ExampleRows, TokenTable
 from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
 
@@ -75,8 +76,17 @@ def training_rows(
     if not packing:
         if isinstance(examples, TokenTable):
             return ExampleRows(examples), PaddingCollator(pad_token_id)
-        return [{"input_ids": e.input_ids, "labels": e.labels} for e in examples], PaddingCollator(
-            pad_token_id
+        rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+        for row, example in zip(rows, examples, strict=True):
+            if example.images:
+                row["images"] = example.images
+        return rows, PaddingCollator(pad_token_id)
+    with_images = next((e for e in examples if e.images), None)
+    if with_images is not None:
+        raise DataError(
+            f"rows with images cannot be packed (first: {with_images.source}): an image's tokens must stay in one "
+            "row with its pixels; set packing: false and neat_packing: false",
+            "multimodal",
         )
     packed = pack_examples(examples, args.cutoff_len, args.neat_packing)
     return [p.as_row() for p in packed], collator_for(args, pad_token_id)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from tuneforge.config import DataArguments
 from tuneforge.data.collator import pad_batch
 from tuneforge.data.conversation import Conversation, DataError
-from tuneforge.data.dataset import CHUNK, split_validation, tokenize_chunk
+from tuneforge.data.dataset import CHUNK, keep_image_tokens, split_validation, tokenize_chunk
 from tuneforge.data.loader import RowProblem, load_examples
 from tuneforge.data.template import chat_template_for, template_options
 from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.visual import TEXT_ONLY, VisionFamily, refuse_images
 from tuneforge.utils.log import info, warn
 
 if TYPE_CHECKING:
@@ -39,21 +40,42 @@ class PreferenceData:
         if self.eval:
             text += f", {len(self.eval)} for evaluation"
         if self.dropped:
-            text += f", {len(self.dropped)} dropped with no answer token within cutoff_len (first: {self.dropped[0]})"
+            text += (
+                f", {len(self.dropped)} dropped with no answer token (or a cut image) within cutoff_len "
+                f"(first: {self.dropped[0]})"
+            )
         if self.skipped:
             text += f", {len(self.skipped)} bad rows skipped"
         return text
 
 
 def _tokenize_last_answer(
-    conversations: list[Conversation], args: DataArguments, tokenizer: PreTrainedTokenizerBase
-) -> list[TokenizedExample]:
-    """Each conversation tokenized with only its last answer labelled."""
+    conversations: list[Conversation],
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    family: VisionFamily | None = None,
+    why: str = TEXT_ONLY,
+) -> list[TokenizedExample | None]:
+    """Each conversation tokenized with only its last answer labelled; with a vision-language `family` its
+    images expanded to their tokens (None for a row whose image tokens cutoff_len cuts)."""
     last_only = args.model_copy(update={"mask_history": True, "train_on_prompt": False})
     template = chat_template_for(tokenizer, args.template, **template_options(args))
-    out: list[TokenizedExample] = []
+    if family is None:
+        refuse_images(conversations, why)
+    else:
+        conversations = [family.expand(c) for c in conversations]
+    out: list[TokenizedExample | None] = []
     for start in range(0, len(conversations), CHUNK):
-        out.extend(tokenize_chunk(conversations[start : start + CHUNK], last_only, tokenizer, template))
+        chunk = conversations[start : start + CHUNK]
+        for conversation, example in zip(
+            chunk, tokenize_chunk(chunk, last_only, tokenizer, template), strict=True
+        ):
+            if family is not None and conversation.images:
+                example.images = conversation.images
+                if not keep_image_tokens(example, conversation, family):
+                    out.append(None)
+                    continue
+            out.append(example)
     return out
 
 
@@ -78,28 +100,35 @@ def _load(args: DataArguments, seed: int, wanted: str) -> tuple[list[Conversatio
 
 
 def build_pair_data(
-    args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed: int = 42
+    args: DataArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 42,
+    family: VisionFamily | None = None,
+    why: str = TEXT_ONLY,
 ) -> PreferenceData:
-    """Rows `{chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels}`."""
+    """Rows `{chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels}` (and the prompt's
+    `images` with a vision-language model's `family`)."""
     pairs, problems = _load(args, seed, "pairs")
     rejected = [dataclasses.replace(c, messages=[*c.messages[:-1], c.rejected], rejected=None) for c in pairs]
     data = PreferenceData(train=[], skipped=problems)
-    for chosen_ex, rejected_ex in zip(
-        _tokenize_last_answer(pairs, args, tokenizer),
-        _tokenize_last_answer(rejected, args, tokenizer),
+    for pair, chosen_ex, rejected_ex in zip(
+        pairs,
+        _tokenize_last_answer(pairs, args, tokenizer, family, why),
+        _tokenize_last_answer(rejected, args, tokenizer, family, why),
         strict=True,
     ):
-        if not chosen_ex.trainable_tokens or not rejected_ex.trainable_tokens:
-            data.dropped.append(chosen_ex.source)
+        if not (chosen_ex and rejected_ex and chosen_ex.trainable_tokens and rejected_ex.trainable_tokens):
+            data.dropped.append(pair.source)
             continue
-        data.train.append(
-            {
-                "chosen_input_ids": chosen_ex.input_ids,
-                "chosen_labels": chosen_ex.labels,
-                "rejected_input_ids": rejected_ex.input_ids,
-                "rejected_labels": rejected_ex.labels,
-            }
-        )
+        row = {
+            "chosen_input_ids": chosen_ex.input_ids,
+            "chosen_labels": chosen_ex.labels,
+            "rejected_input_ids": rejected_ex.input_ids,
+            "rejected_labels": rejected_ex.labels,
+        }
+        if chosen_ex.images:
+            row["images"] = chosen_ex.images
+        data.train.append(row)
     return _finish(data, args, seed, "preference pairs")
 
 
@@ -107,7 +136,11 @@ def build_kto_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase, seed
     """Rows `{prompt_ids, answer_ids, label}`: the answer is the labelled tail of the tokenized row."""
     rows, problems = _load(args, seed, "kto")
     data = PreferenceData(train=[], skipped=problems)
-    for conversation, example in zip(rows, _tokenize_last_answer(rows, args, tokenizer), strict=True):
+    kto_text = "stage kto trains on text only so far; use stage sft or dpo for rows with images"
+    for conversation, example in zip(
+        rows, _tokenize_last_answer(rows, args, tokenizer, why=kto_text), strict=True
+    ):
+        assert example is not None  # only image rows can be dropped, and KTO refuses them
         if not example.trainable_tokens:
             data.dropped.append(example.source)
             continue
@@ -193,6 +226,10 @@ def build_prompt_data(
 
     loaded = load_examples(args, args.on_bad_rows, seed)
     template = chat_template_for(tokenizer, args.template, **template_options(args))
+    rl_text = (
+        "the reinforcement-learning stages (ppo, grpo, online_dpo) generate from text prompts only so far"
+    )
+    refuse_images([e for e in loaded.examples if isinstance(e, Conversation)], rl_text)
     data = PreferenceData(train=[], skipped=loaded.problems)
     for example in loaded.examples:
         if not isinstance(example, Conversation):

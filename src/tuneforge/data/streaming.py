@@ -106,6 +106,12 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
         )
 
     def _tokenized(self, chunk: list[Conversation]) -> Iterator[dict[str, list[int]]]:
+        with_images = next((c for c in chunk if c.images), None)
+        if with_images is not None:
+            raise DataError(
+                f"{with_images.source}: rows with images are not streamed yet; set streaming: false",
+                "multimodal",
+            )
         examples = [
             e for e in tokenize_chunk(chunk, self.args, self.tokenizer, self.template) if e.trainable_tokens
         ]

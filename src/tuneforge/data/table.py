@@ -28,9 +28,11 @@ class TokenTable(Sequence[TokenizedExample]):
         offsets: np.ndarray,
         sources: list[str],
         truncated: np.ndarray,
+        images: list[tuple[str, ...]] | None = None,
     ):
         self.ids, self.labels, self.offsets = ids, labels, offsets
         self.sources, self.truncated = sources, truncated
+        self.images = images  # per row, when any row has images
 
     @classmethod
     def from_examples(cls, examples: Sequence[TokenizedExample]) -> TokenTable:
@@ -46,7 +48,10 @@ class TokenTable(Sequence[TokenizedExample]):
             return np.fromiter(values, dtype=np.int32, count=total)
 
         truncated = np.fromiter((e.truncated for e in examples), dtype=np.int8, count=len(examples))
-        return cls(flat("input_ids"), flat("labels"), offsets, [e.source for e in examples], truncated)
+        images = [e.images for e in examples] if any(e.images for e in examples) else None
+        return cls(
+            flat("input_ids"), flat("labels"), offsets, [e.source for e in examples], truncated, images
+        )
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -68,6 +73,7 @@ class TokenTable(Sequence[TokenizedExample]):
             self.labels[a:b].tolist(),
             self.sources[index],
             bool(self.truncated[index]),
+            self.images[index] if self.images else (),
         )
 
     def __iter__(self) -> Iterator[TokenizedExample]:
@@ -96,11 +102,13 @@ class TokenTable(Sequence[TokenizedExample]):
             offsets,
             [self.sources[r] for r in rows],
             self.truncated[rows],
+            [self.images[r] for r in rows] if self.images else None,
         )
 
 
 class ExampleRows(Sequence[dict[str, Any]]):
-    """The Trainer's view of a table: row i is `{"input_ids", "labels", "sample_id": i}`, built when read."""
+    """The Trainer's view of a table: row i is `{"input_ids", "labels", "sample_id": i}` (and its `images`), built
+    when read."""
 
     def __init__(self, table: TokenTable):
         self.table = table
@@ -110,7 +118,10 @@ class ExampleRows(Sequence[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         example = self.table[index]
-        return {"input_ids": example.input_ids, "labels": example.labels, "sample_id": index % len(self)}
+        row = {"input_ids": example.input_ids, "labels": example.labels, "sample_id": index % len(self)}
+        if example.images:
+            row["images"] = example.images
+        return row
 
 
 @dataclass
@@ -121,6 +132,7 @@ class SFTData:
     dropped_no_target: list[str] = field(default_factory=list)
     skipped: list[RowProblem] = field(default_factory=list)
     special_token_rows: list[str] = field(default_factory=list)
+    dropped_cut_images: list[str] = field(default_factory=list)  # rows whose image tokens cutoff_len cut
 
     def summary(self) -> str:
         tokens = (
@@ -135,6 +147,8 @@ class SFTData:
             text += f", {self.truncated} truncated to cutoff_len"
         if self.dropped_no_target:
             text += f", {len(self.dropped_no_target)} dropped with no trainable token left"
+        if self.dropped_cut_images:
+            text += f", {len(self.dropped_cut_images)} dropped with their image tokens cut"
         if self.skipped:
             text += f", {len(self.skipped)} bad rows skipped"
         return text

@@ -15,6 +15,7 @@ class TokenizedExample:
     labels: list[int]
     source: str = "?"
     truncated: bool = False
+    images: tuple[str, ...] = ()  # image files whose tokens are in input_ids, in order
 
     @property
     def trainable_tokens(self) -> int:

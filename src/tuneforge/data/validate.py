@@ -11,6 +11,7 @@ from tuneforge.data.conversation import Conversation, Document
 from tuneforge.data.dataset import tokenize_conversations, tokenize_for_pretraining
 from tuneforge.data.loader import RowProblem, load_examples
 from tuneforge.data.tokenized import IGNORE_INDEX, TokenizedExample
+from tuneforge.data.visual import VisionFamily
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -60,17 +61,23 @@ def percentile(values: list[int], q: int) -> int:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def validate_data(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> ValidationReport:
+def validate_data(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, family: VisionFamily | None = None
+) -> ValidationReport:
     """Every bad row with file:line, field and reason; token-length percentiles; truncation counts."""
     loaded = load_examples(args, on_bad_rows="skip")
     conversations = [e for e in loaded.examples if isinstance(e, Conversation)]
-    data = tokenize_conversations(conversations, args, tokenizer)
+    data = tokenize_conversations(conversations, args, tokenizer, family)
     problems = list(loaded.problems)
     problems += [
         RowProblem(
             s, "no_trainable_tokens", f"{s}: no answer token is left within cutoff_len={args.cutoff_len}"
         )
         for s in data.dropped_no_target
+    ]
+    problems += [
+        RowProblem(s, "image_cut", f"{s}: cutoff_len={args.cutoff_len} cuts through the row's image tokens")
+        for s in data.dropped_cut_images
     ]
     return ValidationReport(
         rows_read=loaded.rows_read,
@@ -92,7 +99,9 @@ class Preview:
     dropped: list[str]
 
 
-def preview_rows(args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows: int) -> Preview:
+def preview_rows(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows: int, family: VisionFamily | None = None
+) -> Preview:
     """Render and tokenize the first `rows` rows exactly as a run would (template, masks, cutoff)."""
     loaded = load_examples(args.model_copy(update={"max_samples": rows}), on_bad_rows="skip")
     conversations = [e for e in loaded.examples if isinstance(e, Conversation)][:rows]
@@ -100,7 +109,7 @@ def preview_rows(args: DataArguments, tokenizer: PreTrainedTokenizerBase, rows: 
         data = tokenize_for_pretraining(loaded.examples[:rows], args, tokenizer)
         firsts = {e.source: e for e in reversed(data.train)}
         return Preview(list(firsts.values())[::-1], loaded.problems, [])
-    data = tokenize_conversations(conversations, args, tokenizer)
+    data = tokenize_conversations(conversations, args, tokenizer, family)
     return Preview(data.train, loaded.problems, data.dropped_no_target)
 
 

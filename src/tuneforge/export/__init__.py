@@ -81,7 +81,7 @@ def run_export(cfg: RunConfig) -> Path:
     """Merge, write, publish; returns the export folder."""
     from tuneforge.export.card import final_loss, model_card, modelfile, training_run
     from tuneforge.export.merge import adapter_problems, merged_model
-    from tuneforge.model.loader import load_tokenizer, with_local_adapters
+    from tuneforge.model.loader import load_image_processor, load_tokenizer, with_local_adapters
 
     out = check_export_dir(cfg)
     member = EXPORT_FORMATS.get(cfg.export.export_format)
@@ -89,6 +89,12 @@ def run_export(cfg: RunConfig) -> Path:
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})
     adapters = list(cfg.model.adapter_name_or_path or [])
     problems = adapter_problems(adapters) or (check(adapters) if check else [])
+    vision = load_image_processor(cfg.model)  # (config, image processor) of a vision-language model
+    if vision is not None and cfg.export.export_format != "safetensors":
+        problems.append(
+            f"export_format {cfg.export.export_format} writes the language model only, and this is a vision-language "
+            "model (its image encoder would be lost); use export_format: safetensors"
+        )
     if problems:  # before any weights load
         raise UserError("; ".join(problems))
     tokenizer = load_tokenizer(cfg.model)
@@ -99,6 +105,8 @@ def run_export(cfg: RunConfig) -> Path:
     staging.mkdir(parents=True)
     try:
         written = writer(cfg, model, tokenizer, chat, staging)
+        if vision is not None:  # the folder loads as the vision-language model it is
+            vision[1].save_pretrained(str(staging))
         source, adapter = written if isinstance(written, tuple) else (written, None)
         run, folder = training_run(cfg)
         if run:

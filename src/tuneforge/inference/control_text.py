@@ -9,7 +9,7 @@ must equal the conversation rendered as written, or the request is refused rathe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 PLACEHOLDER = "\ue000"  # private use: in no template, and in no merge of a byte-level vocabulary
@@ -33,9 +33,11 @@ def render_as_text(
     system: str | None,
     tokenizer: Any,
     render: Callable[[list[dict[str, Any]], str | None], list[int]],
+    keep: Collection[str] = (),
 ) -> list[int]:
-    """Prompt ids with every special-token string inside the content tokenized as plain text."""
-    specials = control_strings(tokenizer)
+    """Prompt ids with every special-token string inside the content tokenized as plain text, but those in
+    `keep` (e.g. `<image>`, a placeholder `render` replaces with image tokens)."""
+    specials = [s for s in control_strings(tokenizer) if s not in keep]
     taken: list[str] = []
 
     def hide(text: str) -> str:

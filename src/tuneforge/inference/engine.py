@@ -14,18 +14,21 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import GeneratingArguments, ModelArguments, RunConfig
+from tuneforge.config.multimodal import MediaArguments
 from tuneforge.data.template import chat_template_for, render_prompt, template_stop_ids
 from tuneforge.inference.batch import Batch
 from tuneforge.inference.control_text import control_strings, has_control_text, render_as_text
 from tuneforge.inference.detokenize import IncrementalDetokenizer
+from tuneforge.inference.images import IMAGE, image_inputs, with_image_tokens
 from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
     CACHE_ARGUMENT,
     context_length,
+    image_facts,
     load_with_adapters,
     parse_adapters,
     stop_token_ids,
@@ -73,6 +76,7 @@ class InferenceEngine:
         max_batch_size: int = 8,
         max_queue: int = 64,
         batch_wait_s: float = 0.005,
+        media: MediaArguments | None = None,
     ):
         import torch
 
@@ -81,12 +85,12 @@ class InferenceEngine:
         self.generating = generating or GeneratingArguments()
         self.tokenizer = load_tokenizer(model_args)
         self.template = chat_template_for(self.tokenizer, template)
-        self.adapters = {
-            name: str(local_adapter(path, model_args)) for name, path in (adapters or {}).items()
-        }
+        self.adapters = {name: str(local_adapter(p, model_args)) for name, p in (adapters or {}).items()}
         self.model = load_with_adapters(model_args, self.adapters)
-        # Prompt-learning adapters change the input sequence itself; they decode through generate().
-        self.sequential = bool(
+        self.vision = image_facts(model_args, self.tokenizer, media)  # None for text-only models
+        # Prompt-learning adapters change the input sequence itself, vision-language models take images:
+        # both decode through generate(), one request at a time.
+        self.sequential = self.vision is not None or bool(
             getattr(getattr(self.model, "active_peft_config", None), "is_prompt_learning", False)
         )
         self.device = next(self.model.parameters()).device
@@ -153,9 +157,7 @@ class InferenceEngine:
     def fit(self, params: SamplingParams, prompt_tokens: int) -> SamplingParams:
         """`params` with max_new_tokens cut to the room the context leaves (chat defaults may ask for more)."""
         room = max(1, self.context_length - prompt_tokens)
-        if params.max_new_tokens <= room:
-            return params
-        return dataclasses.replace(params, max_new_tokens=room)
+        return params if params.max_new_tokens <= room else dataclasses.replace(params, max_new_tokens=room)
 
     def render(
         self,
@@ -163,17 +165,23 @@ class InferenceEngine:
         system: str | None = None,
         tools: str | None = None,
         control_tokens_as_text: bool = True,
+        images: Sequence[str] = (),
     ) -> list[int]:
         """Prompt ids for a conversation (and tool definitions, as JSON), rendered exactly as in training,
         ending where the answer starts. Special-token strings inside the content are tokenized as text
-        (no role injection) unless `control_tokens_as_text` is False."""
+        (no role injection) unless `control_tokens_as_text` is False. Each `<image>` in the messages stands
+        for the next of `images` and becomes its image tokens, as in training."""
         system = system or self.generating.default_system
+        with_images = bool(images) or any(IMAGE in str(m.get("content") or "") for m in messages)
 
         def plain(turns: list[dict[str, Any]], sys_prompt: str | None) -> list[int]:
+            if with_images:  # after control text is hidden: the image tokens are the only real ones added
+                turns = with_image_tokens(self.vision, self.base_name, turns, images)
             return render_prompt(turns, self.tokenizer, self.template, sys_prompt, tools)
 
-        if control_tokens_as_text and has_control_text(messages, system, self._control_strings):
-            return render_as_text(messages, system, self.tokenizer, plain)
+        controls = [c for c in self._control_strings if c != IMAGE]
+        if control_tokens_as_text and has_control_text(messages, system, controls):
+            return render_as_text(messages, system, self.tokenizer, plain, keep={IMAGE})
         return plain(messages, system)
 
     def submit(
@@ -184,12 +192,15 @@ class InferenceEngine:
         emit: Callable[[Event], None] | None = None,
         logprobs: int | None = None,
         prompt_logprobs: bool = False,
+        images: Sequence[str] = (),
     ) -> RequestHandle:
         """Queue a request. `emit` receives its events on the engine's thread (else iterate the handle).
 
         `logprobs` (k >= 0) reports each chosen token's log-probability with the k most probable tokens at
         its position; `prompt_logprobs` does the same for every prompt token, before any text, and with
         `max_new_tokens` 0 the request only scores its prompt.
+
+        `images` are the files whose tokens `render(..., images=...)` put in the prompt, in order.
 
         Raises QueueFull when `max_queue` requests are already waiting or running, and ValueError for
         an unknown adapter or a prompt that leaves no room in the context.
@@ -200,7 +211,10 @@ class InferenceEngine:
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         if self.sequential and (logprobs is not None or prompt_logprobs):
-            raise ValueError("log-probabilities are not available with prompt-learning adapters")
+            raise ValueError(
+                "log-probabilities are not available with prompt-learning adapters or vision-language models"
+            )
+        model_inputs = image_inputs(self.vision, prompt_ids, images, self.device) if self.vision else None
         if params.max_new_tokens < (0 if prompt_logprobs else 1):
             raise ValueError(f"max_new_tokens must be at least 1 (got {params.max_new_tokens})")
         if len(prompt_ids) + params.max_new_tokens > self.context_length:
@@ -212,7 +226,7 @@ class InferenceEngine:
         if emit is None:
             events = queue.Queue()
             emit = events.put
-        request = Request(list(prompt_ids), params, adapter, emit, logprobs, prompt_logprobs)
+        request = Request(list(prompt_ids), params, adapter, emit, logprobs, prompt_logprobs, model_inputs)
         with self._lock:
             if self._closed.is_set():
                 raise RuntimeError("the engine is closed")

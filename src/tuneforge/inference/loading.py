@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import ModelArguments
+from tuneforge.config.multimodal import MediaArguments
 from tuneforge.model.loader import load_for_inference
 from tuneforge.utils.errors import UserError
 
@@ -48,12 +49,24 @@ def load_with_adapters(model_args: ModelArguments, adapters: dict[str, str]) -> 
 
 
 def context_length(model: Any) -> int:
-    config = model.config
+    config = model.config.get_text_config()  # a vision-language model's is its language model's
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
             return value
     return 2048
+
+
+def image_facts(model_args: ModelArguments, tokenizer: Any, media: MediaArguments | None = None) -> Any:
+    """How a vision-language model reads images (`tuneforge.data.visual`), None for a text-only model."""
+    from tuneforge.data.visual import vision_family
+    from tuneforge.model.loader import load_image_processor
+
+    loaded = load_image_processor(model_args)
+    if loaded is None:
+        return None
+    config, processor = loaded
+    return vision_family(config, tokenizer, processor, media or MediaArguments())
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

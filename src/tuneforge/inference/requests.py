@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from tuneforge.inference.sampling import SamplingParams
 
@@ -59,6 +60,7 @@ class Request:
     emit: Callable[[Event], None] | None = None
     logprobs: int | None = None  # None: none; k: each chosen token's log-probability and the k most probable
     prompt_logprobs: bool = False  # also every prompt token's (with the same k alternatives)
+    model_inputs: dict[str, Any] | None = None  # besides the ids: a vision-language model's image tensors
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     started: bool = False  # picked up by the decoding thread

@@ -1,5 +1,6 @@
 """Decoding one request at a time through `model.generate`, for models whose input a batch cannot share
-(prompt-learning adapters prepend virtual tokens inside the model)."""
+(prompt-learning adapters prepend virtual tokens inside the model; vision-language models take image
+tensors and, for Qwen2-VL, 3-D positions that generate derives from them)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def generate_each(
             pad_token_id=pad_id,
             streamer=Sink(),
             **(sampling if not params.greedy else {}),
+            **(request.model_inputs or {}),
         )
     except _Finished:
         return True

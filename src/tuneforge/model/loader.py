@@ -139,6 +139,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = model_path(args)
+    vision_language = vision_config(args) is not None
     quantization = quantization_config(args)
     extra: dict[str, object] = {}
     if quantization is not None and args.quantization_bit == 4 and not torch.cuda.is_available():
@@ -151,6 +152,10 @@ def load_model(
     if head == "score":
         extra["num_labels"] = 1
     auto = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    if vision_language:
+        if head == "score":
+            raise UserError("reward models (a scoring head) are built on text-only models; pick a text model")
+        from transformers import AutoModelForImageTextToText as auto  # type: ignore[no-redef]
     model = auto.from_pretrained(
         path,
         dtype=dtype or torch.float32,
@@ -164,6 +169,40 @@ def load_model(
         # float32 norms and head, inputs that carry gradients into the frozen quantized layers
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
+
+
+def vision_config(args: ModelArguments) -> object | None:
+    """The model's config when it is a vision-language model tuneforge trains, None for text-only models;
+    an unsupported vision-language architecture is refused in a sentence."""
+    from transformers import AutoConfig
+
+    from tuneforge.model.vision import check_vision_model, is_vision_language
+
+    path = model_path(args)
+    if not (path / "config.json").is_file():  # e.g. a GGUF converted on the fly: text-only
+        return None
+    config = AutoConfig.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    check_vision_model(config)
+    return config if is_vision_language(config) else None
+
+
+def load_image_processor(args: ModelArguments) -> tuple[object, object] | None:
+    """(config, image processor) of a vision-language model, None for a text-only one. Without torchvision,
+    transformers picks its PIL image processors."""
+    config = vision_config(args)
+    if config is None:
+        return None
+    from transformers import AutoImageProcessor
+
+    path = model_path(args)
+    try:
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{args.model_name_or_path} is a vision-language model but its image processor cannot be loaded ({err}); "
+            "the model folder needs preprocessor_config.json"
+        ) from None
+    return config, processor
 
 
 def _check_cpu_4bit(path: object, trust_remote_code: bool) -> None:

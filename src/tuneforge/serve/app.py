@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.data.media import image_from_url
 from tuneforge.inference.engine import InferenceEngine, SamplingParams
 from tuneforge.serve.errors import ApiError, error_response
 from tuneforge.serve.jobs import Output, as_stream, chat_body, gather, start, stream, text_body
@@ -144,7 +145,11 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         system, turns = body.conversation()
         tools = json.dumps(body.tools, ensure_ascii=False) if body.tools else None
         try:
-            prompt = engine.render(turns, system, tools, not limits.allow_control_tokens)
+            images = [image_from_url(url) for url in body.image_urls()]
+        except ValueError as err:
+            raise ApiError(400, str(err), "invalid_image", "messages") from None
+        try:
+            prompt = engine.render(turns, system, tools, not limits.allow_control_tokens, images=images)
         except Exception as err:  # a conversation the template cannot render (e.g. ends with the assistant)
             raise ApiError(
                 400, f"Cannot render these messages: {err}", "invalid_messages", "messages"
@@ -154,7 +159,7 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = _params(engine, limits, body, len(prompt), max_tokens, "messages")
         output = Output(logprobs=(body.top_logprobs or 0) if body.logprobs else None)
-        job = await start(engine, [prompt], params, adapter, body.n, output)
+        job = await start(engine, [prompt], params, adapter, body.n, output, images)
         model = body.model or engine.base_name
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.wants_tool_calls():

@@ -83,6 +83,7 @@ async def start(
     adapter: str | None,
     n: int,
     output: Output | None = None,
+    images: list[str] | None = None,
 ) -> Job:
     output = output or Output()
     loop = asyncio.get_running_loop()
@@ -106,6 +107,7 @@ async def start(
                         # max_tokens 0 with echo: the prompt is only read, its logprobs are the answer
                         prompt_logprobs=output.echo
                         and (output.logprobs is not None or not params.max_new_tokens),
+                        images=images or (),
                     )
                 )
     except QueueFull as err:

@@ -14,16 +14,38 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str
+
+
+class ImagePart(BaseModel):
+    """An image for a vision-language model: a `data:` URL (base64) or a `file://` path on the server."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+IMAGE = "<image>"  # where an image part stood, as the chat template's data format marks it
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart | ImagePart] | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
     def text(self) -> str:
+        """The text, with `<image>` where each image part stood."""
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text if isinstance(part, TextPart) else IMAGE for part in self.content)
         return self.content or ""
+
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
 
 
 class StreamOptions(BaseModel):
@@ -83,6 +105,10 @@ class ChatCompletionRequest(_Sampling):
 
     def conversation(self) -> tuple[str | None, list[dict[str, Any]]]:
         return conversation(self.messages)
+
+    def image_urls(self) -> list[str]:
+        """Every image part's URL, in the order of the messages."""
+        return [url for m in self.messages for url in m.image_urls()]
 
     def wants_tool_calls(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"

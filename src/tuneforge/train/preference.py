@@ -16,16 +16,15 @@ import torch
 
 from tuneforge.train.losses import kto_loss, ranking_loss
 from tuneforge.train.pref_losses import PairLogps, preference_loss
-from tuneforge.train.trainer import TuneforgeTrainer, labelled_outputs
+from tuneforge.train.trainer import MODEL_INPUTS, TuneforgeTrainer, labelled_outputs
 
 
 def token_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
-    out = labelled_outputs(
-        model, {k: batch[f"{prefix}{k}"] for k in ("input_ids", "attention_mask", "labels")}
-    )
+    keys = (*MODEL_INPUTS, "labels")  # with a vision-language model's image tensors when the batch has them
+    out = labelled_outputs(model, {k: batch[f"{prefix}{k}"] for k in keys if f"{prefix}{k}" in batch})
     logps = out.label_logps()
     rows = torch.arange(out.keep.shape[0], device=out.keep.device)[:, None].expand_as(out.keep)[out.keep]
     return logps, rows

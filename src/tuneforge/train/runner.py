@@ -91,9 +91,11 @@ def train_and_save(
     collator: Any,
     output_dir: Path,
     resume: Checkpoint | None,
+    image_processor: Any = None,
     **trainer_options: Any,
 ) -> Path:
-    """Train with tuneforge's checkpoints, numerics guard, metrics.jsonl and signal handling; save the result."""
+    """Train with tuneforge's checkpoints, numerics guard, metrics.jsonl and signal handling; save the result
+    (with a vision-language model's image processor, so the folder loads as that model)."""
     from tuneforge.train.arguments import to_hf_arguments
     from tuneforge.train.callbacks import GracefulStop, MetricsJsonlCallback
 
@@ -136,6 +138,8 @@ def train_and_save(
     trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
     trainer.save_state()
     if main:
+        if image_processor is not None:
+            image_processor.save_pretrained(str(output_dir))
         save_run(cfg, output_dir)
         mark_finished(cfg, output_dir, step)
     trainer.accelerator.wait_for_everyone()
@@ -159,6 +163,13 @@ def convert_pissa(model: Any, output_dir: Path) -> None:
         str(output_dir), path_initial_model_for_weight_conversion=str(output_dir / "pissa_init")
     )
     info(f"PiSSA adapter rewritten for the original base model in {output_dir} (the start is in pissa_init/)")
+
+
+def vision_family(cfg: RunConfig, tokenizer: Any) -> Any:
+    """The image facts of a vision-language model (`tuneforge.data.visual`), None for a text-only model."""
+    from tuneforge.inference.loading import image_facts
+
+    return image_facts(cfg.model, tokenizer, cfg.data)
 
 
 def number_rows(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:

@@ -49,9 +49,18 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
     get_decoder = getattr(inner, "get_decoder", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     decoder = get_decoder() if get_decoder else None
+    if getattr(inner.config, "vision_config", None) is not None:  # the body that merges image features in
+        decoder = getattr(inner, "model", None)
     if decoder is None or head is None or decoder is inner:
         return None
     return decoder, head
+
+
+MODEL_INPUTS = (
+    "input_ids", "attention_mask", "position_ids",
+    # vision-language batches (tuneforge.data.visual): the image processor's tensors and per-token types
+    "pixel_values", "image_grid_thw", "image_sizes", "mm_token_type_ids", "token_type_ids",
+)  # fmt: skip
 
 
 @dataclass
@@ -75,9 +84,7 @@ def labelled_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) ->
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     # Packed rows come without an attention mask: transformers then reads row boundaries from position_ids.
-    forward = {
-        k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if inputs.get(k) is not None
-    }
+    forward = {k: inputs[k] for k in MODEL_INPUTS if inputs.get(k) is not None}
     # No KV cache while training: it only costs memory, and transformers ignores packing when one exists.
     forward["use_cache"] = False
     parts = split_decoder_and_head(model)

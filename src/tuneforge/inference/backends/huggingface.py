@@ -11,4 +11,4 @@ from tuneforge.inference.backends import register_backend
 def build(cfg: Any, adapters: dict[str, str] | None = None, **options: Any) -> Any:
     from tuneforge.inference.engine import InferenceEngine
 
-    return InferenceEngine(cfg.model, cfg.generating, cfg.data.template, adapters, **options)
+    return InferenceEngine(cfg.model, cfg.generating, cfg.data.template, adapters, media=cfg.data, **options)

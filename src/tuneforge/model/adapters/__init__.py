@@ -36,12 +36,18 @@ def is_peft(finetuning_type: str) -> bool:
 def apply_adapter(
     model: PreTrainedModel, finetuning: FinetuningArguments, model_args: ModelArguments
 ) -> PreTrainedModel:
-    """Make only the parameters of `finetuning.finetuning_type` trainable (wrapping the model if needed)."""
+    """Make only the parameters of `finetuning.finetuning_type` trainable (wrapping the model if needed); on a
+    vision-language model, only in the parts the freeze_* keys leave unfrozen."""
+    from tuneforge.model.vision import freeze_parts
+
     try:
-        builder = METHODS.get(finetuning.finetuning_type).target
+        method = METHODS.get(finetuning.finetuning_type)
     except KeyError as err:
         raise ValueError(str(err.args[0])) from None
-    return builder(model, finetuning, model_args)
+    model = method.target(model, finetuning, model_args)
+    # vision-language models: frozen parts stay frozen whatever the method; freeze tuning adds unfrozen ones
+    freeze_parts(model, finetuning, method_decides=finetuning.finetuning_type != "freeze")
+    return model
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from tuneforge.config.plugins import Params
 from tuneforge.config.schema import split_names
 from tuneforge.model.adapters import register_adapter
+from tuneforge.model.vision import is_vision_language, part_of
 from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -37,10 +38,14 @@ def decoder_layers(model: PreTrainedModel) -> tuple[str, int]:
     """
     import torch
 
-    count = getattr(model.config, "num_hidden_layers", None)
+    config = model.config.get_text_config()  # a vision-language model's count is its language model's
+    count = getattr(config, "num_hidden_layers", None)
     if not count:
         raise UserError("freeze tuning needs config.num_hidden_layers, which this model does not define")
+    vision_language = is_vision_language(model.config)
     for name, module in model.named_modules():
+        if vision_language and part_of(model.config.model_type, name) != "language_model":
+            continue  # the vision tower's blocks may be as many
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
             return name, int(count)
     raise UserError(

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from tuneforge.config.plugins import Params
 from tuneforge.config.schema import split_names
 from tuneforge.model.adapters import register_adapter
+from tuneforge.model.vision import is_vision_language, lora_pattern
 from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -97,6 +98,22 @@ def resolve_targets(model: PreTrainedModel, requested: list[str]) -> list[str]:
     return requested
 
 
+def peft_targets(model: PreTrainedModel, args: FinetuningArguments) -> list[str] | str:
+    """`lora_target` resolved for PEFT: layer names, or on a vision-language model (where names like q_proj
+    exist in the vision tower too) one pattern of the layers in the parts that train."""
+    targets = resolve_targets(model, args.lora_target)
+    return lora_pattern(model, targets, args) if is_vision_language(model.config) else targets
+
+
+def targeted(name: str, targets: list[str] | str) -> bool:
+    """Whether PEFT's `target_modules` picks the module called `name`."""
+    import re
+
+    return (
+        bool(re.fullmatch(targets, name)) if isinstance(targets, str) else name.rsplit(".", 1)[-1] in targets
+    )
+
+
 def is_quantized(model: PreTrainedModel) -> bool:
     """Whether the base weights are stored quantized (bitsandbytes through `quantization_bit`)."""
     return bool(getattr(model, "is_quantized", False)) or getattr(model, "hf_quantizer", None) is not None
@@ -145,7 +162,7 @@ def build_lora(
         if not args.create_new_adapter:
             return model
     quantized = is_quantized(model)
-    targets = resolve_targets(model, args.lora_target)
+    targets = peft_targets(model, args)
     scoring = type(model).__name__.endswith("ForSequenceClassification")  # reward models: head saved too
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if scoring else TaskType.CAUSAL_LM,
@@ -153,7 +170,9 @@ def build_lora(
         lora_alpha=args.resolved_lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=targets,
-        fan_in_fan_out=uses_conv1d(model, targets),  # Conv1D stores its weight transposed
+        fan_in_fan_out=uses_conv1d(model, list(targets))
+        if isinstance(targets, list)
+        else False,  # Conv1D stores its weight transposed
         use_dora=args.use_dora,
         use_rslora=args.use_rslora,
         init_lora_weights=_init_weights(args, quantized),

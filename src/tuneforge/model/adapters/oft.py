@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from tuneforge.model.adapters import register_adapter
-from tuneforge.model.adapters.lora import TargetParams, load_adapters, resolve_extra_modules, resolve_targets
+from tuneforge.model.adapters.lora import (
+    TargetParams,
+    load_adapters,
+    peft_targets,
+    resolve_extra_modules,
+    targeted,
+)
 from tuneforge.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -29,11 +35,9 @@ def build_oft(
 
     if model_args.adapter_name_or_path:
         return load_adapters(model, model_args.adapter_name_or_path, trainable_last=True)
-    targets = resolve_targets(model, args.lora_target)
+    targets = peft_targets(model, args)
     sizes = {
-        m.in_features
-        for n, m in model.named_modules()
-        if n.rsplit(".", 1)[-1] in targets and hasattr(m, "in_features")
+        m.in_features for n, m in model.named_modules() if targeted(n, targets) and hasattr(m, "in_features")
     }
     bad = sorted(size for size in sizes if size % args.oft_block_size)
     if bad:

@@ -12,6 +12,7 @@ from pydantic import Field
 from tuneforge.config import RunConfig
 from tuneforge.config.plugins import Params
 from tuneforge.data.preference import PairCollator, build_pair_data
+from tuneforge.data.visual import ImageCollator
 from tuneforge.model.loader import load_tokenizer
 from tuneforge.train.output import prepare_output_dir
 from tuneforge.train.stages import register_stage
@@ -45,12 +46,21 @@ class DPOParams(BetaParams):
 def run(cfg: RunConfig) -> Path:
     from tuneforge.train.pref_losses import needs_reference
     from tuneforge.train.preference import DPOTrainer
-    from tuneforge.train.runner import build_model, number_rows, reference_model, train_and_save
+    from tuneforge.train.runner import (
+        build_model,
+        number_rows,
+        reference_model,
+        train_and_save,
+        vision_family,
+    )
 
     f = cfg.finetuning
     output_dir, resume = prepare_output_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    data = build_pair_data(cfg.data, tokenizer, seed=cfg.training.seed)  # bad data fails before weights load
+    family = vision_family(cfg, tokenizer)  # None for text-only models
+    # bad data fails before weights load
+    data = build_pair_data(cfg.data, tokenizer, seed=cfg.training.seed, family=family)
+    collator = PairCollator(tokenizer.pad_token_id)
     model = build_model(cfg)
     ref = reference_model(cfg) if needs_reference(f.pref_loss) else None
     return train_and_save(
@@ -60,9 +70,10 @@ def run(cfg: RunConfig) -> Path:
         tokenizer,
         number_rows(data.train),
         data.eval,
-        PairCollator(tokenizer.pad_token_id),
+        collator if family is None else ImageCollator(collator, family, copies=2),
         output_dir,
         resume,
+        image_processor=family.image_processor if family else None,
         ref_model=ref,
         finetuning=f,
     )

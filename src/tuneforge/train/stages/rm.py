@@ -21,7 +21,10 @@ def run(cfg: RunConfig) -> Path:
 
     output_dir, resume = prepare_output_dir(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    data = build_pair_data(cfg.data, tokenizer, seed=cfg.training.seed)  # bad data fails before weights load
+    text_only = "reward models are trained on text only; use a text model and drop the images column"
+    data = build_pair_data(
+        cfg.data, tokenizer, seed=cfg.training.seed, why=text_only
+    )  # bad data fails before weights load
     model = build_model(cfg, head="score")
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     return train_and_save(
