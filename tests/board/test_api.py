@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,16 +30,23 @@ def Server(app):  # noqa: N802 - reads like the class it returns
     return BackgroundServer(app=app)
 
 
-@pytest.fixture
-def board(tmp_path, tiny_model_dir):
+@contextmanager
+def running_board(tmp_path: Path, roots: list[Path]) -> Iterator[BackgroundServer]:
+    """A board on a free port with a fresh registry, allowed to use `roots` (and tmp_path, the repository)."""
     registry = RunRegistry(tmp_path / "runs.sqlite")
     launcher = Launcher(registry, tmp_path / "board-runs", max_concurrent=2, poll_s=0.2)
-    app = create_board_app(registry, launcher, roots=[tmp_path, REPO, tiny_model_dir])
+    app = create_board_app(registry, launcher, roots=[tmp_path, REPO, *roots])
     with Server(app) as server:
         server.registry, server.launcher, server.tmp = registry, launcher, tmp_path
         yield server
     launcher.close()
     app.state.chats.close()
+
+
+@pytest.fixture
+def board(tmp_path, tiny_model_dir):
+    with running_board(tmp_path, [tiny_model_dir]) as server:
+        yield server
 
 
 def run_config(tiny_model_dir: Path, out: Path, **extra) -> dict:

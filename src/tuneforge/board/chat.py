@@ -85,14 +85,18 @@ class ChatEngines:
 
 
 async def stream_answer(
-    engine: Any, prompt: list[int], adapter: str | None, params: Any
+    engine: Any, prompt: list[int], adapter: str | None, params: Any, images: list[str] | None = None
 ) -> AsyncIterator[str]:
     """Server-sent `data: {"text": ...}` pieces, then `data: [DONE]`; a closed page cancels the request."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     try:
         handle = engine.submit(
-            prompt, params, adapter, emit=lambda e: loop.call_soon_threadsafe(queue.put_nowait, e)
+            prompt,
+            params,
+            adapter,
+            emit=lambda e: loop.call_soon_threadsafe(queue.put_nowait, e),
+            images=images or (),
         )
     except Exception as err:  # a full queue, an unknown adapter: said in the stream, not a broken page
         yield f"data: {json.dumps({'error': str(err)})}\n\n"

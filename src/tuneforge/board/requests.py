@@ -18,6 +18,7 @@ Model = TypeVar("Model", bound=BaseModel)
 class ChatTurn(BaseModel):
     role: str
     content: str = ""
+    images: list[str] = Field(default_factory=list)  # data: URLs of images shown with this turn (uploads)
 
 
 class ChatRequest(BaseModel):

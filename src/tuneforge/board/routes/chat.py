@@ -11,6 +11,8 @@ from fastapi.responses import StreamingResponse
 from tuneforge.board.chat import stream_answer
 from tuneforge.board.requests import ChatRequest, Problems, parse_body
 from tuneforge.board.state import board_state
+from tuneforge.data.media import image_from_url
+from tuneforge.inference.images import IMAGE
 
 router = APIRouter(prefix="/api")
 
@@ -29,12 +31,21 @@ async def chat(request: Request) -> Any:
         problems.append(f"adapter {body.adapter} is not among the loaded adapters")
     if problems:
         raise Problems(problems)
+    images = []
+    for url in (url for m in body.messages for url in m.images):
+        if not url.startswith("data:"):
+            raise Problems(["images are sent as data: URLs (uploaded on the chat page)"])
+        try:
+            images.append(image_from_url(url))
+        except ValueError as err:
+            raise Problems([str(err)]) from None
     engine, names = await asyncio.to_thread(chats.engine, body.model, folders)
     adapter = names[body.adapter] if body.adapter is not None else None
-    turns = [{"role": m.role, "content": m.content} for m in body.messages]
+    # an uploaded image goes before the text of its turn
+    turns = [{"role": m.role, "content": IMAGE * len(m.images) + m.content} for m in body.messages]
     try:
-        prompt = engine.render(turns)
-    except Exception as err:  # e.g. turns out of order
+        prompt = engine.render(turns, images=images)
+    except Exception as err:  # e.g. turns out of order, images for a text-only model
         raise Problems([f"cannot render these messages: {err}"]) from None
     room = engine.context_length - len(prompt)
     if room < 1:
@@ -42,4 +53,6 @@ async def chat(request: Request) -> Any:
     params = engine.sampling_params(
         max_new_tokens=min(body.max_new_tokens, room), temperature=body.temperature
     )
-    return StreamingResponse(stream_answer(engine, prompt, adapter, params), media_type="text/event-stream")
+    return StreamingResponse(
+        stream_answer(engine, prompt, adapter, params, images), media_type="text/event-stream"
+    )

@@ -243,8 +243,12 @@ const Board = (() => {
       const text = input.value.trim();
       if (!text) return;
       input.value = "";
-      history.push({ role: "user", content: text });
-      line("user", text);
+      const picker = document.getElementById("chat-image"), file = picker.files[0];
+      const images = file ? [await new Promise((done) => { const r = new FileReader(); r.onload = () => done(r.result); r.readAsDataURL(file); })] : [];
+      picker.value = "";
+      history.push({ role: "user", content: text, images });
+      const turn = line("user", text);
+      for (const url of images) { const img = document.createElement("img"); img.src = url; img.className = "turn-image"; turn.prepend(img); }
       const answer = line("assistant", "");
       const body = {
         model: document.getElementById("chat-model").value,
