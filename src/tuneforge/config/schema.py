@@ -257,6 +257,11 @@ class TrainingArguments(_Group):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, about a third slower."
     )
+    chunked_cross_entropy: bool = Field(
+        True,
+        description="Run the output head and its loss a chunk of answer tokens at a time, so the [tokens, vocab] "
+        "logits never exist whole (same loss; off: plain cross-entropy).",
+    )
     dataloader_num_workers: int = Field(0, ge=0, description="Worker processes feeding batches.")
     report_to: list[str] = Field(
         default_factory=lambda: ["none"], description="Experiment trackers: none, tensorboard, wandb, ..."

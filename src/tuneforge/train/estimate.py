@@ -14,7 +14,7 @@ applied, so parameter counts are exact; the rest is arithmetic, per device:
   `ADAPTER_BYTES` per adapted projection (the adapter's own inputs); with gradient checkpointing only the
   layer inputs, plus one layer recomputed;
 - logits: the head runs on answer tokens only (at most batch x cutoff_len): `LOGIT_COPIES` float32 copies
-  (logits, log-softmax, gradient);
+  (logits, log-softmax, gradient); with `chunked_cross_entropy` (the default) one chunk's logits and softmax;
 - buffers: the runtime (CPU: Python, torch and the tokenized data; GPU: the CUDA context and allocator slack).
 
 The constants were fitted to six measured CPU peaks of SmolLM2 (LoRA, freeze and full at two batch x cutoff
@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.config import RunConfig
+from tuneforge.train.linear_ce import chunk_rows
 from tuneforge.train.parallel import zero_settings
 
 GiB = 1024**3
 ACTIVATION_BYTES = 68.5  # per token, per hidden unit, per layer the backward runs through (float32)
 ADAPTER_BYTES = 9.0  # more per token, per hidden unit, per adapted projection (63 for LoRA on all 7)
 LOGIT_COPIES = 3.6  # float32 copies of the answer tokens' logits alive at the peak
+CHUNK_COPIES = 2  # chunked head: one chunk's logits and their softmax
 CHECKPOINTED_BYTES = 4  # per token, per hidden unit, per layer: only the layer input is kept
 RUNTIME_CPU = int(0.377e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
 RUNTIME_GPU = int(1.0 * GiB)  # CUDA context, kernels and allocator fragmentation
@@ -169,10 +171,17 @@ def estimate(
             kernel, "SDPA (fused on CPU and GPU)"
         )
         assumptions.append(f"attention through {name}: no seq x seq matrix kept")
-    logits = int(tokens * vocab * 4 * LOGIT_COPIES)
-    assumptions.append(
-        "logits for every token of the batch (the head runs on answer tokens only: an upper bound)"
-    )
+    if t.chunked_cross_entropy:
+        rows = min(tokens, chunk_rows(vocab))
+        logits = int(rows * vocab * 4 * CHUNK_COPIES)
+        assumptions.append(
+            f"the head and its loss run {rows} answer tokens at a time (chunked_cross_entropy)"
+        )
+    else:
+        logits = int(tokens * vocab * 4 * LOGIT_COPIES)
+        assumptions.append(
+            "logits for every token of the batch (the head runs on answer tokens only: an upper bound)"
+        )
     parts = {
         "weights": weights,
         "trainable weights": trainable * 4,

@@ -20,21 +20,22 @@ from tuneforge.train.trainer import MODEL_INPUTS, TuneforgeTrainer, labelled_out
 
 
 def token_logps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
     keys = (*MODEL_INPUTS, "labels")  # with a vision-language model's image tensors when the batch has them
-    out = labelled_outputs(model, {k: batch[f"{prefix}{k}"] for k in keys if f"{prefix}{k}" in batch})
+    inputs = {k: batch[f"{prefix}{k}"] for k in keys if f"{prefix}{k}" in batch}
+    out = labelled_outputs(model, inputs, chunked)
     logps = out.label_logps()
     rows = torch.arange(out.keep.shape[0], device=out.keep.device)[:, None].expand_as(out.keep)[out.keep]
     return logps, rows
 
 
 def sequence_logps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = ""
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed, length-averaged) log-probability of each row's labelled tokens: two `[batch]` tensors."""
-    logps, rows = token_logps(model, batch, prefix)
+    logps, rows = token_logps(model, batch, prefix, chunked)
     size = batch[f"{prefix}labels"].shape[0]
     sums = torch.zeros(size, device=logps.device).index_add(0, rows, logps)
     counts = torch.zeros(size, device=logps.device).index_add(0, rows, torch.ones_like(logps))
@@ -90,12 +91,12 @@ class DPOTrainer(_PerExampleLoss):
     def training_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
     ) -> torch.Tensor:
-        sums, avgs = sequence_logps(model, inputs)
+        sums, avgs = sequence_logps(model, inputs, chunked=self.chunked)
         half = sums.shape[0] // 2
         logps = PairLogps(sums[:half], sums[half:], avgs[:half], avgs[half:])
         if self.objective.traits.get("reference"):
             with self.reference(model) as ref:
-                ref_sums, _ = sequence_logps(ref, inputs)
+                ref_sums, _ = sequence_logps(ref, inputs, chunked=self.chunked)
             logps.ref_chosen, logps.ref_rejected = ref_sums[:half], ref_sums[half:]
         out = self.objective.target(logps, self.finetuning)
         weights = inputs.get("pair_weights")  # online DPO: 0 for pairs its judge could not tell apart
@@ -140,12 +141,12 @@ class KTOTrainer(_PerExampleLoss):
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
     ) -> torch.Tensor:
         desirable = inputs["desirable"]
-        policy, _ = sequence_logps(model, inputs)
+        policy, _ = sequence_logps(model, inputs, chunked=self.chunked)
         with torch.no_grad():
-            policy_kl, _ = sequence_logps(model, inputs, prefix="kl_")
+            policy_kl, _ = sequence_logps(model, inputs, "kl_", self.chunked)
         with self.reference(model) as ref:
-            ref_logps, _ = sequence_logps(ref, inputs)
-            ref_kl, _ = sequence_logps(ref, inputs, prefix="kl_")
+            ref_logps, _ = sequence_logps(ref, inputs, chunked=self.chunked)
+            ref_kl, _ = sequence_logps(ref, inputs, "kl_", self.chunked)
         kl = (policy_kl - ref_kl).mean()
         losses = kto_loss(
             policy, ref_logps, desirable, kl, self.beta, self.desirable_weight, self.undesirable_weight

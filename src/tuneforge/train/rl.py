@@ -117,7 +117,7 @@ class GRPOTrainer(_PerExampleLoss):
         rollout = self.rollout(model, inputs)
         if model.training:
             self.tokens_seen += int(rollout.batch["attention_mask"].sum())
-        policy, rows = token_logps(model, rollout.batch)
+        policy, rows = token_logps(model, rollout.batch, chunked=self.chunked)
         if rollout.old_logps is None:  # first use: the policy that sampled is this one
             rollout.old_logps = policy.detach()
         tokens = RolloutTokens(
@@ -173,7 +173,7 @@ class GRPOTrainer(_PerExampleLoss):
         ref_logps = None
         if args.grpo_beta > 0:
             with self.reference(model) as ref:
-                ref_logps, _ = token_logps(ref, batch)
+                ref_logps, _ = token_logps(ref, batch, chunked=self.chunked)
         return Rollout(
             batch,
             completions,

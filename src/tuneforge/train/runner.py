@@ -114,6 +114,7 @@ def train_and_save(
         save_total_limit=cfg.training.save_total_limit,
         max_nonfinite_steps=cfg.training.max_nonfinite_steps,
         metrics_path=metrics_path,
+        chunked_cross_entropy=cfg.training.chunked_cross_entropy,
         **trainer_options,
     )
     trainer.add_callback(MetricsJsonlCallback(metrics_path, lambda: trainer.tokens_seen))

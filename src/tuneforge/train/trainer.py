@@ -22,6 +22,7 @@ from transformers.trainer_callback import ExportableState
 from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.train import checkpoint
 from tuneforge.train.internals import GuardedTrainer
+from tuneforge.train.linear_ce import fusable, linear_cross_entropy, linear_label_logps
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 
@@ -65,21 +66,47 @@ MODEL_INPUTS = (
 
 @dataclass
 class LabelledOutputs:
-    """A causal LM's outputs at the positions that predict a label, only there."""
+    """A causal LM's outputs at the positions that predict a label, only there.
 
-    logits: torch.Tensor  # [n, vocab]
+    With a plain linear head and `chunked`, the `[n, vocab]` logits are never made whole: the loss and
+    label log-probabilities come from `tuneforge.train.linear_ce`, chunk by chunk (same values)."""
+
     targets: torch.Tensor  # [n]: the label each position predicts
     keep: torch.Tensor  # [batch, seq - 1] bool: which positions those are
     states: torch.Tensor | None  # [n, hidden] last hidden states there; None when the model cannot be split
+    head: torch.nn.Module | None = None  # the output head, with `states`
+    full_logits: torch.Tensor | None = None  # [n, vocab] when the model could not be split
+    chunked: bool = True
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """`[n, vocab]` logits, made whole (the chunked paths below avoid this)."""
+        if self.full_logits is not None:
+            return self.full_logits
+        assert self.head is not None and self.states is not None
+        return self.head(self.states)
+
+    def _fused(self) -> bool:
+        return self.chunked and self.full_logits is None and self.head is not None and fusable(self.head)
+
+    def cross_entropy_sum(self) -> torch.Tensor:
+        """Summed cross-entropy of the labels (float32 scalar)."""
+        if self._fused():
+            return linear_cross_entropy(self.states, self.head, self.targets)
+        return F.cross_entropy(self.logits.float(), self.targets, reduction="sum")
 
     def label_logps(self) -> torch.Tensor:
         """Log-probability of each label `[n]` (float32)."""
+        if self._fused():
+            return linear_label_logps(self.states, self.head, self.targets)
         return self.logits.float().log_softmax(-1).gather(-1, self.targets[:, None]).squeeze(-1)
 
 
-def labelled_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> LabelledOutputs:
-    """Run the model and its output head on labelled positions only (the head is the largest matmul and its
-    logits the largest activation; prompt and padding positions never need them)."""
+def labelled_outputs(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], chunked: bool = True
+) -> LabelledOutputs:
+    """Run the model on labelled positions only: the head (the largest matmul; its logits the largest
+    activation) never sees prompt or padding positions, and with `chunked` it runs a chunk at a time."""
     labels = inputs["labels"]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
@@ -92,18 +119,21 @@ def labelled_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) ->
         logits = model(**forward).logits
         # prompt/p-tuning return logits for their virtual tokens too, in front of the real ones
         logits = logits[:, logits.shape[1] - labels.shape[1] :]
-        return LabelledOutputs(logits[:, :-1][keep], targets[keep], keep, None)
+        return LabelledOutputs(targets[keep], keep, None, full_logits=logits[:, :-1][keep], chunked=chunked)
     decoder, head = parts
     states = decoder(**forward).last_hidden_state[:, :-1][keep]
-    return LabelledOutputs(head(states), targets[keep], keep, states)
+    return LabelledOutputs(targets[keep], keep, states, head, chunked=chunked)
 
 
 def answer_only_loss(
-    model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    num_items: torch.Tensor | int | None,
+    chunked: bool = True,
 ) -> torch.Tensor:
     """Next-token cross-entropy over label positions; summed then divided by `num_items` (or the local count)."""
-    out = labelled_outputs(model, inputs)
-    loss = F.cross_entropy(out.logits.float(), out.targets, reduction="sum")
+    out = labelled_outputs(model, inputs, chunked)
+    loss = out.cross_entropy_sum()
     denominator = num_items if num_items is not None else out.keep.sum().clamp(min=1)
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(loss.device)
@@ -127,9 +157,11 @@ class TuneforgeTrainer(GuardedTrainer):
         save_total_limit: int | None = None,
         max_nonfinite_steps: int = 3,
         metrics_path: Path | None = None,
+        chunked_cross_entropy: bool = True,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.chunked = chunked_cross_entropy  # the head and its loss a chunk at a time (train/linear_ce.py)
         self.tokens_seen = 0
         self.nonfinite_steps = 0
         self.save_limit = save_total_limit
@@ -178,7 +210,7 @@ class TuneforgeTrainer(GuardedTrainer):
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None
     ) -> torch.Tensor:
         """The stage's loss; SFT and pretraining: next-token cross-entropy on answer tokens."""
-        return answer_only_loss(model, inputs, num_items)
+        return answer_only_loss(model, inputs, num_items, self.chunked)
 
     # ---- stage metrics (rewards/margins, accuracy, ...) averaged over each logging window ----
 
