@@ -128,6 +128,23 @@ def save_tiny_vision_model(path, tokenizer, family: str = "qwen2_vl", seed: int 
             image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         )  # fmt: skip
         processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    elif family == "llava_next":
+        from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        grid = [[28, 28], [28, 56], [56, 28], [56, 56]]
+        config = LlavaNextConfig(
+            text_config=LlamaConfig(**text, vocab_size=len(tokenizer)),
+            vision_config=CLIPVisionConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                patch_size=14, projection_dim=32,
+            ),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=grid,
+        )  # fmt: skip
+        processor = LlavaNextImageProcessorPil(
+            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, image_grid_pinpoints=grid
+        )
     elif family == "gemma3":
         from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
         from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil

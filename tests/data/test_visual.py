@@ -19,7 +19,7 @@ from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.data.visual import ImageCollator, vision_family
 
 LF_DATA = Path(__file__).resolve().parent.parent / "fixtures" / "llamafactory" / "data"
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "gemma3"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "llava_next", "gemma3"]
 
 
 def bound(model_dir: Path, args: DataArguments):

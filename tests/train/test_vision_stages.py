@@ -58,7 +58,7 @@ def test_lora_trains_the_language_model_only_and_the_loss_falls(tiny_vision_mode
 @pytest.mark.parametrize(
     ("family", "keys", "expected"),
     [
-        ("llava", {}, {"language_model"}),
+        ("llava_next", {}, {"language_model"}),
         ("llava", {"freeze_vision_tower": False, "freeze_multi_modal_projector": False, "freeze_language_model": True},
          {"vision_tower", "projector"}),
         ("qwen3_vl", {"freeze_multi_modal_projector": False}, {"language_model", "projector"}),
