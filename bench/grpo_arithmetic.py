@@ -27,6 +27,14 @@ def short_and_right(
     return [r * max(0.0, 1 - len(c.strip()) / 32) for r, c in zip(right, completions, strict=True)]
 
 
+def bare_number(prompts: list[str], completions: list[str], **kwargs: object) -> list[float]:
+    """1.0 when the answer is a number and nothing else (right or not): the format the prompts ask for. The
+    policy wrote "27 + 26 = 53" after 80 steps with rewards for rightness and brevity alone."""
+    import re
+
+    return [float(bool(re.fullmatch(r"-?\d+\.?", c.strip()))) for c in completions]
+
+
 def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float, list[tuple[str, str, str]]]:
     """Greedy answers to the test set's questions (through the training template): the share that is the number
     only and right (exact_match), the share whose final answer is right (accuracy), and the answers."""
@@ -85,10 +93,11 @@ def main() -> None:
     )
     for prompt, answer, ref in examples[:4]:
         print(f"  ...{prompt!r} -> {answer!r} (reference {ref})")
+    here = Path(__file__).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grpo"
         keys = {
-            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{Path(__file__).resolve()}:short_and_right",
+            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right,{here}:bare_number",
             "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,

@@ -4,7 +4,11 @@ Prints non-padding tokens/s of the training loop and peak RSS of the whole proce
 twice: with each tool's own defaults for what the YAML leaves out (LLaMA-Factory turns gradient
 checkpointing on), and with the same computation (checkpointing off in both).
 
-Run as: python bench/train_vs_llamafactory.py [--rows 96] [--modes defaults,same]
+Scenarios: `short` (default): alpaca-style rows, cutoff 1024, batch 1 x 8, LoRA r8 on q/v; `long`: answers of
+1,000-2,000 tokens in English and Chinese (scripts/make_long_rows.py), cutoff 2048, batch 2, LoRA r16 on
+all linear layers, where the logits of long answers decide the memory.
+
+Run as: python bench/train_vs_llamafactory.py [--scenario short|long] [--rows N] [--modes defaults,same]
 LLaMA-Factory is installed from PyPI into .bench/lf-venv on first use (a few minutes).
 """
 
@@ -52,6 +56,16 @@ COMMON = {
 }
 
 
+SCENARIOS = {
+    "short": {"rows": 96, "keys": {}},
+    "long": {
+        "rows": 8,
+        "keys": {"cutoff_len": 2048, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                 "lora_rank": 16, "lora_target": "all"},
+    },
+}  # fmt: skip
+
+
 def offline_env() -> dict[str, str]:
     return {
         **os.environ,
@@ -81,14 +95,21 @@ def ensure_llamafactory() -> Path:
     return cli
 
 
-def write_data(workdir: Path, rows: int) -> Path:
-    """Identity and replay rows from data/, cycled to `rows`, with an explicit system prompt."""
-    source = []
-    for name in ("identity.json", "replay.json"):
-        source += json.loads((REPO / "data" / name).read_text(encoding="utf-8"))
-    data = [{**source[i % len(source)], "system": SYSTEM} for i in range(rows)]
+def write_data(workdir: Path, rows: int, scenario: str) -> Path:
+    """The scenario's rows with an explicit system prompt: identity and replay from data/ cycled to `rows`
+    (short), or long reports from scripts/make_long_rows.py (long)."""
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if scenario == "long":
+        made = data_dir / "long.json"
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_long_rows.py"), str(made), "--rows", str(rows)],
+                       check=True, env=offline_env())  # fmt: skip
+        source = json.loads(made.read_text(encoding="utf-8"))
+    else:
+        source = []
+        for name in ("identity.json", "replay.json"):
+            source += json.loads((REPO / "data" / name).read_text(encoding="utf-8"))
+    data = [{**source[i % len(source)], "system": SYSTEM} for i in range(rows)]
     (data_dir / "bench.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     info = {
         "bench": {
@@ -100,8 +121,8 @@ def write_data(workdir: Path, rows: int) -> Path:
     return data_dir
 
 
-def count_tokens(data_dir: Path, model_dir: Path) -> int:
-    """Non-padding tokens of one epoch: with batch size 1 there is no padding, so the sum of row lengths."""
+def count_tokens(data_dir: Path, model_dir: Path, cutoff_len: int) -> int:
+    """Non-padding tokens of one epoch: the sum of the row lengths (padding is not counted)."""
     from transformers import AutoTokenizer
 
     from tuneforge.config import DataArguments
@@ -109,7 +130,7 @@ def count_tokens(data_dir: Path, model_dir: Path) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data = build_sft_data(
-        DataArguments(dataset=["bench"], dataset_dir=str(data_dir), cutoff_len=1024), tokenizer
+        DataArguments(dataset=["bench"], dataset_dir=str(data_dir), cutoff_len=cutoff_len), tokenizer
     )
     return sum(len(e.input_ids) for e in data.train)
 
@@ -133,10 +154,13 @@ def train_runtime(output_dir: Path) -> float:
     return float(json.loads((output_dir / "train_results.json").read_text())["train_runtime"])
 
 
-def run_tool(tool: str, mode: str, workdir: Path, data_dir: Path, model_dir: Path, lf_cli: Path) -> dict:
+def run_tool(
+    tool: str, mode: str, workdir: Path, data_dir: Path, model_dir: Path, lf_cli: Path, keys: dict
+) -> dict:
     out = workdir / f"{tool}-{mode}"
     cfg = {
         **COMMON,
+        **keys,
         "model_name_or_path": str(model_dir),
         "dataset_dir": str(data_dir),
         "output_dir": str(out),
@@ -158,7 +182,8 @@ def run_tool(tool: str, mode: str, workdir: Path, data_dir: Path, model_dir: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=96, help="training rows (one epoch)")
+    parser.add_argument("--scenario", default="short", choices=sorted(SCENARIOS))
+    parser.add_argument("--rows", type=int, default=None, help="training rows (one epoch)")
     parser.add_argument("--modes", default="defaults,same", help="defaults, same, or both")
     args = parser.parse_args()
 
@@ -168,18 +193,22 @@ def main() -> None:
     lf_cli = ensure_llamafactory()
     workdir = BENCH / time.strftime("run-%Y%m%d-%H%M%S")
     shutil.rmtree(workdir, ignore_errors=True)
-    data_dir = write_data(workdir, args.rows)
-    tokens = count_tokens(data_dir, model_dir)
+    scenario = SCENARIOS[args.scenario]
+    rows = args.rows or scenario["rows"]
+    keys = {**COMMON, **scenario["keys"]}
+    data_dir = write_data(workdir, rows, args.scenario)
+    tokens = count_tokens(data_dir, model_dir, keys["cutoff_len"])
     print(
-        f"{args.rows} rows, {tokens} non-padding tokens, LoRA r8 q/v, batch 1 x 8, cpu threads "
-        f"{os.cpu_count()}; logs in {workdir}",
+        f"{args.scenario}: {rows} rows, {tokens} non-padding tokens, LoRA r{keys['lora_rank']} {keys['lora_target']}, "
+        f"batch {keys['per_device_train_batch_size']} x {keys['gradient_accumulation_steps']}, cutoff "
+        f"{keys['cutoff_len']}, cpu threads {os.cpu_count()}; logs in {workdir}",
         flush=True,
     )
 
     results = []
     for mode in args.modes.split(","):
         for tool in ("llamafactory", "tuneforge"):
-            result = run_tool(tool, mode, workdir, data_dir, model_dir, lf_cli)
+            result = run_tool(tool, mode, workdir, data_dir, model_dir, lf_cli, scenario["keys"])
             result["tok_s"] = tokens / result["train_s"]
             results.append(result)
             print(
