@@ -85,6 +85,7 @@ def outcome(path: Path, model_dir: Path, out: Path) -> str:
 def _train_launched(path: Path, overrides: list[str]) -> None:
     """`tuneforge train` as a user runs it, from the folder LLaMA-Factory's relative paths
     (examples/deepspeed/...) are written for: DeepSpeed's processes run under torchrun."""
+    import itertools
     import os
     import subprocess
 
@@ -96,7 +97,11 @@ def _train_launched(path: Path, overrides: list[str]) -> None:
     if done.returncode:
         lines = done.stderr.splitlines()
         said = [i for i, line in enumerate(lines) if line.startswith("tuneforge: ")]  # the last is the error
-        raise UserError("\n".join(lines[said[-1] :])[len("tuneforge: ") :] if said else done.stderr[-2000:])
+        if not said:
+            raise UserError(done.stderr[-2000:])
+        # the error and its indented lines, not what torchrun prints after it (its log, with times and pids)
+        ours = list(itertools.takewhile(lambda line: line.startswith("  - "), lines[said[-1] + 1 :]))
+        raise UserError("\n".join([lines[said[-1]], *ours])[len("tuneforge: ") :])
 
 
 def _anonymous(problem: str, model_dir: Path, out: Path) -> str:

@@ -16,6 +16,7 @@ NOT_PATHS = {
     "gguf_file": "a file name inside model_name_or_path; the schema refuses absolute paths and '..'",
     "overwrite_output_dir": "a yes/no",
     "synth_model": "a model name the teacher endpoint serves, never opened here",
+    "freeze_language_model": "a yes/no (vision-language models)",
 }
 
 

@@ -17,9 +17,9 @@ from tuneforge.train import trainer as trainer_module
 def install(file_delay: float, step_delay: float) -> None:
     real_loss = trainer_module.answer_only_loss
 
-    def slow_loss(model, inputs, num_items):
+    def slow_loss(model, inputs, num_items, *rest):
         time.sleep(step_delay)
-        return real_loss(model, inputs, num_items)
+        return real_loss(model, inputs, num_items, *rest)
 
     checkpoint._pause_between_files = lambda: time.sleep(file_delay)
     trainer_module.answer_only_loss = slow_loss

@@ -101,12 +101,12 @@ def crash_in_step(monkeypatch, step: int, accumulation: int) -> None:
 
     real, calls = trainer_module.answer_only_loss, []
 
-    def crashing(model, inputs, num_items):
+    def crashing(model, inputs, num_items, *rest):
         if model.training:
             calls.append(1)
             if len(calls) == (step - 1) * accumulation + 1:
                 raise RuntimeError("simulated crash")
-        return real(model, inputs, num_items)
+        return real(model, inputs, num_items, *rest)
 
     monkeypatch.setattr(trainer_module, "answer_only_loss", crashing)
 

@@ -183,8 +183,8 @@ def nan_in_steps(monkeypatch, steps: set[int], accumulation: int) -> None:
 
     real, calls = trainer_module.answer_only_loss, []
 
-    def poisoned(model, inputs, num_items):
-        loss = real(model, inputs, num_items)
+    def poisoned(model, inputs, num_items, *rest):
+        loss = real(model, inputs, num_items, *rest)
         if model.training:
             calls.append(1)
             if (len(calls) - 1) // accumulation + 1 in steps:

@@ -50,7 +50,7 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
     get_decoder = getattr(inner, "get_decoder", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     decoder = get_decoder() if get_decoder else None
-    if getattr(inner.config, "vision_config", None) is not None:  # the body that merges image features in
+    if getattr(getattr(inner, "config", None), "vision_config", None) is not None:  # merges image features in
         decoder = getattr(inner, "model", None)
     if decoder is None or head is None or decoder is inner:
         return None

@@ -42,6 +42,13 @@ class VisionFamily:
         self.min_pixels = args.image_min_pixels
         self.image_token_id: int = config.image_token_id
         self.image_token: str = tokenizer.convert_ids_to_tokens(self.image_token_id)
+        self.brackets: tuple[int, int] | None = None  # tokens some families put around an image's tokens
+
+    def bracket(self, start_id: int, end_id: int) -> tuple[str, str]:
+        """Record the tokens that open and close each image (they are visual: never labels); their text."""
+        self.brackets = (start_id, end_id)
+        start, end = self.tokenizer.convert_ids_to_tokens([start_id, end_id])
+        return start, end
 
     # What each family defines
     def image_text(self, width: int, height: int) -> str:
@@ -55,7 +62,7 @@ class VisionFamily:
     @property
     def visual_token_ids(self) -> set[int]:
         """Ids that stand for image content (never trained on, never cut through)."""
-        return {self.image_token_id}
+        return {self.image_token_id, *(self.brackets or ())}
 
     # Shared behaviour
     def describe(self) -> str:

@@ -19,16 +19,10 @@ class Gemma3(VisionFamily):
 
     def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
-        self.start_id: int = self.config.boi_token_index
-        self.end_id: int = self.config.eoi_token_index
-        self.start, self.end = self.tokenizer.convert_ids_to_tokens([self.start_id, self.end_id])
+        self.start, self.end = self.bracket(self.config.boi_token_index, self.config.eoi_token_index)
 
     def image_text(self, width: int, height: int) -> str:
         return f"\n\n{self.start}{self.image_token * self.config.mm_tokens_per_image}{self.end}\n\n"
 
     def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"token_type_ids": (input_ids == self.image_token_id).long()}
-
-    @property
-    def visual_token_ids(self) -> set[int]:
-        return {self.image_token_id, self.start_id, self.end_id}

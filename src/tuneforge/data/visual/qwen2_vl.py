@@ -18,9 +18,9 @@ class QwenVL(VisionFamily):
 
     def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
-        self.start_id: int = self.config.vision_start_token_id
-        self.end_id: int = self.config.vision_end_token_id
-        self.start, self.end = self.tokenizer.convert_ids_to_tokens([self.start_id, self.end_id])
+        self.start, self.end = self.bracket(
+            self.config.vision_start_token_id, self.config.vision_end_token_id
+        )
 
     def image_text(self, width: int, height: int) -> str:
         patches = self.image_processor.get_number_of_image_patches(height, width, {})
@@ -28,7 +28,3 @@ class QwenVL(VisionFamily):
 
     def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == self.image_token_id).long()}
-
-    @property
-    def visual_token_ids(self) -> set[int]:
-        return {self.image_token_id, self.start_id, self.end_id}
