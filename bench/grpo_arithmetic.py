@@ -29,7 +29,9 @@ def short_and_right(
 
 def bare_number(prompts: list[str], completions: list[str], **kwargs: object) -> list[float]:
     """1.0 when the answer is a number and nothing else (right or not): the format the prompts ask for. The
-    policy wrote "27 + 26 = 53" after 80 steps with rewards for rightness and brevity alone."""
+    policy wrote "27 + 26 = 53" after 80 steps with rewards for rightness and brevity alone; with this reward
+    (`--bare-number 1` or `0.3`) it wrote bare numbers, mostly wrong: right answers fell from 16.7% to 3.3%,
+    exact match rose from 0% to 3.3%. A 135M model computes these sums only by writing them out."""
     import re
 
     return [float(bool(re.fullmatch(r"-?\d+\.?", c.strip()))) for c in completions]
@@ -81,6 +83,9 @@ def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument(
+        "--bare-number", type=float, default=0.0, help="weight of the bare_number reward (0: off)"
+    )
     args = parser.parse_args()
     base = {
         "model_name_or_path": "smollm2-135m-instruct",
@@ -97,8 +102,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grpo"
         keys = {
-            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right,{here}:bare_number",
-            "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
+            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right" + (f",{here}:bare_number" if args.bare_number else ""),
+            "reward_weights": "1,1,1" + (f",{args.bare_number}" if args.bare_number else ""), "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
             "logging_steps": 1, "save_steps": 1000, "output_dir": str(out), "plot_loss": False,
