@@ -37,7 +37,9 @@ def bare_number(prompts: list[str], completions: list[str], **kwargs: object) ->
     return [float(bool(re.fullmatch(r"-?\d+\.?", c.strip()))) for c in completions]
 
 
-def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float, list[tuple[str, str, str]]]:
+def exact_match_rate(
+    cfg_keys: dict, adapter: str | None, test: str = "arithmetic_test"
+) -> tuple[float, float, list[tuple[str, str, str]]]:
     """Greedy answers to the test set's questions (through the training template): the share that is the number
     only and right (exact_match), the share whose final answer is right (accuracy), and the answers."""
     import torch
@@ -50,7 +52,7 @@ def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float,
     from tuneforge.train.rewards.accuracy import accuracy
     from tuneforge.train.rewards.answer import exact_match
 
-    cfg = build_config({**cfg_keys, "dataset": "arithmetic_test", "stage": "grpo"})
+    cfg = build_config({**cfg_keys, "dataset": test, "stage": "grpo"})
     tokenizer = load_tokenizer(cfg.model)
     rows = build_prompt_data(cfg.data, tokenizer).train
     model = AutoModelForCausalLM.from_pretrained(
@@ -83,6 +85,8 @@ def exact_match_rate(cfg_keys: dict, adapter: str | None) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--data", choices=["two-digit", "easy"], default="two-digit",
+                        help="easy: one-digit sums and differences (data/arithmetic_easy_*.json)")  # fmt: skip
     parser.add_argument(
         "--bare-number", type=float, default=0.0, help="weight of the bare_number reward (0: off)"
     )
@@ -92,7 +96,8 @@ def main() -> None:
         "dataset_dir": str(REPO / "data"),
         "cutoff_len": 256,
     }
-    before, right_before, examples = exact_match_rate(base, None)
+    prefix = "arithmetic_easy" if args.data == "easy" else "arithmetic"
+    before, right_before, examples = exact_match_rate(base, None, f"{prefix}_test")
     print(
         f"before: exact match {100 * before:.1f}%, right final answer {100 * right_before:.1f}% on {len(examples)} unseen questions"
     )
@@ -102,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grpo"
         keys = {
-            **base, "stage": "grpo", "dataset": "arithmetic_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right" + (f",{here}:bare_number" if args.bare_number else ""),
+            **base, "stage": "grpo", "dataset": f"{prefix}_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right" + (f",{here}:bare_number" if args.bare_number else ""),
             "reward_weights": "1,1,1" + (f",{args.bare_number}" if args.bare_number else ""), "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
@@ -118,7 +123,7 @@ def main() -> None:
         rewards = [r["reward"] for r in records if "reward" in r]
         share = sum(r.get("rollout_share", 0) for r in records) / max(1, len(records))
         speed = sum(r.get("rollout_tokens_per_second", 0) for r in records) / max(1, len(records))
-        after, right_after, examples = exact_match_rate(base, str(out))
+        after, right_after, examples = exact_match_rate(base, str(out), f"{prefix}_test")
     print(
         f"after {args.steps} GRPO steps ({seconds:.0f} s): exact match {100 * after:.1f}%, right final answer {100 * right_after:.1f}%"
     )

@@ -1,6 +1,7 @@
 """Write data/arithmetic_train.json and data/arithmetic_test.json: two-number sums and differences asked in
-English and Chinese, answered with the number only, for GRPO with a verifiable reward (exact_match, accuracy).
-The two files share no question. Run: python scripts/make_arithmetic_data.py"""
+English and Chinese, answered with the number only, for GRPO with a verifiable reward (exact_match, accuracy),
+and data/arithmetic_easy_{train,test}.json with one-digit numbers (sums a 135M model knows by heart, so GRPO
+can teach the answer's form). Each pair of files shares no question. Run: python scripts/make_arithmetic_data.py"""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ ASK = [
 ]
 
 
-def rows(rng: random.Random, count: int, seen: set[tuple[int, str, int]]) -> list[dict[str, str]]:
+def rows(
+    rng: random.Random, count: int, seen: set[tuple[int, str, int]], top: int = 60
+) -> list[dict[str, str]]:
     out = []
     while len(out) < count:
-        a, b, op = rng.randint(2, 60), rng.randint(2, 60), rng.choice("+-")
+        a, b, op = rng.randint(2, top), rng.randint(2, top), rng.choice("+-")
         if op == "-" and b > a:
             a, b = b, a
         if (a, op, b) in seen:
@@ -33,14 +36,16 @@ def rows(rng: random.Random, count: int, seen: set[tuple[int, str, int]]) -> lis
 def main() -> None:
     rng = random.Random(7)
     seen: set[tuple[int, str, int]] = set()
-    train, test = rows(rng, 200, seen), rows(rng, 60, seen)
-    for name, part in (("arithmetic_train", train), ("arithmetic_test", test)):
+    parts = {"arithmetic_train": rows(rng, 200, seen), "arithmetic_test": rows(rng, 60, seen)}
+    easy: set[tuple[int, str, int]] = set()  # 2..9 with both signs: 96 distinct questions
+    parts |= {"arithmetic_easy_train": rows(rng, 64, easy, 9), "arithmetic_easy_test": rows(rng, 32, easy, 9)}
+    for name, part in parts.items():
         (DATA / f"{name}.json").write_text(
             json.dumps(part, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
         )
     info_path = DATA / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    for name in ("arithmetic_train", "arithmetic_test"):
+    for name in parts:
         info[name] = {"file_name": f"{name}.json"}
     info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
