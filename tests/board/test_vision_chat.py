@@ -46,6 +46,8 @@ def test_an_uploaded_image_is_answered_about(board, shade_reader):
     body["messages"][0]["images"] = [(data / "dark.png").as_uri()]  # the board takes uploads, not paths
     status, text = answer(board.url, body)
     assert status == 422 and "data: URLs" in text
+    status, text = answer(board.url, {**body, "top_p": 2})
+    assert status == 422 and "top_p" in text
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make setup installs it)")
@@ -62,6 +64,8 @@ def test_the_chat_page_uploads_an_image(board, shade_reader):
         page.evaluate(
             "() => { document.querySelector('#chat-active').value = ''; }"
         )  # the base model answers
+        page.fill("#chat-temperature", "0")  # greedy: the page's default samples as the model's config says
+        page.fill("#chat-max-new-tokens", "3")
         page.set_input_files("#chat-image", str(data / "light.png"))
         page.fill("#chat-input", SHADE_QUESTION)
         page.click("#send")

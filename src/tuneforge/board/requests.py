@@ -29,7 +29,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatTurn] = Field(default_factory=list)
     adapter: str | None = None
     max_new_tokens: int = Field(256, gt=0)
-    temperature: float | None = Field(None, ge=0)
+    temperature: float | None = Field(None, ge=0)  # None: the model's generating defaults; 0: greedy
+    top_p: float | None = Field(None, gt=0, le=1)
 
 
 class ParseYamlRequest(BaseModel):

@@ -51,7 +51,7 @@ async def chat(request: Request) -> Any:
     if room < 1:
         raise Problems([f"the conversation fills the context ({len(prompt)} tokens)"])
     params = engine.sampling_params(
-        max_new_tokens=min(body.max_new_tokens, room), temperature=body.temperature
+        max_new_tokens=min(body.max_new_tokens, room), temperature=body.temperature, top_p=body.top_p
     )
     return StreamingResponse(
         stream_answer(engine, prompt, adapter, params, images), media_type="text/event-stream"

@@ -256,6 +256,8 @@ const Board = (() => {
         adapter: document.getElementById("chat-active").value || null,
         messages: history,
       };
+      const number = (id) => { const v = document.getElementById(id).value.trim(); return v === "" ? null : Number(v); };
+      for (const [key, id] of [["max_new_tokens", "chat-max-new-tokens"], ["temperature", "chat-temperature"], ["top_p", "chat-top-p"]]) body[key] = number(id);
       const reply = await fetch("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       if (reply.status !== 200) { document.getElementById("chat-problems").textContent = ((await reply.json()).problems || []).join("; "); return; }
       const reader = reply.body.getReader(), decoder = new TextDecoder();
