@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument(
         "--bare-number", type=float, default=0.0, help="weight of the bare_number reward (0: off)"
     )
+    parser.add_argument("--max-completion-length", type=int, default=16,
+                        help="tokens a sampled answer may have; 4 leaves room for a bare number only")  # fmt: skip
     args = parser.parse_args()
     base = {
         "model_name_or_path": "smollm2-135m-instruct",
@@ -108,7 +110,7 @@ def main() -> None:
         out = Path(tmp) / "grpo"
         keys = {
             **base, "stage": "grpo", "dataset": f"{prefix}_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right" + (f",{here}:bare_number" if args.bare_number else ""),
-            "reward_weights": "1,1,1" + (f",{args.bare_number}" if args.bare_number else ""), "num_generations": 8, "max_completion_length": 16, "per_device_train_batch_size": 4,
+            "reward_weights": "1,1,1" + (f",{args.bare_number}" if args.bare_number else ""), "num_generations": 8, "max_completion_length": args.max_completion_length, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
             "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
             "logging_steps": 1, "save_steps": 1000, "output_dir": str(out), "plot_loss": False,

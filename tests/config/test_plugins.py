@@ -161,3 +161,11 @@ def test_a_model_source_defined_in_a_test_resolves_its_names(tmp_path, tiny_mode
         SOURCES.unregister("vault")
     with pytest.raises(Exception, match="not found: it is neither a zoo name"):
         resolve_model_path("vault://tiny")
+
+
+def test_gradient_checkpointing_is_a_choice_of_auto_true_false_and_each_loads():
+    field = next(f for s in form_sections() for f in s["fields"] if f["key"] == "gradient_checkpointing")
+    assert field["kind"] == "choice" and field["choices"] == ["auto", "true", "false"]
+    assert field["default"] == "auto"
+    for sent, loaded in (("auto", "auto"), ("true", True), ("false", False), (True, True)):
+        assert load_config(extra={"gradient_checkpointing": sent}).training.gradient_checkpointing == loaded

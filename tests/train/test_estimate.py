@@ -50,6 +50,29 @@ def test_more_tokens_more_activations_and_checkpointing_keeps_fewer(tiny_model_d
     assert any("checkpointing" in a for a in checkpointed.assumptions)
 
 
+def test_auto_checkpointing_turns_on_only_when_the_run_would_not_fit(tiny_model_dir, tmp_path, monkeypatch):
+    from tuneforge.train import estimate as module
+    from tuneforge.train.stages import with_checkpointing_decided
+
+    keys = dict(per_device_train_batch_size=4, cutoff_len=128)
+    off = estimate(cfg_for(tiny_model_dir, tmp_path, gradient_checkpointing=False, **keys))
+    on = estimate(cfg_for(tiny_model_dir, tmp_path, gradient_checkpointing=True, **keys))
+    auto = cfg_for(tiny_model_dir, tmp_path, **keys)
+    assert auto.training.gradient_checkpointing == "auto"  # the default
+    roomy = estimate(auto, available=2 * off.total)
+    assert not roomy.checkpointing and roomy.parts == off.parts
+    tight = estimate(auto, available=off.total)  # more than 90 % of it: on
+    assert tight.checkpointing and tight.parts == on.parts
+    assert "auto turned it on" in tight.assumptions[-1]
+
+    monkeypatch.setattr(module, "available_memory", lambda device, processes=1: off.total)
+    assert with_checkpointing_decided(auto).training.gradient_checkpointing is True
+    lf_off = cfg_for(tiny_model_dir, tmp_path, disable_gradient_checkpointing=True, **keys)
+    assert with_checkpointing_decided(lf_off).training.gradient_checkpointing is False
+    monkeypatch.setattr(module, "available_memory", lambda device, processes=1: 10 * off.total)
+    assert with_checkpointing_decided(auto).training.gradient_checkpointing is False
+
+
 def test_eager_attention_adds_the_scores_and_says_so(tiny_model_dir, tmp_path):
     fused = estimate(cfg_for(tiny_model_dir, tmp_path, cutoff_len=128))
     eager = estimate(cfg_for(tiny_model_dir, tmp_path, cutoff_len=128, flash_attn="disabled"))

@@ -72,6 +72,9 @@ FORM_SECTIONS = (
 def _kind(annotation: object) -> tuple[str, list[str]]:
     """(input kind, choices) for a field type: bool, int, float, choice, list or text."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+    if bool in args and len(literals) == 1 and len(args) == 2:  # gradient_checkpointing: auto | true | false
+        return "choice", [str(a) for a in typing.get_args(literals[0])] + ["true", "false"]
     if (
         typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None))
         and args

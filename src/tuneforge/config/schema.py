@@ -254,8 +254,10 @@ class TrainingArguments(_Group):
     seed: int = Field(42, description="Random seed for data order, dropout and initialisation.")
     bf16: bool = Field(False, description="Train in bfloat16 mixed precision (needs hardware support).")
     fp16: bool = Field(False, description="Train in float16 mixed precision (CUDA only).")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in backward: less memory, about a third slower."
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in backward: less memory, about a third more compute. auto: on only "
+        "when `tuneforge estimate` says the run would not fit the free memory without it.",
     )
     chunked_cross_entropy: bool = Field(
         True,

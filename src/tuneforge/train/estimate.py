@@ -42,6 +42,9 @@ CHUNK_COPIES = 2  # chunked head: one chunk's logits and their softmax
 CHECKPOINTED_BYTES = 4  # per token, per hidden unit, per layer: only the layer input is kept
 RUNTIME_CPU = int(0.377e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
 RUNTIME_GPU = int(1.0 * GiB)  # CUDA context, kernels and allocator fragmentation
+FIT_SHARE = (
+    0.9  # gradient_checkpointing auto: on when the estimate without it passes this share of free memory
+)
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "adafactor": 0, "lion": 1}
 
 
@@ -54,6 +57,7 @@ class Estimate:
     device: str
     offloaded: dict[str, int] = field(default_factory=dict)  # bytes moved to CPU memory by ZeRO offload
     assumptions: list[str] = field(default_factory=list)
+    checkpointing: bool = False  # whether gradient checkpointing is on (`auto` decided)
 
     @property
     def total(self) -> int:
@@ -125,10 +129,15 @@ def _backward_layers(params: list[tuple[str, Any]], layers: int) -> tuple[int, f
 
 
 def estimate(
-    cfg: RunConfig, processes: int = 1, device: str = "cpu", deepspeed: str | None = None
+    cfg: RunConfig,
+    processes: int = 1,
+    device: str = "cpu",
+    deepspeed: str | None = None,
+    available: int | None = None,
 ) -> Estimate:
     """The peak memory per device of training `cfg` on `processes` processes (with the ZeRO stage and offload
-    of the DeepSpeed config `deepspeed`, a JSON file as LLaMA-Factory's `deepspeed:` key names)."""
+    of the DeepSpeed config `deepspeed`, a JSON file as LLaMA-Factory's `deepspeed:` key names).
+    `gradient_checkpointing: auto` is decided against `available` bytes per device (default: free now)."""
     model = _meta_model(cfg)
     params = list(model.named_parameters())
     trainable = sum(p.numel() for _, p in params if p.requires_grad)
@@ -151,17 +160,26 @@ def estimate(
     tokens = t.per_device_train_batch_size * cfg.data.cutoff_len
     through, adapted = _backward_layers(params, layers)
     per_layer = ACTIVATION_BYTES + ADAPTER_BYTES * adapted
-    if t.gradient_checkpointing:
-        activations = int(tokens * hidden * (CHECKPOINTED_BYTES * through + per_layer))
-        assumptions.append("gradient checkpointing: layer inputs kept, one layer recomputed at a time")
-    else:
-        activations = int(tokens * hidden * per_layer * through)
-    assumptions.append(f"the backward pass runs through {through} of {layers} layers")
     kernel = cfg.model.flash_attn
-    if kernel == "disabled":  # eager attention keeps its softmax scores (and their dropout copy) for backward
-        heads = model.config.num_attention_heads
-        kept = 1 if t.gradient_checkpointing else through
-        activations += int(t.per_device_train_batch_size * heads * cfg.data.cutoff_len**2 * 4 * 2 * kept)
+
+    def activations_with(checkpointing: bool) -> int:
+        kept = int(
+            tokens
+            * hidden
+            * (CHECKPOINTED_BYTES * through + per_layer if checkpointing else per_layer * through)
+        )
+        if (
+            kernel == "disabled"
+        ):  # eager attention keeps its softmax scores (and their dropout copy) for backward
+            scores = (
+                t.per_device_train_batch_size * model.config.num_attention_heads * cfg.data.cutoff_len**2 * 8
+            )
+            kept += int(scores * (1 if checkpointing else through))
+        return kept
+
+    checkpointing = t.gradient_checkpointing
+    assumptions.append(f"the backward pass runs through {through} of {layers} layers")
+    if kernel == "disabled":
         assumptions.append(
             "eager attention (flash_attn: disabled): the seq x seq scores of each layer are kept, growing with "
             "cutoff_len squared"
@@ -187,10 +205,33 @@ def estimate(
         "trainable weights": trainable * 4,
         "gradients": trainable * 4,
         "optimizer states": trainable * 4 * states,
-        "activations": activations,
+        "activations": activations_with(checkpointing is True),
         "logits": logits,
         "buffers": RUNTIME_GPU if device != "cpu" else RUNTIME_CPU,
     }
+    offloaded = _shard(parts, cfg, processes, deepspeed, assumptions)
+    if checkpointing == "auto":  # on only when the run would not fit without it
+        room = available if available is not None else available_memory(device, processes)
+        checkpointing = room is not None and sum(parts.values()) > FIT_SHARE * room
+        if checkpointing:
+            saved = parts["activations"] - activations_with(True)
+            parts["activations"] -= saved
+            assumptions.append(
+                f"gradient checkpointing: auto turned it on, the run needs {(sum(parts.values()) + saved) / GiB:.2f} "
+                f"GiB without it and {room / GiB:.2f} GiB are free"
+            )
+        else:
+            assumptions.append("gradient checkpointing: auto leaves it off, the run fits without it")
+    elif checkpointing:
+        assumptions.append("gradient checkpointing: layer inputs kept, one layer recomputed at a time")
+    return Estimate(parts, processes, device, offloaded, assumptions, checkpointing=bool(checkpointing))
+
+
+def _shard(
+    parts: dict[str, int], cfg: RunConfig, processes: int, deepspeed: str | None, assumptions: list[str]
+) -> dict[str, int]:
+    """Divide `parts` over the processes as the ZeRO stage does and move offloaded parts out (in place); returns
+    the bytes offloaded to CPU memory."""
     stage, offload_optimizer, offload_params = zero_settings(cfg, deepspeed)
     offloaded: dict[str, int] = {}
     if stage and processes > 1:
@@ -209,15 +250,19 @@ def estimate(
     if offload_params:
         offloaded["weights"] = parts["weights"]
         parts["weights"] = 0
-    return Estimate(parts, processes, device, offloaded, assumptions)
+    return offloaded
 
 
-def available_memory(device: str) -> int | None:
-    """Free memory per device: the GPU's free memory, or the machine's available RAM."""
+def available_memory(device: str, processes: int = 1) -> int | None:
+    """Free memory per device: the GPU's free memory, or the machine's available RAM (shared by the processes
+    of this machine on CPU)."""
     if device == "cpu":
+        import os
+
         import psutil
 
-        return int(psutil.virtual_memory().available)
+        here = min(processes, int(os.environ.get("LOCAL_WORLD_SIZE") or processes))
+        return int(psutil.virtual_memory().available) // max(here, 1)
     import torch
 
     free, _ = torch.cuda.mem_get_info()

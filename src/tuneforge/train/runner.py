@@ -45,7 +45,7 @@ def build_model(cfg: RunConfig, head: str = "lm") -> Any:
     with partitioned_loading(cfg):  # bf16/fp16 are applied by the Trainer's autocast
         model = load_model(cfg.model, dtype=torch.float32, for_training=True, head=head)
     model = apply_adapter(model, cfg.finetuning, cfg.model)
-    if cfg.training.gradient_checkpointing:
+    if cfg.training.gradient_checkpointing is True:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
     info(f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)")
@@ -136,7 +136,11 @@ def train_and_save(
     main = trainer.is_world_process_zero()  # with several processes one writes what the run writes once
     if pissa and main:
         convert_pissa(model, output_dir)
-    trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen})
+    meter = getattr(
+        trainer, "_meter", None
+    )  # the model FLOPs of this process's training passes (train/flops.py)
+    flops = {"model_flops": meter.total} if meter is not None else {}
+    trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen, **flops})
     trainer.save_state()
     if main:
         if image_processor is not None:

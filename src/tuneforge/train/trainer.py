@@ -21,6 +21,7 @@ from transformers.trainer_callback import ExportableState
 
 from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.train import checkpoint
+from tuneforge.train.flops import WorkMeter, gemm_peak, metering, model_shape, report_pass
 from tuneforge.train.internals import GuardedTrainer
 from tuneforge.train.linear_ce import fusable, linear_cross_entropy, linear_label_logps
 from tuneforge.utils.errors import UserError
@@ -115,6 +116,7 @@ def labelled_outputs(
     # No KV cache while training: it only costs memory, and transformers ignores packing when one exists.
     forward["use_cache"] = False
     parts = split_decoder_and_head(model)
+    report_pass(forward, int(keep.sum()))  # metrics.jsonl's mfu (tuneforge.train.flops)
     if parts is None:  # e.g. prompt-learning adapters: the full forward is needed
         logits = model(**forward).logits
         # prompt/p-tuning return logits for their virtual tokens too, in front of the real ones
@@ -183,7 +185,8 @@ class TuneforgeTrainer(GuardedTrainer):
         sample_ids = inputs.pop("sample_ids", None)
         if real is None and "attention_mask" in inputs:
             real = inputs["attention_mask"].sum()
-        loss = self.training_loss(model, inputs, num_items_in_batch)
+        with metering(self._work_meter(model) if model.training else None):
+            loss = self.training_loss(model, inputs, num_items_in_batch)
         if (
             self.divides_by_num_items
             and num_items_in_batch is not None
@@ -201,6 +204,36 @@ class TuneforgeTrainer(GuardedTrainer):
                 self._step_problem = f"loss is {float(loss)}"
         # Only the loss exists: the head never ran on every position, so there are no full logits to return.
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _work_meter(self, model: torch.nn.Module) -> WorkMeter | None:
+        """The meter of this run's model FLOPs (made on first use: the model is wrapped by then); None when
+        the model has no separable decoder and head (prompt-learning methods)."""
+        if not hasattr(self, "_meter"):
+            inner = self.accelerator.unwrap_model(model)
+            parts = split_decoder_and_head(inner)
+            self._meter = None if parts is None else WorkMeter(model_shape(*parts, inner.config))
+        return self._meter
+
+    def _peak_flops(self, model: torch.nn.Module) -> float | None:
+        """This machine's measured matmul peak in the training dtype (tuneforge.train.flops.gemm_peak)."""
+        if not hasattr(self, "_peak"):
+            text = (
+                model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+            )
+            hidden = getattr(text, "hidden_size", None)
+            dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+            self._peak = None
+            if hidden:
+                intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
+                self._peak = gemm_peak(self.args.device, dtype, hidden, intermediate)
+        return self._peak
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        self._peak_flops(
+            self.model
+        )  # measured (or read from the cache) before the first window's clock starts
+        self._mfu_since = time.perf_counter()
+        return super().train(*args, **kwargs)
 
     divides_by_num_items = (
         True  # training_loss sums over tokens and divides by num_items (else: a batch mean)
@@ -245,6 +278,8 @@ class TuneforgeTrainer(GuardedTrainer):
             if marker in logs and self._stats[kind]:
                 logs.update({prefix + k: sum(v) / len(v) for k, v in self._stats[kind].items()})
                 self._stats[kind] = {}
+        if "loss" in logs:
+            self._log_mfu(logs)
         seconds, tokens = getattr(self, "_rollout", (0.0, 0))
         if "loss" in logs and seconds > 0:
             now = time.perf_counter()
@@ -260,6 +295,20 @@ class TuneforgeTrainer(GuardedTrainer):
         super().log(logs, start_time)
 
     # ---- numerics guard ----
+
+    def _log_mfu(self, logs: dict[str, float]) -> None:
+        """`mfu`: the model FLOPs of the training passes since the last log over the window's wall time x the
+        measured peak (tuneforge.train.flops); model_tflops too. The first window starts with `train`."""
+        now, meter = time.perf_counter(), getattr(self, "_meter", None)
+        start = getattr(self, "_mfu_since", now)
+        self._mfu_since = now
+        peak = getattr(self, "_peak", None)
+        if meter is None or not peak:
+            return
+        flops = meter.take()
+        if flops and now > start:
+            logs["mfu"] = round(flops / ((now - start) * peak), 4)
+            logs["model_tflops"] = round(flops / (now - start) / 1e12, 4)
 
     def after_grad_norm(self, grad_norm: Any) -> None:
         value = float(grad_norm) if grad_norm is not None else 0.0

@@ -28,6 +28,34 @@ def available_stages() -> list[str]:
     return sorted(STAGES.members())
 
 
+def with_checkpointing_decided(cfg: RunConfig) -> RunConfig:
+    """`gradient_checkpointing: auto` made true or false by the memory estimate (on only when the run would not
+    fit the free memory without it); an estimate that cannot be made leaves it off."""
+    if cfg.training.gradient_checkpointing != "auto":
+        return cfg
+    if cfg.llamafactory.get("disable_gradient_checkpointing") is True:  # LLaMA-Factory's way of saying off
+        return cfg.model_copy(
+            update={"training": cfg.training.model_copy(update={"gradient_checkpointing": False})}
+        )
+    import os
+
+    import torch
+
+    from tuneforge.train.estimate import estimate
+    from tuneforge.utils.log import info
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        decided = estimate(cfg, int(os.environ.get("WORLD_SIZE") or 1), device)
+        on, why = decided.checkpointing, decided.assumptions[-1]
+    except Exception as err:  # an architecture the meta-device estimate cannot build
+        on, why = False, f"gradient checkpointing: auto leaves it off (no estimate: {err})"
+    if on:
+        info(why)
+    training = cfg.training.model_copy(update={"gradient_checkpointing": on})
+    return cfg.model_copy(update={"training": training})
+
+
 def run_stage(cfg: RunConfig) -> Path:
     """Run the configured stage; returns the output directory."""
     stage = cfg.finetuning.stage
@@ -40,6 +68,7 @@ def run_stage(cfg: RunConfig) -> Path:
 
     to_hf_arguments(cfg)  # optimizer, trackers, strategies: refused in a sentence before data or weights load
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})  # hub ids -> downloaded folders
+    cfg = with_checkpointing_decided(cfg)
     try:
         return STAGES.get(stage).target(cfg)
     except OSError as err:  # the disk filled up or turned read-only mid-run: say what was kept, exit 1
