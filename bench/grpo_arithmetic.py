@@ -92,6 +92,11 @@ def main() -> None:
     )
     parser.add_argument("--max-completion-length", type=int, default=16,
                         help="tokens a sampled answer may have; 4 leaves room for a bare number only")  # fmt: skip
+    parser.add_argument("--rewards", default=None,
+                        help="reward_funcs instead of accuracy,exact_match,short_and_right (e.g. exact_match)")  # fmt: skip
+    parser.add_argument("--sft-warmup", type=int, default=0,
+                        help="first teach the answer format: N LoRA SFT steps (batch 4) on the training questions' "
+                        "bare-number answers, merged into the model GRPO then starts from (a 'cold start')")  # fmt: skip
     args = parser.parse_args()
     base = {
         "model_name_or_path": "smollm2-135m-instruct",
@@ -99,6 +104,38 @@ def main() -> None:
         "cutoff_len": 256,
     }
     prefix = "arithmetic_easy" if args.data == "easy" else "arithmetic"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.sft_warmup:
+            exact, right, _ = exact_match_rate(base, None, f"{prefix}_test")
+            print(f"base model: exact match {100 * exact:.1f}%, right final answer {100 * right:.1f}%")
+            base = {
+                **base,
+                "model_name_or_path": str(format_warmup(base, f"{prefix}_train", args.sft_warmup, Path(tmp))),
+            }
+            print(f"after {args.sft_warmup} SFT steps on the answer format (the GRPO run's starting point):")
+        grpo(args, base, prefix, Path(tmp))
+
+
+def format_warmup(base: dict, dataset: str, steps: int, tmp: Path) -> Path:
+    """LoRA SFT on `dataset`'s answers for `steps` steps, merged into a standalone model folder."""
+    from tuneforge.config import build_config
+    from tuneforge.export import run_export
+    from tuneforge.train.stages import run_stage
+
+    sft = tmp / "sft"
+    keys = {
+        **base, "stage": "sft", "dataset": dataset, "output_dir": str(sft), "max_steps": steps,
+        "per_device_train_batch_size": 4, "learning_rate": 1e-4, "lora_rank": 16, "lora_target": "all",
+        "logging_steps": 1, "save_steps": 1000, "plot_loss": False,
+    }  # fmt: skip
+    run_stage(build_config(keys))
+    merged = tmp / "merged"
+    run_export(build_config({**base, "adapter_name_or_path": str(sft), "export_dir": str(merged)}))
+    return merged
+
+
+def grpo(args: argparse.Namespace, base: dict, prefix: str, tmp: Path) -> None:
+    """The GRPO run from `base`, judged on the test set before and after."""
     before, right_before, examples = exact_match_rate(base, None, f"{prefix}_test")
     print(
         f"before: exact match {100 * before:.1f}%, right final answer {100 * right_before:.1f}% on {len(examples)} unseen questions"
@@ -106,26 +143,31 @@ def main() -> None:
     for prompt, answer, ref in examples[:4]:
         print(f"  ...{prompt!r} -> {answer!r} (reference {ref})")
     here = Path(__file__).resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "grpo"
-        keys = {
-            **base, "stage": "grpo", "dataset": f"{prefix}_train", "reward_funcs": f"accuracy,exact_match,{here}:short_and_right" + (f",{here}:bare_number" if args.bare_number else ""),
-            "reward_weights": "1,1,1" + (f",{args.bare_number}" if args.bare_number else ""), "num_generations": 8, "max_completion_length": args.max_completion_length, "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
-            "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
-            "logging_steps": 1, "save_steps": 1000, "output_dir": str(out), "plot_loss": False,
-        }  # fmt: skip
-        from tuneforge.config import build_config
-        from tuneforge.train.stages import run_stage
+    if args.rewards:
+        rewards, weights = args.rewards, ",".join("1" for _ in args.rewards.split(","))
+    else:
+        rewards = f"accuracy,exact_match,{here}:short_and_right" + (
+            f",{here}:bare_number" if args.bare_number else ""
+        )
+        weights = "1,1,1" + (f",{args.bare_number}" if args.bare_number else "")
+    out = tmp / "grpo"
+    keys = {
+        **base, "stage": "grpo", "dataset": f"{prefix}_train", "reward_funcs": rewards, "reward_weights": weights, "num_generations": 8, "max_completion_length": args.max_completion_length, "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "lr_scheduler_type": "constant",
+        "max_steps": args.steps, "lora_rank": 16, "lora_target": "all", "grpo_beta": 0.01,
+        "logging_steps": 1, "save_steps": 1000, "output_dir": str(out), "plot_loss": False,
+    }  # fmt: skip
+    from tuneforge.config import build_config
+    from tuneforge.train.stages import run_stage
 
-        start = time.perf_counter()
-        run_stage(build_config(keys))
-        seconds = time.perf_counter() - start
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        rewards = [r["reward"] for r in records if "reward" in r]
-        share = sum(r.get("rollout_share", 0) for r in records) / max(1, len(records))
-        speed = sum(r.get("rollout_tokens_per_second", 0) for r in records) / max(1, len(records))
-        after, right_after, examples = exact_match_rate(base, str(out), f"{prefix}_test")
+    start = time.perf_counter()
+    run_stage(build_config(keys))
+    seconds = time.perf_counter() - start
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in records if "reward" in r]
+    share = sum(r.get("rollout_share", 0) for r in records) / max(1, len(records))
+    speed = sum(r.get("rollout_tokens_per_second", 0) for r in records) / max(1, len(records))
+    after, right_after, examples = exact_match_rate(base, str(out), f"{prefix}_test")
     print(
         f"after {args.steps} GRPO steps ({seconds:.0f} s): exact match {100 * after:.1f}%, right final answer {100 * right_after:.1f}%"
     )

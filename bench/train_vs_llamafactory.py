@@ -251,7 +251,9 @@ def main() -> None:
     data_dir = write_data(workdir, rows, args.scenario)
     tokens = None if args.scenario == "dpo" else count_tokens(data_dir, model_dir, keys["cutoff_len"])
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    peak = gemm_peak(torch.device("cpu"), torch.float32, config["hidden_size"], config["intermediate_size"])
+    peak = gemm_peak(
+        torch.device("cpu"), torch.float32, config["hidden_size"], config["intermediate_size"], fresh=True
+    )
     method = (
         "full" if keys["finetuning_type"] == "full" else f"LoRA r{keys['lora_rank']} {keys['lora_target']}"
     )

@@ -38,9 +38,9 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
     return [(r["step"], r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
 
 
-# Within an epoch: the identity data packs into 12 sequences, 3 steps of 4. At an epoch boundary torch's
-# DistributedSampler reshuffles with seed + epoch, a single process's sampler with its running generator,
-# so later epochs see the rows in another order (same rows per epoch).
+# Across an epoch boundary too: the identity data packs into 12 sequences, 3 steps of 4, and 6 steps run two
+# epochs. Both layouts draw from accelerate's SeedableRandomSampler (reseeded with seed + epoch on every
+# process), and each process takes every other batch of it, so step k holds the same rows in either.
 # DPO's reference is the policy with its adapter off, in each process (here under DeepSpeed ZeRO-3)
 @pytest.mark.parametrize(
     "extra",
@@ -49,7 +49,7 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
         # with packing, and under DeepSpeed ZeRO-2 with the optimizer states offloaded to CPU memory
         {
             "packing": "true",
-            "max_steps": 3,
+            "max_steps": 6,
             "deepspeed": REPO / "examples/deepspeed/ds_z2_offload_config.json",
         },
         # DPO under DeepSpeed ZeRO-3: the adapter-off reference is the same partitioned model

@@ -52,10 +52,12 @@ def test_ray_keys_are_checked_naming_the_key(keys, expected, tiny_model_dir, tmp
         ray_settings(cfg, cuda=False)
 
 
-def test_ray_defaults_are_one_cpu_per_worker_and_the_run_name(tiny_model_dir, tmp_path):
+def test_ray_defaults_are_one_cpu_per_worker_and_the_run_name(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
     flat = tiny_run_keys(
         tiny_model_dir, tmp_path / "out", ray_num_workers=4, resources_per_worker='{"CPU": 2}'
     )
     settings = ray_settings(load_config(None, [f"{k}={v}" for k, v in flat.items()]), cuda=False)
     assert settings["workers"] == 4 and settings["resources"] == {"CPU": 2} and settings["name"] == "out"
     assert settings["placement"] == "PACK"
+    assert settings["storage"] == str((tmp_path / "home" / "ray_results").resolve())  # under TUNEFORGE_HOME

@@ -124,3 +124,24 @@ def test_metrics_report_mfu_against_the_measured_peak(tiny_model_dir, tmp_path):
 
     peaks = json.loads((tuneforge_home() / "gemm-peak.json").read_text())
     assert any(key.startswith("cpu") and value > 1e9 for key, value in peaks.items())
+
+
+def test_the_cached_peak_only_rises(tmp_path, monkeypatch):
+    """A peak measured while other work shared the machine is low, and would make every later MFU too high:
+    later measurements and faster training windows raise it, nothing lowers it."""
+    from tuneforge.train import flops
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path))
+    cpu = torch.device("cpu")
+    measured = iter([5e9, 2e9, 8e9])
+    monkeypatch.setattr(flops, "measure_gemm_peak", lambda *args, **kwargs: next(measured))
+    assert flops.gemm_peak(cpu, torch.float32, 8, 16) == 5e9  # measured once, then cached
+    assert flops.gemm_peak(cpu, torch.float32, 8, 16) == 5e9
+    assert flops.gemm_peak(cpu, torch.float32, 8, 16, fresh=True) == 5e9  # a busier measurement: kept 5e9
+    assert flops.observed_rate(cpu, torch.float32, 8, 16, 6e9) == 6e9  # a window ran faster than the peak
+    assert flops.gemm_peak(cpu, torch.float32, 8, 16) == 6e9
+    assert flops.gemm_peak(cpu, torch.float32, 8, 16, fresh=True) == 8e9
+    assert flops.observed_rate(cpu, torch.float32, 8, 16, 1e9) == 8e9
+    assert json.loads((tmp_path / "gemm-peak.json").read_text()) == {
+        f"cpu x{torch.get_num_threads()}|torch.float32|8x16": 8e9
+    }

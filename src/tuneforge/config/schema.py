@@ -264,6 +264,12 @@ class TrainingArguments(_Group):
         description="Run the output head and its loss a chunk of answer tokens at a time, so the [tokens, vocab] "
         "logits never exist whole (same loss; off: plain cross-entropy).",
     )
+    merge_micro_batches: bool = Field(
+        True,
+        description="SFT/pt: run the rows of each gradient accumulation window as one packed sequence (one forward "
+        "and backward instead of one per micro-batch; same loss and gradients) when they fit in "
+        "per_device_train_batch_size x cutoff_len tokens.",
+    )
     dataloader_num_workers: int = Field(0, ge=0, description="Worker processes feeding batches.")
     report_to: list[str] = Field(
         default_factory=lambda: ["none"], description="Experiment trackers: none, tensorboard, wandb, ..."

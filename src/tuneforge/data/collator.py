@@ -78,3 +78,45 @@ class NeatPackingCollator(PaddingCollator):
         batch = super().__call__(rows)
         batch["num_tokens"] = batch.pop("attention_mask").sum(dim=1)
         return batch
+
+
+MERGEABLE_KEYS = {"input_ids", "attention_mask", "labels", "sample_ids"}
+
+
+def merge_batches(batches: Sequence[dict[str, Any]], max_tokens: int) -> dict[str, Any] | None:
+    """The rows of several right-padded batches as one packed row: `input_ids`, `labels`, restarting
+    `position_ids` (transformers then attends within each row only), `num_tokens` and `sample_ids`.
+
+    The first label of every row is IGNORE_INDEX, so no row predicts the next one's first token; it is never a
+    target in the batches either (labels shift by one), so the loss and its normaliser are unchanged. None when
+    the batches hold anything else (packed rows, images, pairs), are not right-padded, or would make more than
+    `max_tokens` tokens."""
+    import torch
+
+    if not batches or any(set(b) - MERGEABLE_KEYS or "attention_mask" not in b for b in batches):
+        return None
+    ids, labels, positions, samples = [], [], [], []
+    for batch in batches:
+        for row, mask in enumerate(batch["attention_mask"]):
+            n = int(mask.sum())
+            if not bool(mask[:n].all()):  # left-padded: not a training batch
+                return None
+            ids.append(batch["input_ids"][row, :n])
+            label = batch["labels"][row, :n].clone()
+            label[:1] = IGNORE_INDEX
+            labels.append(label)
+            positions.append(torch.arange(n))
+        if "sample_ids" in batch:
+            samples.append(batch["sample_ids"])
+    total = sum(len(r) for r in ids)
+    if total > max_tokens:
+        return None
+    merged = {
+        "input_ids": torch.cat(ids)[None],
+        "labels": torch.cat(labels)[None],
+        "position_ids": torch.cat(positions)[None],
+        "num_tokens": torch.tensor([total]),
+    }
+    if samples:
+        merged["sample_ids"] = torch.cat(samples)
+    return merged

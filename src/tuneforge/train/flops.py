@@ -17,7 +17,9 @@ layers of a mixture-of-experts model are scaled by experts per token / experts).
     mfu = model FLOPs of a logging window / (its wall seconds x peak FLOP/s)
 
 The peak is measured, not looked up: the best of float32 (or the training dtype's) matmuls shaped like the
-model's projections, timed on the training device, cached per machine in $TUNEFORGE_HOME/gemm-peak.json.
+model's projections, timed on the training device, cached per machine in $TUNEFORGE_HOME/gemm-peak.json. The
+cache keeps the highest value seen: a measurement slowed by other work on the machine would make every later
+MFU too high, so it is raised by later measurements and by any training window that ran faster than it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 
 from tuneforge.utils.paths import tuneforge_home
 
+PEAKS_FILE = "gemm-peak.json"
 _SKIPPED = re.compile(r"vision|visual|multi_modal_projector|image_newline")
 
 
@@ -194,22 +197,56 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def gemm_peak(device: torch.device, dtype: torch.dtype, hidden: int, intermediate: int) -> float:
-    """This machine's matmul peak (FLOP/s) at the model's projection shapes, measured once and cached."""
+def _peak_key(device: torch.device, dtype: torch.dtype, hidden: int, intermediate: int) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
-    key = f"{name}|{dtype}|{hidden}x{intermediate}"
-    path = tuneforge_home() / "gemm-peak.json"
+    return f"{name}|{dtype}|{hidden}x{intermediate}"
+
+
+def _peaks() -> dict[str, float]:
     try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
+        return dict(json.loads((tuneforge_home() / PEAKS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _save_peak(key: str, value: float) -> None:
+    """Record `value` under `key` (never lowering what is there: a measurement slowed by other work is low)."""
+    peaks = _peaks()
+    if value <= peaks.get(key, 0.0):
+        return
+    peaks[key] = value
+    path = tuneforge_home() / PEAKS_FILE
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_text(json.dumps(peaks, indent=1))
+        staged.replace(path)
+
+
+def gemm_peak(
+    device: torch.device, dtype: torch.dtype, hidden: int, intermediate: int, fresh: bool = False
+) -> float:
+    """This machine's matmul peak (FLOP/s) at the model's projection shapes: measured once and cached (`fresh`:
+    measured again, for a benchmark on an idle machine). The cache keeps the highest value seen, so a measurement taken while other work shared
+    the machine is corrected by a later one, or by a training window that ran faster (`observed_rate`)."""
+    key = _peak_key(device, dtype, hidden, intermediate)
+    known = _peaks().get(key)
+    if known is None or fresh:
         tokens = 2048
         shapes = [(tokens, hidden, hidden), (tokens, hidden, intermediate), (tokens, intermediate, hidden)]
-        cache[key] = measure_gemm_peak(device, dtype, shapes)
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged = path.with_suffix(f".{os.getpid()}.tmp")
-            staged.write_text(json.dumps(cache, indent=1))
-            staged.replace(path)
-    return float(cache[key])
+        measured = measure_gemm_peak(device, dtype, shapes)
+        _save_peak(key, measured)
+        return max(measured, known or 0.0)
+    return float(known)
+
+
+def observed_rate(
+    device: torch.device, dtype: torch.dtype, hidden: int, intermediate: int, rate: float
+) -> float:
+    """A training window reached `rate` FLOP/s: the peak is at least that. Returns the peak to use."""
+    key = _peak_key(device, dtype, hidden, intermediate)
+    peak = _peaks().get(key, 0.0)
+    if rate > peak:
+        _save_peak(key, rate)
+        return rate
+    return peak

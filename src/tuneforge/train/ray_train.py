@@ -19,6 +19,7 @@ from typing import Any
 from tuneforge.config import RunConfig
 from tuneforge.utils.env import env_flag
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.paths import tuneforge_home
 
 # what a worker needs of the launcher's environment (Ray workers on other nodes do not inherit it)
 FORWARDED_PREFIXES = ("TUNEFORGE_", "HF_", "TRANSFORMERS_", "MODELSCOPE_", "TOKENIZERS_", "OMP_")
@@ -64,8 +65,7 @@ def ray_settings(cfg: RunConfig, cuda: bool) -> dict[str, Any]:
             f"key 'ray_storage_filesystem': {filesystem!r}: tuneforge keeps Ray Train's record on a local or "
             "shared path (ray_storage_path); checkpoints stay in output_dir"
         )
-    home = Path(os.environ.get("TUNEFORGE_HOME") or Path.home() / ".tuneforge")
-    storage = Path(keys.get("ray_storage_path") or home / "ray_results").expanduser().resolve()
+    storage = Path(keys.get("ray_storage_path") or tuneforge_home() / "ray_results").expanduser().resolve()
     return {
         "workers": workers,
         "resources": _mapping(cfg, "resources_per_worker") or ({"GPU": 1} if cuda else {"CPU": 1}),

@@ -115,6 +115,8 @@ def train_and_save(
         max_nonfinite_steps=cfg.training.max_nonfinite_steps,
         metrics_path=metrics_path,
         chunked_cross_entropy=cfg.training.chunked_cross_entropy,
+        merge_micro_batches=cfg.training.merge_micro_batches,
+        merge_budget=cfg.training.per_device_train_batch_size * cfg.data.cutoff_len,
         **trainer_options,
     )
     trainer.add_callback(MetricsJsonlCallback(metrics_path, lambda: trainer.tokens_seen))

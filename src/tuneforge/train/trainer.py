@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from transformers.trainer_callback import ExportableState
 
+from tuneforge.data.collator import merge_batches
 from tuneforge.data.tokenized import IGNORE_INDEX
 from tuneforge.train import checkpoint
-from tuneforge.train.flops import WorkMeter, gemm_peak, metering, model_shape, report_pass
+from tuneforge.train.flops import WorkMeter, gemm_peak, metering, model_shape, observed_rate, report_pass
 from tuneforge.train.internals import GuardedTrainer
 from tuneforge.train.linear_ce import fusable, linear_cross_entropy, linear_label_logps
 from tuneforge.utils.errors import UserError
@@ -30,6 +31,7 @@ from tuneforge.utils.log import warn
 TUNEFORGE_STATE = "tuneforge_state.json"
 SAMPLES_FILE = "samples.jsonl"  # a few sampled answers per logging step (grpo, ppo, online_dpo)
 SAMPLES_PER_LOG = 4
+MERGED_AWAY = "tuneforge_merged_away"  # marks a micro-batch whose rows were packed into the window's last one
 
 
 class NonFiniteTrainingError(UserError):
@@ -160,10 +162,15 @@ class TuneforgeTrainer(GuardedTrainer):
         max_nonfinite_steps: int = 3,
         metrics_path: Path | None = None,
         chunked_cross_entropy: bool = True,
+        merge_micro_batches: bool = True,
+        merge_budget: int = 0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.chunked = chunked_cross_entropy  # the head and its loss a chunk at a time (train/linear_ce.py)
+        self.merge_micro_batches = merge_micro_batches
+        self.merge_budget = merge_budget  # most tokens a packed window may hold: batch size x cutoff_len
+        self.merged_windows = 0
         self.tokens_seen = 0
         self.nonfinite_steps = 0
         self.save_limit = save_total_limit
@@ -225,7 +232,8 @@ class TuneforgeTrainer(GuardedTrainer):
             self._peak = None
             if hidden:
                 intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
-                self._peak = gemm_peak(self.args.device, dtype, hidden, intermediate)
+                self._peak_shape = (self.args.device, dtype, hidden, intermediate)
+                self._peak = gemm_peak(*self._peak_shape)
         return self._peak
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
@@ -234,6 +242,43 @@ class TuneforgeTrainer(GuardedTrainer):
         )  # measured (or read from the cache) before the first window's clock starts
         self._mfu_since = time.perf_counter()
         return super().train(*args, **kwargs)
+
+    # ---- the rows of an accumulation window as one packed sequence (merge_micro_batches) ----
+
+    def _can_merge(self) -> bool:
+        """SFT and pretraining only (their loss is a sum over tokens over the window's count), one forward of
+        a decoder that packed rows can share (not prompt-learning methods), not under DeepSpeed or FSDP."""
+        from accelerate.utils import DistributedType
+
+        if not hasattr(self, "_mergeable"):
+            inner = self.accelerator.unwrap_model(self.model)
+            self._mergeable = (
+                self.merge_micro_batches
+                and type(self).training_loss is TuneforgeTrainer.training_loss
+                and split_decoder_and_head(inner) is not None
+                and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+            )
+        return self._mergeable
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        """The window's micro-batches; with `merge_micro_batches`, their rows packed into the last one (the
+        others left empty), so the window runs one forward and backward on a longer sequence instead of several
+        short ones: the same loss and gradients (tests/train/test_merge_micro_batches.py), fuller matmuls. Only
+        when the packed row holds no more tokens than one micro-batch may (batch size x cutoff), so the peak
+        memory the estimate counts is not exceeded."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if len(batches) > 1 and self._can_merge():
+            merged = merge_batches(batches, self.merge_budget)
+            if merged is not None:
+                self.merged_windows += 1
+                empty = {"input_ids": torch.zeros((0, 0), dtype=torch.long), MERGED_AWAY: True}
+                batches = [empty] * (len(batches) - 1) + [merged]
+        return batches, num_items
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if inputs.get(MERGED_AWAY):  # its rows run with the window's last micro-batch
+            return torch.zeros((), device=self.args.device)
+        return super().training_step(model, inputs, *args, **kwargs)
 
     divides_by_num_items = (
         True  # training_loss sums over tokens and divides by num_items (else: a batch mean)
@@ -307,8 +352,11 @@ class TuneforgeTrainer(GuardedTrainer):
             return
         flops = meter.take()
         if flops and now > start:
-            logs["mfu"] = round(flops / ((now - start) * peak), 4)
-            logs["model_tflops"] = round(flops / (now - start) / 1e12, 4)
+            rate = flops / (now - start)
+            if rate > peak:  # the cached peak was measured while the machine was busy: it is at least this
+                self._peak = peak = observed_rate(*self._peak_shape, rate)
+            logs["mfu"] = round(rate / peak, 4)
+            logs["model_tflops"] = round(rate / 1e12, 4)
 
     def after_grad_norm(self, grad_norm: Any) -> None:
         value = float(grad_norm) if grad_norm is not None else 0.0
