@@ -38,18 +38,22 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
     return [(r["step"], r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
 
 
-# Across an epoch boundary too: the identity data packs into 12 sequences, 3 steps of 4, and 6 steps run two
-# epochs. Both layouts draw from accelerate's SeedableRandomSampler (reseeded with seed + epoch on every
-# process), and each process takes every other batch of it, so step k holds the same rows in either.
+# Across an epoch boundary too: both layouts draw from accelerate's SeedableRandomSampler (reseeded with seed +
+# epoch on every process) and each process takes every other batch of it, so step k holds the same rows in
+# either (plain identity rows: 24, 6 steps of 4 per epoch, 8 steps). Where an epoch does not fill its last
+# global batch, one process trains the rows left while several fill their last batches with rows from the
+# epoch's start (accelerate's even_batches, as in LLaMA-Factory): the identity data packs into 15 sequences,
+# so packed runs are compared over the 3 whole steps of the first epoch.
 # DPO's reference is the policy with its adapter off, in each process (here under DeepSpeed ZeRO-3)
 @pytest.mark.parametrize(
     "extra",
     [
         # (plain rows: the SIGKILL test below compares a plain 2 x 2 run with the 1 x 4 one)
         # with packing, and under DeepSpeed ZeRO-2 with the optimizer states offloaded to CPU memory
+        {"max_steps": 8, "save_steps": 4},
         {
             "packing": "true",
-            "max_steps": 6,
+            "max_steps": 3,
             "deepspeed": REPO / "examples/deepspeed/ds_z2_offload_config.json",
         },
         # DPO under DeepSpeed ZeRO-3: the adapter-off reference is the same partitioned model
@@ -59,7 +63,7 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
             "deepspeed": REPO / "examples/deepspeed/ds_z3_config.json",
         },
     ],
-    ids=["packing-zero2-offload", "dpo-zero3"],
+    ids=["two-epochs", "packing-zero2-offload", "dpo-zero3"],
 )
 def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_model_dir, tmp_path):
     if "deepspeed" in extra:
@@ -82,8 +86,11 @@ def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_mo
     assert loss_a != a[0][1]  # it trained
     wa = load_file(str(reference / "adapter_model.safetensors"))
     wb = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
-    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
-    checkpoint = tmp_path / "two" / f"checkpoint-{steps[-1] // 3 * 3}"
+    # Adam divides by sqrt(v): gradients equal to ~1e-7 (the all-reduce adds in another order) move weights by
+    # up to ~1e-5 differently after 8 steps
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 3e-5
+    every = int(extra.get("save_steps", 3))
+    checkpoint = tmp_path / "two" / f"checkpoint-{steps[-1] // every * every}"
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoint.iterdir()}  # each process's
     assert not list((tmp_path / "two").glob(".partial-*"))
 
@@ -188,7 +195,11 @@ def test_smollm2_two_processes_of_batch_2_train_as_one_of_batch_4(smollm2_dir, t
     assert a[-1][1] < a[0][1]  # it trained
     wa = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
     wb = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
-    # Adam divides by sqrt(v), so a gradient that differs in its 7th digit (the all-reduce adds in another order)
-    # moves a weight by up to ~1e-5 differently; LoRA B moved ~3e-3 from zero in these 3 steps
-    moved = max(float(wa[k].abs().max()) for k in wa if "lora_B" in k)
-    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 0.05 * moved
+    # Adam divides by sqrt(v): where a gradient is near zero, a difference in its 7th digit (the all-reduce adds
+    # in another order; the CPU's vector width changes the rounding too) can move that one weight by up to the
+    # learning rate. So the adapters are compared as wholes: LoRA B, which moved from zero in these 3 steps,
+    # differs by under 5% of how far it moved.
+    lora_b = [k for k in wa if "lora_B" in k]
+    moved = sum(float(wa[k].pow(2).sum()) for k in lora_b) ** 0.5
+    apart = sum(float((wa[k] - wb[k]).pow(2).sum()) for k in lora_b) ** 0.5
+    assert apart < 0.05 * moved, (apart, moved)

@@ -111,7 +111,14 @@ def crash_in_step(monkeypatch, step: int, accumulation: int) -> None:
     monkeypatch.setattr(trainer_module, "answer_only_loss", crashing)
 
 
-RESUME_KEYS = {"max_steps": 8, "save_steps": 2, "lora_dropout": 0.1, "lr_scheduler_type": "cosine"}
+# merge_micro_batches off: the crash is placed by counting forward passes, one per micro-batch
+RESUME_KEYS = {
+    "max_steps": 8,
+    "save_steps": 2,
+    "lora_dropout": 0.1,
+    "lr_scheduler_type": "cosine",
+    "merge_micro_batches": False,
+}
 
 
 def test_resume_mid_epoch_two_reproduces_the_uninterrupted_losses(tiny_model_dir, tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ import torch
 from tuneforge.utils.paths import tuneforge_home
 
 PEAKS_FILE = "gemm-peak.json"
+MAX_REPS = 30  # matmuls timed per shape
 _SKIPPED = re.compile(r"vision|visual|multi_modal_projector|image_newline")
 
 
@@ -172,21 +173,24 @@ def report_pass(inputs: dict[str, torch.Tensor], labelled: int) -> None:
 def measure_gemm_peak(
     device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], seconds: float = 0.4
 ) -> float:
-    """The best FLOP/s of `torch.matmul` over `shapes` ([m, k] x [k, n]) on `device`, each timed for about
-    `seconds` after a warm-up."""
+    """The best FLOP/s of `torch.matmul` over `shapes` ([m, k] x [k, n]) on `device`, each timed for up to
+    `seconds` (or MAX_REPS matmuls) after a warm-up, on inputs from a generator of its own."""
     best = 0.0
+    generator = torch.Generator(device=device).manual_seed(0)  # the training's random state stays untouched
     for m, k, n in shapes:
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        b = torch.randn(k, n, device=device, dtype=dtype)
+        a = torch.randn(m, k, device=device, dtype=dtype, generator=generator)
+        b = torch.randn(k, n, device=device, dtype=dtype, generator=generator)
         torch.matmul(a, b)  # warm-up: thread pools, kernel selection
         _synchronize(device)
         reps, start = 0, time.perf_counter()
-        while True:
+        while (
+            True
+        ):  # `seconds` at most, and no more than MAX_REPS matmuls (small models' shapes take microseconds)
             torch.matmul(a, b)
             reps += 1
             _synchronize(device)
             elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
+            if elapsed >= seconds or reps >= MAX_REPS:
                 break
         best = max(best, 2 * m * k * n * reps / elapsed)
     return best
