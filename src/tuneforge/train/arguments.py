@@ -20,9 +20,8 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     names = {f.name for f in dataclasses.fields(HFTrainingArguments)}
     # transformers 5.x renamed gradient checkpointing to activation checkpointing
     prefix = "activation" if "activation_checkpointing" in names else "gradient"
-    on = (
-        t.gradient_checkpointing is True
-    )  # `auto` is decided before training (stages.with_checkpointing_decided)
+    # `auto` is decided before training (stages.with_checkpointing_decided)
+    on = t.gradient_checkpointing is True
     checkpointing = {
         f"{prefix}_checkpointing": on,
         f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if on else None,

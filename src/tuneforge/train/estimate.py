@@ -42,9 +42,8 @@ CHUNK_COPIES = 2  # chunked head: one chunk's logits and their softmax
 CHECKPOINTED_BYTES = 4  # per token, per hidden unit, per layer: only the layer input is kept
 RUNTIME_CPU = int(0.377e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
 RUNTIME_GPU = int(1.0 * GiB)  # CUDA context, kernels and allocator fragmentation
-FIT_SHARE = (
-    0.9  # gradient_checkpointing auto: on when the estimate without it passes this share of free memory
-)
+# gradient_checkpointing auto: on when the estimate without it passes this share of free memory
+FIT_SHARE = 0.9
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "adafactor": 0, "lion": 1}
 
 
@@ -163,17 +162,12 @@ def estimate(
     kernel = cfg.model.flash_attn
 
     def activations_with(checkpointing: bool) -> int:
-        kept = int(
-            tokens
-            * hidden
-            * (CHECKPOINTED_BYTES * through + per_layer if checkpointing else per_layer * through)
-        )
-        if (
-            kernel == "disabled"
-        ):  # eager attention keeps its softmax scores (and their dropout copy) for backward
-            scores = (
-                t.per_device_train_batch_size * model.config.num_attention_heads * cfg.data.cutoff_len**2 * 8
-            )
+        per_token = CHECKPOINTED_BYTES * through + per_layer if checkpointing else per_layer * through
+        kept = int(tokens * hidden * per_token)
+        # eager attention keeps its softmax scores (and their dropout copy) for backward
+        if kernel == "disabled":
+            heads = model.config.num_attention_heads
+            scores = t.per_device_train_batch_size * heads * cfg.data.cutoff_len**2 * 8
             kept += int(scores * (1 if checkpointing else through))
         return kept
 

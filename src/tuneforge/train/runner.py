@@ -138,9 +138,8 @@ def train_and_save(
     main = trainer.is_world_process_zero()  # with several processes one writes what the run writes once
     if pissa and main:
         convert_pissa(model, output_dir)
-    meter = getattr(
-        trainer, "_meter", None
-    )  # the model FLOPs of this process's training passes (train/flops.py)
+    # the model FLOPs of this process's training passes (train/flops.py)
+    meter = getattr(trainer, "_meter", None)
     flops = {"model_flops": meter.total} if meter is not None else {}
     trainer.save_metrics("train", {**result.metrics, "num_tokens_trained": trainer.tokens_seen, **flops})
     trainer.save_state()

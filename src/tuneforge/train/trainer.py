@@ -237,9 +237,8 @@ class TuneforgeTrainer(GuardedTrainer):
         return self._peak
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        self._peak_flops(
-            self.model
-        )  # measured (or read from the cache) before the first window's clock starts
+        # measured (or read from the cache) before the first window's clock starts
+        self._peak_flops(self.model)
         self._mfu_since = time.perf_counter()
         return super().train(*args, **kwargs)
 
