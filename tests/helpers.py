@@ -86,7 +86,8 @@ QWEN_VL = {  # family: (config class, vision tower sizes, patch size)
 
 def save_tiny_vision_model(path, tokenizer, family: str = "qwen2_vl", seed: int = 0):
     """A tiny random vision-language model saved with `tokenizer` (its image tokens added) and a PIL image
-    processor: Qwen2-VL (patches merged 2x2, 3-D rotary positions) or LLaVA 1.5 (CLIP tower, 28x28 input)."""
+    processor: Qwen2-VL (patches merged 2x2, 3-D rotary positions) or LLaVA 1.5 (CLIP tower, 28x28 input); or
+    a tiny Qwen2-Audio (`qwen2_audio`) with a Whisper feature extractor of 2 s windows."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -161,12 +162,29 @@ def save_tiny_vision_model(path, tokenizer, family: str = "qwen2_vl", seed: int 
             mm_tokens_per_image=4, boi_token_index=start, eoi_token_index=end, image_token_index=soft,
         )  # fmt: skip
         processor = Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+    elif family == "qwen2_audio":
+        from transformers import Qwen2AudioConfig, WhisperFeatureExtractor
+
+        marks = ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+        tokenizer.add_special_tokens({"additional_special_tokens": marks})
+        # 2 s windows of 16 log-mel bins: 200 frames, which the encoder's convolution halves to 100 positions
+        config = Qwen2AudioConfig(
+            audio_config={"num_mel_bins": 16, "encoder_layers": 2, "encoder_attention_heads": 4,
+                          "encoder_ffn_dim": 64, "d_model": 32, "max_source_positions": 100},
+            text_config={**text, "model_type": "qwen2", "vocab_size": len(tokenizer)},
+            audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+        )  # fmt: skip
+        processor = WhisperFeatureExtractor(
+            feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2
+        )
     else:
         raise ValueError(family)
     for where in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
         where.pad_token_id, where.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
         where.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
+    if family == "qwen2_audio":
+        from transformers import AutoModelForMultimodalLM as AutoModelForImageTextToText  # noqa: N814
     model = AutoModelForImageTextToText.from_config(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -122,7 +122,7 @@ def test_image_paths_start_at_media_dir_and_bad_files_name_their_row(tmp_path, t
     assert load_examples(moved).examples[0].images == (str(tmp_path / "pics" / names[0]),)
 
 
-def test_image_rows_for_a_text_model_videos_and_unreadable_images_are_refused(
+def test_image_rows_for_a_text_model_missing_videos_and_unreadable_media_are_refused(
     tmp_path, tiny_vision_model, smollm2_tokenizer
 ):
     names = write_images(tmp_path, 1)
@@ -135,8 +135,11 @@ def test_image_rows_for_a_text_model_videos_and_unreadable_images_are_refused(
         build_sft_data(args.model_copy(update={"overwrite_cache": True}), tokenizer, family=family)
     videos = image_rows(tmp_path, [{"messages": chat("<video>Hi", "Hello."), "videos": ["a.mp4"]}], "v",
                         columns={"messages": "messages", "videos": "videos"})  # fmt: skip
-    with pytest.raises(BadRowsError, match="tuneforge trains on images but not on videos"):
+    with pytest.raises(BadRowsError, match=r"v.json:1: videos\[0\]: video file .*a.mp4 does not exist"):
         load_examples(videos)
+    (tmp_path / "a.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match=r"v.json:1: video .*a.mp4 cannot be read"):
+        build_sft_data(videos.model_copy(update={"overwrite_cache": True}), tokenizer, family=family)
 
 
 def test_rows_whose_image_tokens_cutoff_would_cut_are_dropped_and_counted(tmp_path, tiny_vision_model):
@@ -158,7 +161,7 @@ def test_rows_whose_image_tokens_cutoff_would_cut_are_dropped_and_counted(tmp_pa
     assert data.dropped_cut_images == [f"{tmp_path / 'vl.json'}:1"]
     assert [e.images for e in data.train] == [(str(tmp_path / names[1]),)]
     assert "1 dropped with their image tokens cut" in data.summary()
-    with pytest.raises(DataError, match="rows with images cannot be packed"):
+    with pytest.raises(DataError, match="rows with images, videos or audio cannot be packed"):
         training_rows(list(data.train), args.model_copy(update={"packing": True}), "sft", 0)
 
 

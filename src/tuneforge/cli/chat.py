@@ -1,8 +1,9 @@
 """Terminal chat on the inference engine: streams answers; `--prompt` answers once for scripts.
 
 In a session: /adapter NAME switches adapter (/adapter base: none), /system TEXT sets the system
-prompt, /image PATH shows a vision-language model an image with the next message, /reset forgets the
-conversation, /exit leaves. `--image PATH[,PATH]` does the same for `--prompt`.
+prompt, /image PATH shows a vision-language model an image with the next message (/video PATH and
+/audio PATH a video or a sound, for the models that read them), /reset forgets the conversation, /exit
+leaves. `--image PATH[,PATH]`, `--video` and `--audio` do the same for `--prompt`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ import sys
 from pathlib import Path
 
 from tuneforge.config import RunConfig
+from tuneforge.data.media import media_ref
 
-HELP = "commands: /adapter NAME|base, /system TEXT, /image PATH, /reset, /exit"
-IMAGE = "<image>"
+HELP = "commands: /adapter NAME|base, /system TEXT, /image PATH, /video PATH, /audio PATH, /reset, /exit"
+PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
+__all__ = ["media_ref", "run_chat", "with_images"]
 
 
-def with_images(text: str, count: int) -> str:
-    """A user message showing `count` images: placeholders first unless the text places them itself."""
-    return text if IMAGE in text else IMAGE * count + text
+def with_images(text: str, refs: list[str]) -> str:
+    """A user message showing these media: each kind's placeholders first unless the text places them."""
+    from tuneforge.data.media import kind_of
+
+    front = ""
+    for kind, placeholder in PLACEHOLDERS.items():
+        count = sum(1 for r in refs if kind_of(r) == kind)
+        if placeholder not in text:
+            front += placeholder * count
+    return front + text
 
 
 def run_chat(
@@ -36,15 +46,17 @@ def run_chat(
         raise UserError(
             f"--adapter {adapter}: not among --adapters ({', '.join(engine.adapters) or 'none given'})"
         )
-    images = images or []
-    missing = [p for p in images if not Path(p).is_file()]
-    if missing:
-        raise UserError(f"--image {missing[0]}: no such file")
+    images = images or []  # media references (`media_ref`)
+    from tuneforge.data.media import audio_file, kind_of, video_files
+
+    for ref in images:
+        kind = kind_of(ref)
+        path = {"image": lambda r: r, "video": lambda r: video_files(r)[0], "audio": audio_file}[kind](ref)
+        if not Path(path).is_file():
+            raise UserError(f"--{kind} {path}: no such file")
     try:
         if prompt is not None:
-            _answer(
-                engine, [{"role": "user", "content": with_images(prompt, len(images))}], adapter, None, images
-            )
+            _answer(engine, [{"role": "user", "content": with_images(prompt, images)}], adapter, None, images)
             return 0
         return _session(engine, adapter)
     finally:
@@ -93,15 +105,15 @@ def _session(engine: object, adapter: str | None) -> int:
             history, images, waiting = [], [], []
             print("(conversation reset)")
             continue
-        if command == "/image":
-            path = rest.strip()
-            if engine.vision is None:
-                print("(this model is text-only; it cannot read images)")
+        if command in ("/image", "/video", "/audio"):
+            path, kind = rest.strip(), command[1:]
+            if engine.vision is None or kind not in engine.vision.kinds:
+                print(f"(this model cannot read {kind}s)")
             elif not Path(path).is_file():
                 print(f"(no such file: {path})")
             else:
-                waiting.append(path)
-                print(f"(image {path} goes with your next message)")
+                waiting.append(media_ref(kind, path))
+                print(f"({kind} {path} goes with your next message)")
             continue
         if command == "/system":
             system = rest.strip() or None
@@ -122,7 +134,7 @@ def _session(engine: object, adapter: str | None) -> int:
         if command.startswith("/"):
             print(f"(unknown command; {HELP})")
             continue
-        history.append({"role": "user", "content": with_images(text, len(waiting))})
+        history.append({"role": "user", "content": with_images(text, waiting)})
         images, waiting = images + waiting, []
         print("Assistant: ", end="", flush=True)
         history.append({"role": "assistant", "content": _answer(engine, history, adapter, system, images)})

@@ -85,7 +85,7 @@ def _train(argv: list[str]) -> int:
 
 
 CHAT_GROUPS = ("model", "data", "generating")
-CHAT_FLAGS = ("prompt", "adapters", "adapter", "image")
+CHAT_FLAGS = ("prompt", "adapters", "adapter", "image", "video", "audio")
 
 
 def _chat(argv: list[str]) -> int:
@@ -93,23 +93,30 @@ def _chat(argv: list[str]) -> int:
         from tuneforge.config.help import describe_keys
 
         print(
-            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--image PATH[,PATH]] [--adapters name=path,...]\n"
-            "                      [--adapter NAME] [--key value ...]\n\n"
+            "usage: tuneforge chat [CONFIG.yaml] [--prompt TEXT] [--image PATH[,PATH]] [--video PATH[,PATH]]\n"
+            "                      [--audio PATH[,PATH]] [--adapters name=path,...] [--adapter NAME] [--key value ...]\n\n"
             "Without --prompt: an interactive chat; in it /adapter NAME (or base) switches adapter,\n"
             "/system TEXT sets the system prompt, /image PATH shows a vision-language model an image with\n"
-            "your next message, /reset starts over, /exit leaves.\n"
-            "With --prompt: answer once and exit (--image: the images it asks about; <image> in the prompt\n"
-            "places them, else they come first). --adapter picks one of --adapters to start with.\n\nKeys:\n"
+            "your next message (/video PATH, /audio PATH: a video or a sound, for models that read them),\n"
+            "/reset starts over, /exit leaves.\n"
+            "With --prompt: answer once and exit (--image, --video, --audio: the files it asks about; <image>,\n"
+            "<video>, <audio> in the prompt place them, else they come first). --adapter picks one of\n"
+            "--adapters to start with.\n\nKeys:\n"
         )
         print(describe_keys(("model", "generating")))
         print("  template: as in training (see `tuneforge train --help`)")
         return 0
-    from tuneforge.cli.chat import run_chat
+    from tuneforge.cli.chat import media_ref, run_chat
     from tuneforge.config import load_subset
 
     config, overrides, options = split_args(argv, CHAT_FLAGS)
     cfg = load_subset(config, overrides, CHAT_GROUPS)
-    images = [p for p in (options.get("image") or "").split(",") if p]
+    images = [
+        media_ref(kind, p)
+        for kind in ("image", "video", "audio")
+        for p in (options.get(kind) or "").split(",")
+        if p
+    ]
     return run_chat(cfg, options.get("prompt"), options.get("adapters"), options.get("adapter"), images)
 
 

@@ -172,9 +172,10 @@ def tokenize_conversations(
 
 
 def keep_image_tokens(example: TokenizedExample, expanded: Conversation, family: VisionFamily) -> bool:
-    """Whether every image token of the row survived truncation; their labels are never trained on."""
+    """Whether every media token (image, video, audio) of the row survived truncation; their labels are never
+    trained on."""
     text = "".join(m.content for m in expanded.messages) + (expanded.system or "")
-    if family.image_count(example.input_ids) != text.count(family.image_token):
+    if family.image_count(example.input_ids) != family.media_token_count(text):
         return False
     visual = family.visual_token_ids
     example.labels = [

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tuneforge.data.conversation import Conversation, DataError, Document, Example, Message
-from tuneforge.data.media import image_paths
+from tuneforge.data.media import media_refs
 from tuneforge.utils.env import env_flag
 
 Row = dict[str, Any]
@@ -98,7 +98,6 @@ class DatasetSpec:
             raise DataError(
                 f"{source}: expected a JSON object per row, got {type(row).__name__}", "wrong_type"
             )
-        _refuse_media(row, self.columns, source)
         if self.is_text:
             example: Example = Document(
                 _text(row, self.columns["prompt"], source, required=True) or "", source
@@ -110,56 +109,38 @@ class DatasetSpec:
                 example.kto_label = _flag(row, kto, source)
         example.validate()
         if isinstance(example, Conversation):
-            _attach_images(example, row, self, source)
+            _attach_media(example, row, self, source)
         return example
 
 
-IMAGE = "<image>"
-UNSUPPORTED_MEDIA = {"videos": "<video>", "audios": "<audio>"}
+PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
+IMAGE = PLACEHOLDERS["image"]
 
 
-def _refuse_media(row: Row, columns: dict[str, Any], source: str) -> None:
-    """Video and audio rows are refused rather than trained as text."""
-    for media in UNSUPPORTED_MEDIA:
-        column = columns.get(media)
-        if column and row.get(column):
-            count = len(row[column]) if isinstance(row[column], list) else 1
-            raise DataError(
-                f"{source}: column '{column}' holds {count} {media[:-1]} file(s), and tuneforge trains on images "
-                f"but not on {media} yet; drop the column from dataset_info.json to train on the rest, or set "
-                "on_bad_rows: skip to leave such rows out",
-                "multimodal",
-            )
-
-
-def _attach_images(conversation: Conversation, row: Row, spec: DatasetSpec, source: str) -> None:
-    """The row's image files, checked against its `<image>` placeholders: one file per placeholder."""
-    column = spec.columns.get("images")
-    if column and row.get(column):
-        conversation.images = image_paths(row[column], column, spec.media_dir, source)
+def _attach_media(conversation: Conversation, row: Row, spec: DatasetSpec, source: str) -> None:
+    """The row's image, video and audio files, checked against its `<image>`, `<video>` and `<audio>`
+    placeholders: one file (or, for a video, one file or list of frames) per placeholder."""
+    refs = media_refs(row, spec.columns, spec.media_dir, source)
+    conversation.images = tuple(ref for kind in PLACEHOLDERS for ref in refs[kind])
     turns = [*conversation.messages, *([conversation.rejected] if conversation.rejected else [])]
-    placed = sum(m.content.count(IMAGE) for m in turns) + (conversation.system or "").count(IMAGE)
-    if placed != len(conversation.images):
-        where = f"column '{column}'" if column else "no images column in dataset_info.json"
-        raise DataError(
-            f"{source}: the messages hold {placed} {IMAGE} placeholder(s) but {len(conversation.images)} image(s) "
-            f"are given ({where}); each image needs exactly one {IMAGE} where it belongs in the prompt",
-            "multimodal",
+    for kind, placeholder in PLACEHOLDERS.items():
+        placed = sum(m.content.count(placeholder) for m in turns) + (conversation.system or "").count(
+            placeholder
         )
-    for i, message in enumerate(conversation.messages):
-        if message.role == "assistant" and IMAGE in message.content:
+        if placed != len(refs[kind]):
+            column = spec.columns.get(f"{kind}s")
+            where = f"column '{column}'" if column else f"no {kind}s column in dataset_info.json"
             raise DataError(
-                f"{source}: turn {i + 1} (assistant) contains {IMAGE}; images belong in prompt turns",
+                f"{source}: the messages hold {placed} {placeholder} placeholder(s) but {len(refs[kind])} {kind}(s) "
+                f"are given ({where}); each {kind} needs exactly one {placeholder} where it belongs in the prompt",
                 "multimodal",
             )
-    for found in UNSUPPORTED_MEDIA.values():
-        if any(found in m.content for m in turns):
-            raise DataError(
-                f"{source}: the messages contain the placeholder {found}, which stands for a video or audio file "
-                "that tuneforge does not train on yet (it would be trained as text); remove the placeholder or set "
-                "on_bad_rows: skip",
-                "multimodal",
-            )
+        for i, message in enumerate(conversation.messages):
+            if message.role == "assistant" and placeholder in message.content:
+                raise DataError(
+                    f"{source}: turn {i + 1} (assistant) contains {placeholder}; {kind}s belong in prompt turns",
+                    "multimodal",
+                )
 
 
 def _check_entry_types(name: str, entry: dict[str, Any]) -> None:

@@ -84,8 +84,8 @@ def training_rows(
     with_images = next((e for e in examples if e.images), None)
     if with_images is not None:
         raise DataError(
-            f"rows with images cannot be packed (first: {with_images.source}): an image's tokens must stay in one "
-            "row with its pixels; set packing: false and neat_packing: false",
+            f"rows with images, videos or audio cannot be packed (first: {with_images.source}): their tokens must stay in one "
+            "row with their pixels or sound; set packing: false and neat_packing: false",
             "multimodal",
         )
     packed = pack_examples(examples, args.cutoff_len, args.neat_packing)

@@ -109,7 +109,7 @@ class StreamingSFTDataset(torch.utils.data.IterableDataset):
         with_images = next((c for c in chunk if c.images), None)
         if with_images is not None:
             raise DataError(
-                f"{with_images.source}: rows with images are not streamed yet; set streaming: false",
+                f"{with_images.source}: rows with images, videos or audio are not streamed yet; set streaming: false",
                 "multimodal",
             )
         examples = [

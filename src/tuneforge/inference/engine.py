@@ -24,7 +24,7 @@ from tuneforge.data.template import chat_template_for, render_prompt, template_s
 from tuneforge.inference.batch import Batch
 from tuneforge.inference.control_text import control_strings, has_control_text, render_as_text
 from tuneforge.inference.detokenize import IncrementalDetokenizer
-from tuneforge.inference.images import IMAGE, image_inputs, with_image_tokens
+from tuneforge.inference.images import PLACEHOLDERS, image_inputs, with_image_tokens
 from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
     CACHE_ARGUMENT,
     context_length,
@@ -170,18 +170,22 @@ class InferenceEngine:
         """Prompt ids for a conversation (and tool definitions, as JSON), rendered exactly as in training,
         ending where the answer starts. Special-token strings inside the content are tokenized as text
         (no role injection) unless `control_tokens_as_text` is False. Each `<image>` in the messages stands
-        for the next of `images` and becomes its image tokens, as in training."""
+        for the next of `images` and becomes its image tokens, as in training (`<video>` and `<audio>` likewise,
+        for `video:` and `audio:` references among `images`)."""
         system = system or self.generating.default_system
-        with_images = bool(images) or any(IMAGE in str(m.get("content") or "") for m in messages)
+        placeholders = set(PLACEHOLDERS.values())
+        with_images = bool(images) or any(
+            p in str(m.get("content") or "") for m in messages for p in placeholders
+        )
 
         def plain(turns: list[dict[str, Any]], sys_prompt: str | None) -> list[int]:
             if with_images:  # after control text is hidden: the image tokens are the only real ones added
                 turns = with_image_tokens(self.vision, self.base_name, turns, images)
             return render_prompt(turns, self.tokenizer, self.template, sys_prompt, tools)
 
-        controls = [c for c in self._control_strings if c != IMAGE]
+        controls = [c for c in self._control_strings if c not in placeholders]
         if control_tokens_as_text and has_control_text(messages, system, controls):
-            return render_as_text(messages, system, self.tokenizer, plain, keep={IMAGE})
+            return render_as_text(messages, system, self.tokenizer, plain, keep=placeholders)
         return plain(messages, system)
 
     def submit(

@@ -1,40 +1,57 @@
-"""Requests with images for a vision-language model: `<image>` placeholders become the image's tokens in the
-prompt (as in training), and the image files become the tensors its forward pass takes besides the ids."""
+"""Requests with images (videos, audio) for a multimodal model: `<image>`, `<video>` and `<audio>` placeholders
+become the medium's tokens in the prompt (as in training), and the files (media references,
+`tuneforge.data.media`) become the tensors its forward pass takes besides the ids."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from tuneforge.data.conversation import Conversation, Message
-from tuneforge.data.visual import IMAGE, VisionFamily
+from tuneforge.data.conversation import Conversation, DataError, Message
+from tuneforge.data.media import kind_of
+from tuneforge.data.visual import IMAGE, PLACEHOLDERS, VisionFamily
 
-__all__ = ["IMAGE", "image_inputs", "with_image_tokens"]
+__all__ = ["IMAGE", "PLACEHOLDERS", "image_inputs", "with_image_tokens"]
 
 
 def with_image_tokens(
     family: VisionFamily | None, model_name: str, messages: list[dict[str, Any]], images: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """`messages` with each `<image>` replaced by the next image's tokens; a sentence (ValueError) when the
-    model reads no images or the counts differ."""
-    if family is None:
-        raise ValueError(f"{model_name} is a text-only model; it cannot read images")
-    placed = sum(str(m.get("content") or "").count(IMAGE) for m in messages)
-    if placed != len(images):
-        raise ValueError(f"the messages hold {placed} {IMAGE} placeholder(s) for {len(images)} image(s)")
+    """`messages` with each `<image>` (`<video>`, `<audio>`) replaced by the next such medium's tokens; a
+    sentence (ValueError) when the model reads no such media or the counts differ."""
+    kinds = sorted(
+        {kind_of(ref) for ref in images} | {k for k, p in PLACEHOLDERS.items() if _placed(messages, p)}
+    )
+    if family is None and kinds:
+        raise ValueError(f"{model_name} is a text-only model; it cannot read {kinds[0]}s")
+    for kind in kinds:
+        placed, given = _placed(messages, PLACEHOLDERS[kind]), sum(1 for r in images if kind_of(r) == kind)
+        if placed != given:
+            raise ValueError(
+                f"the messages hold {placed} {PLACEHOLDERS[kind]} placeholder(s) for {given} {kind}(s)"
+            )
     turns = [Message(m["role"], str(m.get("content") or "")) for m in messages]
-    expanded = family.expand(Conversation(turns, images=tuple(images), source="the request"))
+    try:
+        expanded = family.expand(Conversation(turns, images=tuple(images), source="the request"))
+    except DataError as err:
+        raise ValueError(str(err)) from None
     return [{**m, "content": t.content} for m, t in zip(messages, expanded.messages, strict=True)]
+
+
+def _placed(messages: list[dict[str, Any]], placeholder: str) -> int:
+    return sum(str(m.get("content") or "").count(placeholder) for m in messages)
 
 
 def image_inputs(
     family: VisionFamily, prompt_ids: list[int], images: Sequence[str], device: Any
 ) -> dict[str, Any]:
-    """The image tensors of a request on `device`, checked against the image tokens its prompt holds."""
+    """The media tensors of a request on `device`, checked against the media tokens its prompt holds."""
     import torch
 
     if family.image_count(prompt_ids) and not images:
-        raise ValueError("the prompt holds image tokens but no image was given")
+        raise ValueError(
+            "the prompt holds image tokens but no image was given (or video, audio tokens without the file)"
+        )
     if not images:
         return {}
     inputs = family.pixel_inputs(images)

@@ -155,7 +155,12 @@ def load_model(
     if vision_language:
         if head == "score":
             raise UserError("reward models (a scoring head) are built on text-only models; pick a text model")
-        from transformers import AutoModelForImageTextToText as auto  # type: ignore[no-redef]
+        from transformers import AutoModelForImageTextToText, AutoModelForMultimodalLM
+
+        from tuneforge.model.vision import is_audio_language
+
+        audio = is_audio_language(vision_config(args))
+        auto = AutoModelForMultimodalLM if audio else AutoModelForImageTextToText  # type: ignore[assignment]
     model = auto.from_pretrained(
         path,
         dtype=dtype or torch.float32,
@@ -187,19 +192,24 @@ def vision_config(args: ModelArguments) -> object | None:
 
 
 def load_image_processor(args: ModelArguments) -> tuple[object, object] | None:
-    """(config, image processor) of a vision-language model, None for a text-only one. Without torchvision,
-    transformers picks its PIL image processors."""
+    """(config, image processor) of a vision-language model, (config, feature extractor) of an audio-language
+    one, None for a text-only one. Without torchvision, transformers picks its PIL image processors."""
     config = vision_config(args)
     if config is None:
         return None
-    from transformers import AutoImageProcessor
+    from transformers import AutoFeatureExtractor, AutoImageProcessor
 
+    from tuneforge.model.vision import is_audio_language
+
+    audio = is_audio_language(config)
+    auto = AutoFeatureExtractor if audio else AutoImageProcessor
     path = model_path(args)
     try:
-        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+        processor = auto.from_pretrained(path, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
+        what = "audio feature extractor" if audio else "image processor"
         raise UserError(
-            f"{args.model_name_or_path} is a vision-language model but its image processor cannot be loaded ({err}); "
+            f"{args.model_name_or_path} is a multimodal model but its {what} cannot be loaded ({err}); "
             "the model folder needs preprocessor_config.json"
         ) from None
     return config, processor

@@ -27,8 +27,13 @@ def _table() -> dict[str, dict[str, list[str]]]:
 
 
 def is_vision_language(config: Any) -> bool:
-    """Whether a model config describes an image-text-to-text model (it has a vision encoder's config)."""
-    return getattr(config, "vision_config", None) is not None
+    """Whether a model config describes a multimodal model: image-text-to-text (it has a vision encoder's
+    config) or audio-text-to-text (an audio encoder's)."""
+    return is_audio_language(config) or getattr(config, "vision_config", None) is not None
+
+
+def is_audio_language(config: Any) -> bool:
+    return getattr(config, "audio_config", None) is not None
 
 
 def supported_vision_models() -> list[str]:
@@ -40,7 +45,7 @@ def check_vision_model(config: Any) -> None:
     if is_vision_language(config) and config.model_type not in _table():
         architecture = ", ".join(getattr(config, "architectures", None) or [config.model_type])
         raise UserError(
-            f"{architecture} (model type '{config.model_type}') is a vision-language model tuneforge does not train "
+            f"{architecture} (model type '{config.model_type}') is a multimodal model tuneforge does not train "
             f"yet; supported: {', '.join(supported_vision_models())}"
         )
 

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.data.media import image_from_url
+from tuneforge.data.media import image_from_url, media_ref
 from tuneforge.inference.engine import InferenceEngine, SamplingParams
 from tuneforge.serve.errors import ApiError, error_response
 from tuneforge.serve.jobs import Output, as_stream, chat_body, gather, start, stream, text_body
@@ -145,7 +145,7 @@ def create_app(engine: InferenceEngine, api_key: str | None = None, limits: Limi
         system, turns = body.conversation()
         tools = json.dumps(body.tools, ensure_ascii=False) if body.tools else None
         try:
-            images = [image_from_url(url) for url in body.image_urls()]
+            images = [media_ref(kind, image_from_url(url, kind)) for kind, url in body.media()]
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_image", "messages") from None
         try:

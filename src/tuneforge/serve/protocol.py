@@ -27,25 +27,65 @@ class ImagePart(BaseModel):
     image_url: ImageUrl
 
 
+class VideoPart(BaseModel):
+    """A video (vLLM's `video_url` part): a `data:` URL (base64) or a `file://` path on the server."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["video_url"]
+    video_url: ImageUrl
+
+
+class InputAudio(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    data: str  # base64
+    format: str = "wav"
+
+
+class AudioPart(BaseModel):
+    """A sound for an audio-language model, as OpenAI's `input_audio` part: base64 data and its format."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
 IMAGE = "<image>"  # where an image part stood, as the chat template's data format marks it
+PLACEHOLDER = {ImagePart: IMAGE, VideoPart: "<video>", AudioPart: "<audio>"}
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart | ImagePart] | None = None
+    content: str | list[TextPart | ImagePart | VideoPart | AudioPart] | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
     def text(self) -> str:
-        """The text, with `<image>` where each image part stood."""
+        """The text, with `<image>` (`<video>`, `<audio>`) where each media part stood."""
         if isinstance(self.content, list):
-            return "".join(part.text if isinstance(part, TextPart) else IMAGE for part in self.content)
+            return "".join(
+                part.text if isinstance(part, TextPart) else PLACEHOLDER[type(part)] for part in self.content
+            )
         return self.content or ""
 
     def image_urls(self) -> list[str]:
+        """The URLs of the image parts (`media()`: every media part)."""
+        return [url for kind, url in self.media() if kind == "image"]
+
+    def media(self) -> list[tuple[str, str]]:
+        """(kind, URL) of each media part in order; audio as a `data:` URL of its base64 data."""
         if not isinstance(self.content, list):
             return []
-        return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
+        found = []
+        for part in self.content:
+            if isinstance(part, ImagePart):
+                found.append(("image", part.image_url.url))
+            elif isinstance(part, VideoPart):
+                found.append(("video", part.video_url.url))
+            elif isinstance(part, AudioPart):
+                found.append(
+                    ("audio", f"data:audio/{part.input_audio.format};base64,{part.input_audio.data}")
+                )
+        return found
 
 
 class StreamOptions(BaseModel):
@@ -109,6 +149,10 @@ class ChatCompletionRequest(_Sampling):
     def image_urls(self) -> list[str]:
         """Every image part's URL, in the order of the messages."""
         return [url for m in self.messages for url in m.image_urls()]
+
+    def media(self) -> list[tuple[str, str]]:
+        """(kind, URL) of every image, video and audio part, in the order of the messages."""
+        return [found for m in self.messages for found in m.media()]
 
     def wants_tool_calls(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"

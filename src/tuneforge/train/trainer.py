@@ -21,6 +21,7 @@ from transformers.trainer_callback import ExportableState
 
 from tuneforge.data.collator import merge_batches
 from tuneforge.data.tokenized import IGNORE_INDEX
+from tuneforge.model.vision import is_vision_language
 from tuneforge.train import checkpoint
 from tuneforge.train.flops import WorkMeter, gemm_peak, metering, model_shape, observed_rate, report_pass
 from tuneforge.train.internals import GuardedTrainer
@@ -53,7 +54,7 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
     get_decoder = getattr(inner, "get_decoder", None)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     decoder = get_decoder() if get_decoder else None
-    if getattr(getattr(inner, "config", None), "vision_config", None) is not None:  # merges image features in
+    if is_vision_language(getattr(inner, "config", None)):  # merges image or audio features in
         decoder = getattr(inner, "model", None)
     if decoder is None or head is None or decoder is inner:
         return None
@@ -62,8 +63,9 @@ def split_decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, tor
 
 MODEL_INPUTS = (
     "input_ids", "attention_mask", "position_ids",
-    # vision-language batches (tuneforge.data.visual): the image processor's tensors and per-token types
+    # multimodal batches (tuneforge.data.visual): the processors' tensors and per-token types
     "pixel_values", "image_grid_thw", "image_sizes", "mm_token_type_ids", "token_type_ids",
+    "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "input_features", "feature_attention_mask",
 )  # fmt: skip
 
 
