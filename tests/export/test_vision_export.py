@@ -58,3 +58,49 @@ def test_merged_vision_model_exports_with_its_processor_and_same_logits(tiny_vis
     assert torch.allclose(merged, expected, atol=1e-4), (merged - expected).abs().max()
     with pytest.raises(UserError, match="vision-language model .*export_format: safetensors"):
         export(tmp_path / "gguf", base, [tmp_path / "adapter"], export_format="gguf")
+
+
+def audio_logits(model_dir, adapter, sound: str) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoFeatureExtractor, AutoModelForMultimodalLM, AutoTokenizer
+
+    from tuneforge.config import DataArguments
+    from tuneforge.data.conversation import Conversation, Message
+    from tuneforge.data.visual import vision_family
+
+    model = AutoModelForMultimodalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    family = vision_family(model.config, tokenizer, extractor, DataArguments())
+    ref = f"audio:{sound}"
+    chat = family.expand(Conversation([Message("user", "<audio>What is it?")], images=(ref,))).as_chat()
+    inputs = dict(
+        tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    )
+    inputs.update(family.pixel_inputs([ref]))
+    with torch.no_grad():
+        return model.eval()(**inputs).logits
+
+
+def test_merged_audio_model_exports_with_its_feature_extractor_and_same_logits(tiny_vision_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForMultimodalLM
+
+    from tests.train.test_media_stages import LF_DATA
+
+    base = tiny_vision_model("qwen2_audio")
+    torch.manual_seed(3)
+    model = AutoModelForMultimodalLM.from_pretrained(base, dtype=torch.float32)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)", init_lora_weights=False
+    )
+    get_peft_model(model, lora).save_pretrained(tmp_path / "adapter")
+    sound = str(LF_DATA / "mllm_demo_data" / "3.flac")
+    expected = audio_logits(base, tmp_path / "adapter", sound)
+
+    out = export(tmp_path, base, [tmp_path / "adapter"])
+    assert "WhisperFeatureExtractor" in (out / "preprocessor_config.json").read_text()
+    merged = audio_logits(out, None, sound)
+    assert torch.allclose(merged, expected, atol=1e-4), (merged - expected).abs().max()
