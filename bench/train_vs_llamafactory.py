@@ -49,6 +49,10 @@ COMMON = {
     "lora_rank": 8,
     "lora_target": "q_proj,v_proj",
     "dataset": "bench",
+    # the LLaMA-Factory user's YAML names its template; tuneforge renders it token for token and labels the same
+    # tokens (with SmolLM2's own Jinja template instead it would not train the newline after <|im_end|>, and the
+    # first losses would differ by a token per row in the denominator)
+    "template": "smollm2",
     "cutoff_len": 1024,
     "per_device_train_batch_size": 1,
     "gradient_accumulation_steps": 8,
@@ -199,7 +203,7 @@ def run_tool(
     keys = {k: v for k, v in {**COMMON, **scenario["keys"]}.items() if k not in scenario.get("drop", ())}
     cfg = {**keys, "model_name_or_path": str(model_dir), "dataset_dir": str(data_dir), "output_dir": str(out)}
     if tool == "llamafactory":
-        cfg.update(template="smollm2", plot_loss=False, preprocessing_num_workers=1, overwrite_cache=True)
+        cfg.update(plot_loss=False, preprocessing_num_workers=1, overwrite_cache=True)
         if mode == "same":
             cfg["disable_gradient_checkpointing"] = True
         command = [str(lf_cli), "train"]
