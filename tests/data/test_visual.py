@@ -23,12 +23,15 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "llava_next", "gemma3
 
 
 def bound(model_dir: Path, args: DataArguments):
-    """(tokenizer, family) of a saved vision-language model, as a run builds them."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+    """(tokenizer, family) of a saved vision- or audio-language model, as a run builds them."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.config.schema import ModelArguments
+    from tuneforge.model.loader import load_image_processor
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
-    return tokenizer, vision_family(config, tokenizer, AutoImageProcessor.from_pretrained(model_dir), args)
+    config, processor = load_image_processor(ModelArguments(model_name_or_path=str(model_dir)))
+    return tokenizer, vision_family(config, tokenizer, processor, args)
 
 
 def image_rows(tmp_path: Path, rows: list[dict], name: str = "vl", **entry) -> DataArguments:
