@@ -89,11 +89,11 @@ def run_export(cfg: RunConfig) -> Path:
     cfg = cfg.model_copy(update={"model": with_local_adapters(cfg.model)})
     adapters = list(cfg.model.adapter_name_or_path or [])
     problems = adapter_problems(adapters) or (check(adapters) if check else [])
-    vision = load_image_processor(cfg.model)  # (config, image processor) of a vision-language model
+    vision = load_image_processor(cfg.model)  # (config, processor) of a vision- or audio-language model
     if vision is not None and cfg.export.export_format != "safetensors":
         problems.append(
-            f"export_format {cfg.export.export_format} writes the language model only, and this is a vision-language "
-            "model (its image encoder would be lost); use export_format: safetensors"
+            f"export_format {cfg.export.export_format} writes the language model only, and this is a multimodal "
+            "model (its image or audio encoder would be lost); use export_format: safetensors"
         )
     if problems:  # before any weights load
         raise UserError("; ".join(problems))
