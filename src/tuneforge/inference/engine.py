@@ -24,7 +24,7 @@ from tuneforge.data.template import chat_template_for, render_prompt, template_s
 from tuneforge.inference.batch import Batch
 from tuneforge.inference.control_text import control_strings, has_control_text, render_as_text
 from tuneforge.inference.detokenize import IncrementalDetokenizer
-from tuneforge.inference.images import PLACEHOLDERS, image_inputs, with_image_tokens
+from tuneforge.inference.images import PLACEHOLDERS, image_inputs, placed, with_image_tokens
 from tuneforge.inference.loading import (  # noqa: F401 - parse_adapters is part of this module's API
     CACHE_ARGUMENT,
     context_length,
@@ -174,9 +174,7 @@ class InferenceEngine:
         for `video:` and `audio:` references among `images`)."""
         system = system or self.generating.default_system
         placeholders = set(PLACEHOLDERS.values())
-        with_images = bool(images) or any(
-            p in str(m.get("content") or "") for m in messages for p in placeholders
-        )
+        with_images = bool(images) or any(placed(messages, p) for p in placeholders)
 
         def plain(turns: list[dict[str, Any]], sys_prompt: str | None) -> list[int]:
             if with_images:  # after control text is hidden: the image tokens are the only real ones added

@@ -11,7 +11,7 @@ from tuneforge.data.conversation import Conversation, DataError, Message
 from tuneforge.data.media import kind_of
 from tuneforge.data.visual import IMAGE, PLACEHOLDERS, VisionFamily
 
-__all__ = ["IMAGE", "PLACEHOLDERS", "image_inputs", "with_image_tokens"]
+__all__ = ["IMAGE", "PLACEHOLDERS", "image_inputs", "placed", "with_image_tokens"]
 
 
 def with_image_tokens(
@@ -20,15 +20,15 @@ def with_image_tokens(
     """`messages` with each `<image>` (`<video>`, `<audio>`) replaced by the next such medium's tokens; a
     sentence (ValueError) when the model reads no such media or the counts differ."""
     kinds = sorted(
-        {kind_of(ref) for ref in images} | {k for k, p in PLACEHOLDERS.items() if _placed(messages, p)}
+        {kind_of(ref) for ref in images} | {k for k, p in PLACEHOLDERS.items() if placed(messages, p)}
     )
     if family is None and kinds:
         raise ValueError(f"{model_name} is a text-only model; it cannot read {kinds[0]}s")
     for kind in kinds:
-        placed, given = _placed(messages, PLACEHOLDERS[kind]), sum(1 for r in images if kind_of(r) == kind)
-        if placed != given:
+        count, given = placed(messages, PLACEHOLDERS[kind]), sum(1 for r in images if kind_of(r) == kind)
+        if count != given:
             raise ValueError(
-                f"the messages hold {placed} {PLACEHOLDERS[kind]} placeholder(s) for {given} {kind}(s)"
+                f"the messages hold {count} {PLACEHOLDERS[kind]} placeholder(s) for {given} {kind}(s)"
             )
     turns = [Message(m["role"], str(m.get("content") or "")) for m in messages]
     try:
@@ -38,7 +38,8 @@ def with_image_tokens(
     return [{**m, "content": t.content} for m, t in zip(messages, expanded.messages, strict=True)]
 
 
-def _placed(messages: list[dict[str, Any]], placeholder: str) -> int:
+def placed(messages: list[dict[str, Any]], placeholder: str) -> int:
+    """How many times the messages hold this placeholder."""
     return sum(str(m.get("content") or "").count(placeholder) for m in messages)
 
 
