@@ -7,8 +7,11 @@ identical (the same prompt and answer ids, turn by turn), same-text (the same te
 added a stop word as a new token that SmolLM2's vocabulary lacks), differing (the first difference shown)
 or missing in the installed LLaMA-Factory.
 
-Run as: .venv/bin/python bench/template_parity.py [--write docs/template-parity.md]
+Run as: .venv/bin/python bench/template_parity.py [--write docs/template-parity.md] [--record]
 LLaMA-Factory is installed from PyPI into .bench/lf-venv on first use (bench/train_vs_llamafactory.py).
+`--record` also writes LLaMA-Factory's ids to tests/fixtures/llamafactory/template_ids.json, which
+tests/compat/test_template_parity.py compares tuneforge against without installing LLaMA-Factory (and checks
+against the live LLaMA-Factory when .bench/lf-venv exists).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RECORDING = REPO / "tests" / "fixtures" / "llamafactory" / "template_ids.json"
 sys.path.insert(0, str(REPO / "bench"))
 
 from train_vs_llamafactory import LF_VENV, LF_VERSION, ensure_llamafactory, offline_env  # noqa: E402
@@ -144,19 +148,54 @@ def compare(ours: object, theirs: object, tokenizer) -> tuple[str, str]:
     return "differing", f"at char {at}: tuneforge {our_text[at : at + 30]!r} vs LF {lf_text[at : at + 30]!r}"
 
 
-def parity(names: list[str] | None = None) -> dict[str, tuple[str, str]]:
-    """name -> (verdict, detail) for the given template names (all of both sides' by default)."""
-    from transformers import AutoTokenizer
-
+def smollm2_dir() -> Path:
     from tuneforge.model.sources import resolve_model_path
 
-    tokenizer_dir = resolve_model_path("smollm2-135m-instruct")
+    return Path(resolve_model_path("smollm2-135m-instruct"))
+
+
+def llamafactory_side(names: list[str] | None = None) -> dict[str, dict[str, object]]:
+    """LLaMA-Factory's encodings of CASES (all its template names by default), run in its own venv."""
     ensure_llamafactory()
     result = subprocess.run(
-        [str(LF_VENV / "bin" / "python"), "-c", LF_SIDE, str(tokenizer_dir), json.dumps(CASES), ",".join(names or [])],
+        [str(LF_VENV / "bin" / "python"), "-c", LF_SIDE, str(smollm2_dir()), json.dumps(CASES), ",".join(names or [])],
         capture_output=True, text=True, env=offline_env(), check=True,
     )  # fmt: skip
-    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def record(theirs: dict[str, dict[str, object]], path: Path = RECORDING) -> None:
+    """LLaMA-Factory's side, with the version and conversations it was made from, one template per line."""
+    body = ",\n".join(
+        f"  {json.dumps(name)}: {json.dumps(theirs[name], ensure_ascii=False)}" for name in sorted(theirs)
+    )
+    head = {"llamafactory": LF_VERSION, "tokenizer": "SmolLM2-135M-Instruct", "cases": CASES}
+    path.write_text(
+        f'{{"about": {json.dumps(head, ensure_ascii=False)},\n"templates": {{\n{body}\n}}}}\n',
+        encoding="utf-8",
+    )
+
+
+def recorded(path: Path = RECORDING) -> dict[str, dict[str, object]]:
+    """The recorded LLaMA-Factory side; refuses a recording made from other conversations than CASES."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data["about"]["cases"] != json.loads(json.dumps(CASES)):
+        raise ValueError(f"{path} was recorded from other conversations: bench/template_parity.py --record")
+    return data["templates"]
+
+
+def parity(
+    names: list[str] | None = None, theirs: dict[str, dict[str, object]] | None = None
+) -> dict[str, tuple[str, str]]:
+    """name -> (verdict, detail) for the given template names (all of both sides' by default), against
+    `theirs` (a recording) or, when None, LLaMA-Factory run now."""
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = smollm2_dir()
+    if theirs is None:
+        theirs = llamafactory_side(names)
+    elif names:
+        theirs = {n: theirs[n] for n in names if n in theirs}
     ours = tuneforge_side(tokenizer_dir, names)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     verdicts = {}
@@ -218,8 +257,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", type=Path, help="write the markdown report here")
     parser.add_argument("--names", default="", help="comma-separated template names (default: all)")
+    parser.add_argument(
+        "--record", action="store_true", help=f"also write LLaMA-Factory's ids to {RECORDING}"
+    )
     args = parser.parse_args()
-    report = render_report(parity([n for n in args.names.split(",") if n] or None))
+    names = [n for n in args.names.split(",") if n] or None
+    if args.record and names:
+        parser.error("--record writes every template name: leave out --names")
+    theirs = llamafactory_side(names)
+    if args.record:
+        record(theirs)
+    report = render_report(parity(names, theirs))
     print(report)
     if args.write:
         args.write.write_text(report, encoding="utf-8")
