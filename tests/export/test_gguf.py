@@ -19,12 +19,14 @@ from tuneforge.utils.errors import UserError
 TEXT = "Mixed text: hello, 世界! 🙂 Ünïcode 12345 <|im_start|>user"
 
 
-def load_back(out: Path):
+def load_back(out: Path, tokenizer: bool = True):
+    """(model, tokenizer or None, path) read back by transformers' GGUF loader (each read parses the whole
+    file's metadata, seconds for a 49k vocabulary: skip the tokenizer where the test does not use it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     (gguf,) = out.glob("*.gguf")
     model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf.name, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(out, gguf_file=gguf.name), gguf
+    return model, AutoTokenizer.from_pretrained(out, gguf_file=gguf.name) if tokenizer else None, gguf
 
 
 def merged(base: Path, adapters: list[Path]):
@@ -79,13 +81,14 @@ def test_gguf_of_base_plus_adapter_matches_the_merged_model(
     out = export(
         tmp_path, gqa_model_dir, [adapter], export_format="gguf", export_gguf_type=kind, template="qwen"
     )
-    model, tokenizer, gguf = load_back(out)
+    model, tokenizer, gguf = load_back(out, tokenizer=kind == "f32")
     reference = merged(gqa_model_dir, [adapter])
     ids = smollm2_tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (model(ids).logits - reference(ids).logits).abs().max() < limit
-    if kind == "f32":
-        assert greedy(model, ids) == greedy(reference, ids)
+    if kind != "f32":  # the metadata below is written by the same code whatever the tensors' type
+        return
+    assert greedy(model, ids) == greedy(reference, ids)
     assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
     from gguf import GGUFReader
 
@@ -122,7 +125,7 @@ def test_qwen_architectures_round_trip(family, tmp_path, smollm2_tokenizer):
     model.save_pretrained(base)
     smollm2_tokenizer.save_pretrained(base)
     out = export(tmp_path, base, [], export_format="gguf", export_gguf_type="f32")
-    back, _, _ = load_back(out)
+    back, _, _ = load_back(out, tokenizer=False)
     ids = smollm2_tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (back(ids).logits - model.eval()(ids).logits).abs().max() < 1e-4
@@ -149,7 +152,7 @@ def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
     """f32 is exact; f16 rounds each weight to 11 significant bits, a few hundredths on logits of size ~20."""
     adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
     out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type=gguf_type)
-    model, tokenizer, gguf = load_back(out)
+    model, tokenizer, gguf = load_back(out, tokenizer=gguf_type == "f32")
     reference = merged(smollm2_dir, [adapter])
     ids = question_ids(smollm2_tokenizer)
     with torch.no_grad():
@@ -157,7 +160,8 @@ def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
         print(f"{gguf_type}: max |logit difference| {float(difference):.2e}")
         assert difference < tolerance
     assert greedy(model, ids) == greedy(reference, ids)
-    assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
+    if tokenizer is not None:  # the same vocabulary whatever the tensors' type
+        assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -124,12 +124,18 @@ def test_unknown_ids_exit_2_with_a_sentence(name, env, words, tmp_path, tiny_rep
     assert words in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 def test_gguf_file_picks_a_gguf_in_a_hub_repo(tmp_path):
-    """The embedded SmolLM2 GGUF served as one file of a repository, fetched by name and converted."""
-    from tuneforge.model.zoo import zoo
+    """A GGUF (a tiny LLaMA with a small vocabulary, written by tuneforge's exporter; the embedded SmolLM2
+    GGUF's conversion is tests/model/test_zoo.py's) served as one file of a repository, fetched by name and
+    converted."""
+    from tests.export.test_export import export
+    from tests.helpers import tiny_llama, tiny_tokenizer
 
-    gguf = zoo()["smollm2-135m-instruct"].gguf_path()
+    tokenizer = tiny_tokenizer()
+    base = tmp_path / "base"
+    tiny_llama(vocab_size=len(tokenizer)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    (gguf,) = export(tmp_path, base, [], export_format="gguf", export_gguf_type="f32").glob("*.gguf")
     folder = tmp_path / "repo"
     folder.mkdir()
     (folder / "README.md").write_text("a GGUF repository")
