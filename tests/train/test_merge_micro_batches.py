@@ -45,12 +45,15 @@ def records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_merged_windows_train_exactly_as_separate_micro_batches(batch, tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("batch", "accumulation"), [(1, 4), (2, 4), (2, 1)])
+def test_merged_windows_train_exactly_as_separate_micro_batches(
+    batch, accumulation, tiny_model_dir, tmp_path, monkeypatch
+):
+    """(2, 1): a window of one micro-batch of two rows runs them packed, without their padding."""
     calls = []
     merge = trainer_module.merge_batches
     monkeypatch.setattr(trainer_module, "merge_batches", lambda *a: calls.append(1) or merge(*a))
-    keys = dict(max_steps=4, per_device_train_batch_size=batch, gradient_accumulation_steps=4)
+    keys = dict(max_steps=4, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation)
     run_stage(config(tiny_model_dir, tmp_path / "separate", merge_micro_batches=False, **keys))
     assert not calls
     run_stage(config(tiny_model_dir, tmp_path / "merged", **keys))  # the default

@@ -56,8 +56,9 @@ class ModelArguments(_Group):
     )
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = Field(
         "auto",
-        description="Attention kernel: auto (FlashAttention-2 when installed on CUDA, else SDPA), disabled "
-        "(eager), sdpa, fa2 or fa3 (fall back to SDPA with a warning where not installed).",
+        description="Attention kernel: auto (FlashAttention-2 when installed on CUDA, else SDPA; training models "
+        "attend packed rows row by row), disabled (eager), sdpa (transformers' SDPA as it is), fa2 or fa3 (fall "
+        "back to SDPA with a warning where not installed).",
     )
     cache_dir: str | None = Field(
         None,

@@ -97,6 +97,21 @@ def attention_implementation(choice: str) -> str:
     return "sdpa"
 
 
+def use_packed_attention(model: object) -> bool:
+    """Training models on SDPA attend packed rows row by row (model/packed_attention.py) where their attention is
+    plain causal; True when switched."""
+    from tuneforge.model import packed_attention
+
+    config = model.config  # type: ignore[attr-defined]
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not packed_attention.usable(config):
+        return False
+    try:
+        model.set_attn_implementation(packed_attention.register())  # type: ignore[attr-defined]
+    except (ValueError, ImportError):  # a remote-code model without transformers' attention interface
+        return False
+    return True
+
+
 def importlib_available(name: str) -> bool:
     import importlib.util
 
@@ -168,6 +183,8 @@ def load_model(
         attn_implementation=attention_implementation(args.flash_attn),
         **extra,
     )
+    if for_training and args.flash_attn == "auto":  # `flash_attn: sdpa` keeps transformers' SDPA as it is
+        use_packed_attention(model)
     if quantization is not None and for_training:
         from peft import prepare_model_for_kbit_training
 

@@ -264,11 +264,13 @@ class TuneforgeTrainer(GuardedTrainer):
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
         """The window's micro-batches; with `merge_micro_batches`, their rows packed into the last one (the
         others left empty), so the window runs one forward and backward on a longer sequence instead of several
-        short ones: the same loss and gradients (tests/train/test_merge_micro_batches.py), fuller matmuls. Only
+        short ones, and no padding: the same loss and gradients (tests/train/test_merge_micro_batches.py), fuller
+        matmuls (a window of one micro-batch of several rows loses its padding too). Only
         when the packed row holds no more tokens than one micro-batch may (batch size x cutoff), so the peak
         memory the estimate counts is not exceeded."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if len(batches) > 1 and self._can_merge():
+        several_rows = len(batches) > 1 or (len(batches) == 1 and len(batches[0].get("input_ids", ())) > 1)
+        if several_rows and self._can_merge():
             merged = merge_batches(batches, self.merge_budget)
             if merged is not None:
                 self.merged_windows += 1
