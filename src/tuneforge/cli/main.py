@@ -45,6 +45,12 @@ def _train(argv: list[str]) -> int:
         return 0
     config, overrides, _ = split_args(argv)
     cfg = load_config(config, overrides)  # every key checked once, before any process starts
+    if (
+        _COMMAND_LINE
+    ):  # started as the `tuneforge` command: this process may be replaced (not when called in-process)
+        from tuneforge.utils.allocator import reexec_with_allocator
+
+        reexec_with_allocator(cfg.training.allocator, ["train", *argv])
     from tuneforge.runs.tracking import tracked_run
     from tuneforge.train.launch import TRACKED_ENV, is_main, run_launched, torchrun_command
     from tuneforge.train.ray_train import ray_requested, run_on_ray
@@ -376,7 +382,12 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+_COMMAND_LINE = False  # main() was given no argv: this process is the `tuneforge` command itself
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _COMMAND_LINE
+    _COMMAND_LINE = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)

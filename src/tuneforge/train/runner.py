@@ -15,6 +15,7 @@ from tuneforge.model.adapters import apply_adapter, count_parameters
 from tuneforge.model.loader import load_model
 from tuneforge.train.checkpoint import Checkpoint
 from tuneforge.train.output import mark_finished, save_run
+from tuneforge.utils.allocator import in_use as allocator_in_use
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import info
 
@@ -49,6 +50,9 @@ def build_model(cfg: RunConfig, head: str = "lm") -> Any:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
     info(f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)")
+    info(
+        f"memory allocator: {allocator_in_use()}, attention: {getattr(model.config, '_attn_implementation', None)}"
+    )
     return model
 
 
