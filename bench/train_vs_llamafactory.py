@@ -2,7 +2,8 @@
 
 Prints non-padding tokens/s of the training loop, peak RSS of the whole process and model FLOPs utilisation
 for each tool, twice: with each tool's own defaults for what the YAML leaves out (LLaMA-Factory turns
-gradient checkpointing on), and with the same computation (checkpointing off in both). `--repeats N` runs
+gradient checkpointing on), and with the same computation (checkpointing off in both); `--modes` may add
+`checkpointing` (checkpointing on in both: the same computation, recomputation included). `--repeats N` runs
 each pair N times, alternating the tools, and prints medians.
 
 Scenarios: `short` (default): alpaca-style rows, cutoff 1024, batch 1 x 8, LoRA r8 on q/v; `long`: answers of
@@ -17,7 +18,7 @@ The first steps' losses of both tools are printed side by side, and every step m
 above zero (a tool that skipped the backward pass must not win).
 
 Run as: python bench/train_vs_llamafactory.py [--scenario short|long|full|dpo] [--rows N]
-        [--modes defaults,same] [--repeats N]
+        [--modes defaults,same,checkpointing] [--repeats N]
 LLaMA-Factory is installed from PyPI into .bench/lf-venv on first use (a few minutes).
 """
 
@@ -204,12 +205,12 @@ def run_tool(
     cfg = {**keys, "model_name_or_path": str(model_dir), "dataset_dir": str(data_dir), "output_dir": str(out)}
     if tool == "llamafactory":
         cfg.update(plot_loss=False, preprocessing_num_workers=1, overwrite_cache=True)
-        if mode == "same":
-            cfg["disable_gradient_checkpointing"] = True
+        if mode in ("same", "checkpointing"):
+            cfg["disable_gradient_checkpointing"] = mode == "same"
         command = [str(lf_cli), "train"]
     else:
-        if mode == "same":
-            cfg["gradient_checkpointing"] = False
+        if mode in ("same", "checkpointing"):
+            cfg["gradient_checkpointing"] = mode == "checkpointing"
         command = [str(REPO / ".venv" / "bin" / "tuneforge"), "train"]
     path = workdir / f"{tool}-{mode}-{tag}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -236,7 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", default="short", choices=sorted(SCENARIOS))
     parser.add_argument("--rows", type=int, default=None, help="training rows (one epoch)")
-    parser.add_argument("--modes", default="defaults,same", help="defaults, same, or both")
+    parser.add_argument(
+        "--modes", default="defaults,same", help="comma-separated: defaults, same, checkpointing"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each tool per mode (medians printed)")
     args = parser.parse_args()
 
@@ -270,12 +273,23 @@ def main() -> None:
     )
 
     results = []
-    modes = args.modes.split(",")
+    # defaults first: LLaMA-Factory's defaults run is also its checkpointing run
+    modes = sorted(args.modes.split(","), key=lambda m: m != "defaults")
     for repeat in range(args.repeats):
         for mode in modes:
             tools = ("llamafactory", "tuneforge") if repeat % 2 == 0 else ("tuneforge", "llamafactory")
             for tool in tools:
+                if tool == "llamafactory" and mode == "checkpointing" and "defaults" in modes:
+                    # LLaMA-Factory checkpoints by default: its defaults run of this repeat is this run
+                    done = next(
+                        r
+                        for r in results
+                        if r["tool"] == tool and r["mode"] == "defaults" and r["tag"] == repeat
+                    )
+                    results.append({**done, "mode": mode})
+                    continue
                 result = run_tool(tool, mode, workdir, data_dir, model_dir, lf_cli, scenario, str(repeat))
+                result["tag"] = repeat
                 results.append(result)
                 print(
                     f"  run {repeat + 1}: {mode:8s} {tool:12s} train {result['train_s']:.0f} s, peak RSS "
@@ -299,7 +313,11 @@ def main() -> None:
                 flops / (seconds * peak) if flops else 0,
             )
         (lf_speed, lf_rss, lf_mfu), (tf_speed, tf_rss, tf_mfu) = row["llamafactory"], row["tuneforge"]
-        label = "defaults" if mode == "defaults" else "same computation (no checkpointing)"
+        label = {
+            "defaults": "defaults",
+            "same": "same computation (no checkpointing)",
+            "checkpointing": "same computation (checkpointing in both)",
+        }[mode]
         print(f"{mode:9s} llamafactory  {lf_speed:8.1f}  {lf_rss:11.2f}  {100 * lf_mfu:5.1f}%")
         print(
             f"{mode:9s} tuneforge     {tf_speed:8.1f}  {tf_rss:11.2f}  {100 * tf_mfu:5.1f}%   "
