@@ -45,9 +45,8 @@ def _train(argv: list[str]) -> int:
         return 0
     config, overrides, _ = split_args(argv)
     cfg = load_config(config, overrides)  # every key checked once, before any process starts
-    if (
-        _COMMAND_LINE
-    ):  # started as the `tuneforge` command: this process may be replaced (not when called in-process)
+    # started as the `tuneforge` command, this process may be replaced (never when main() is called in-process)
+    if _COMMAND_LINE:
         from tuneforge.utils.allocator import reexec_with_allocator
 
         reexec_with_allocator(cfg.training.allocator, ["train", *argv])
