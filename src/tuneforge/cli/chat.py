@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from tuneforge.config import RunConfig
-from tuneforge.data.media import media_ref
+from tuneforge.data.media import PLACEHOLDERS, media_ref
 
 HELP = "commands: /adapter NAME|base, /system TEXT, /image PATH, /video PATH, /audio PATH, /reset, /exit"
-PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
 __all__ = ["media_ref", "run_chat", "with_images"]
 
 

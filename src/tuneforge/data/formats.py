@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tuneforge.data.conversation import Conversation, DataError, Document, Example, Message
-from tuneforge.data.media import media_refs
+from tuneforge.data.media import PLACEHOLDERS, media_refs
 from tuneforge.utils.env import env_flag
 
 Row = dict[str, Any]
@@ -111,10 +111,6 @@ class DatasetSpec:
         if isinstance(example, Conversation):
             _attach_media(example, row, self, source)
         return example
-
-
-PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
-IMAGE = PLACEHOLDERS["image"]
 
 
 def _attach_media(conversation: Conversation, row: Row, spec: DatasetSpec, source: str) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 KINDS = ("image", "video", "audio")
+PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}  # each kind's mark in a message
 
 
 def image_paths(

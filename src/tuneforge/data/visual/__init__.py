@@ -18,15 +18,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tuneforge.data.conversation import Conversation, DataError
-from tuneforge.data.media import image_size, kind_of, load_image, scaled_size
+from tuneforge.data.media import PLACEHOLDERS, image_size, kind_of, load_image, scaled_size
 
 if TYPE_CHECKING:
     import torch
 
     from tuneforge.config.multimodal import MediaArguments
 
-IMAGE = "<image>"
-PLACEHOLDERS = {"image": IMAGE, "video": "<video>", "audio": "<audio>"}
+IMAGE = PLACEHOLDERS["image"]
 _FAMILIES: dict[str, type[VisionFamily]] = {}
 
 
