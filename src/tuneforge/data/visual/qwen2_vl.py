@@ -12,10 +12,10 @@ for the checkpoints that ship no video_preprocessor_config.json (Qwen2-VL, Qwen2
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tuneforge.data.conversation import DataError
-from tuneforge.data.media import scaled_size, video_frames, video_sampling
+from tuneforge.data.media import scaled_size, video_files, video_frames, video_sampling
 from tuneforge.data.visual import VisionFamily, register_family
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class QwenVL(VisionFamily):
 
     def video_text(self, ref: str, source: str) -> str:
         indices, _, width, height = video_sampling(ref, self.args.video_fps, self.args.video_maxlen, source)
-        count = len(indices) if indices is not None else len(_frame_list(ref))
+        count = len(indices) if indices is not None else len(video_files(ref))
         scaled = scaled_size(width, height, self.args.video_max_pixels, self.args.video_min_pixels)
         width, height = self._min_sides(*scaled)
         patches = self.image_processor.get_number_of_image_patches(height, width, {})
@@ -108,9 +108,3 @@ class QwenVL(VisionFamily):
         return [
             f if f.size == self._min_sides(*f.size) else f.resize(self._min_sides(*f.size)) for f in frames
         ]
-
-
-def _frame_list(ref: str) -> list[Any]:
-    from tuneforge.data.media import video_files
-
-    return video_files(ref)
