@@ -49,12 +49,14 @@ def losses(out: Path) -> list[tuple[int, float, float]]:
     "extra",
     [
         # (plain rows: the SIGKILL test below compares a plain 2 x 2 run with the 1 x 4 one)
-        # with packing, and under DeepSpeed ZeRO-2 with the optimizer states offloaded to CPU memory
+        # with packing, and under DeepSpeed ZeRO-2 with the optimizer states offloaded to CPU memory and gradient
+        # checkpointing (keep_attention) in the two processes only
         {"max_steps": 8, "save_steps": 4},
         {
             "packing": "true",
             "max_steps": 3,
             "deepspeed": REPO / "examples/deepspeed/ds_z2_offload_config.json",
+            "gradient_checkpointing": True,
         },
         # DPO under DeepSpeed ZeRO-3: the adapter-off reference is the same partitioned model
         {
@@ -75,7 +77,7 @@ def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_mo
         extra = {**extra, "deepspeed": tmp_path / "ds_z2_offload_torch_adam.json"}
         extra["deepspeed"].write_text(json.dumps({**config, "zero_force_ds_cpu_optimizer": False}))
     home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
-    single = {k: v for k, v in extra.items() if k != "deepspeed"}
+    single = {k: v for k, v in extra.items() if k not in ("deepspeed", "gradient_checkpointing")}
     one = train(tiny_model_dir, tmp_path / "one", home, per_device_train_batch_size=4, **single)
     assert one.returncode == 0, one.stderr[-3000:]
     reference = tmp_path / "one"
@@ -84,6 +86,8 @@ def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_mo
         per_device_train_batch_size=2, **extra,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    if extra.get("gradient_checkpointing"):
+        assert "2 layers keep their attention outputs" in two.stderr
     a, b = losses(reference), losses(tmp_path / "two")
     steps = list(range(1, int(extra.get("max_steps", 6)) + 1))
     assert [s for s, _, _ in a] == [s for s, _, _ in b] == steps  # one record per step, not per process

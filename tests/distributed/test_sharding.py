@@ -33,11 +33,18 @@ def test_zero3_lora_trains_as_one_process_and_resumes_from_its_sharded_checkpoin
     pytest.importorskip("deepspeed")
     home = {"TUNEFORGE_HOME": str(tmp_path / "home")}
     out = tmp_path / "zero3"
-    ds = {"deepspeed": str(SHIPPED / "ds_z3_config.json"), "per_device_train_batch_size": 2}
+    # with checkpointing against the reference's none: the same losses (keep_attention falls back to full)
+    ds = {
+        "deepspeed": str(SHIPPED / "ds_z3_config.json"),
+        "per_device_train_batch_size": 2,
+        "gradient_checkpointing": True,
+    }
     zero = train(tiny_model_dir, out, {**home, **TWO}, **ds)
     assert zero.returncode == 0, zero.stderr[-5000:]
     # the weights were loaded into their partitions and are counted whole
     assert "training 4,096 of 3,168,416 parameters" in zero.stderr
+    assert "keep_attention recomputes whole layers under ZeRO-3" in zero.stderr
+    assert "keep their attention outputs" not in zero.stderr
     reference = losses(batch4_run)
     for (_, loss_a, norm_a), (_, loss_b, norm_b) in zip(reference, losses(out), strict=True):
         assert loss_b == pytest.approx(loss_a, abs=1e-5) and norm_b == pytest.approx(norm_a, abs=1e-5)

@@ -260,6 +260,12 @@ class TrainingArguments(_Group):
         description="Recompute activations in backward: less memory, about a third more compute. auto: on only "
         "when `tuneforge estimate` says the run would not fit the free memory without it.",
     )
+    gradient_checkpointing_policy: Literal["keep_attention", "full"] = Field(
+        "keep_attention",
+        description="What checkpointing recomputes. keep_attention: each layer keeps its attention output "
+        "(hidden size floats per token and layer) and the backward pass reruns projections, norms and MLP but "
+        "not attention, the costly part on long rows; full: only layer inputs are kept (least memory).",
+    )
     chunked_cross_entropy: bool = Field(
         True,
         description="Run the output head and its loss a chunk of answer tokens at a time, so the [tokens, vocab] "

@@ -12,7 +12,8 @@ applied, so parameter counts are exact; the rest is arithmetic, per device:
   also keeps each layer's seq x seq scores; SDPA and FlashAttention keep none) (all for LoRA and full; for freeze the
   trained layers and those above them): `ACTIVATION_BYTES` per token per hidden unit per layer, plus
   `ADAPTER_BYTES` per adapted projection (the adapter's own inputs); with gradient checkpointing only the
-  layer inputs, plus one layer recomputed;
+  layer inputs, plus one layer recomputed, plus (`gradient_checkpointing_policy: keep_attention`, fused
+  attention) each layer's attention output and log-sum-exp;
 - logits: the head runs on answer tokens only (at most batch x cutoff_len): `LOGIT_COPIES` float32 copies
   (logits, log-softmax, gradient); with `chunked_cross_entropy` (the default) one chunk's logits and softmax;
 - buffers: the runtime (CPU: Python, torch and the tokenized data; GPU: the CUDA context and allocator slack).
@@ -33,6 +34,7 @@ from typing import Any
 from tuneforge.config import RunConfig
 from tuneforge.train.linear_ce import chunk_rows
 from tuneforge.train.parallel import zero_settings
+from tuneforge.train.recompute import effective_policy
 
 GiB = 1024**3
 ACTIVATION_BYTES = 68.5  # per token, per hidden unit, per layer the backward runs through (float32)
@@ -161,12 +163,17 @@ def estimate(
     per_layer = ACTIVATION_BYTES + ADAPTER_BYTES * adapted
     kernel = cfg.model.flash_attn
 
+    heads = model.config.num_attention_heads
+    head_dim = getattr(model.config, "head_dim", None) or hidden // heads
+    # keep_attention: each checkpointed layer also keeps its fused attention output and log-sum-exp
+    keeps_attention = effective_policy(cfg)[0] == "keep_attention" and kernel != "disabled"
+    attention_kept = tokens * (heads * head_dim + heads) * 4 * through if keeps_attention else 0
+
     def activations_with(checkpointing: bool) -> int:
         per_token = CHECKPOINTED_BYTES * through + per_layer if checkpointing else per_layer * through
-        kept = int(tokens * hidden * per_token)
+        kept = int(tokens * hidden * per_token) + (attention_kept if checkpointing else 0)
         # eager attention keeps its softmax scores (and their dropout copy) for backward
         if kernel == "disabled":
-            heads = model.config.num_attention_heads
             scores = t.per_device_train_batch_size * heads * cfg.data.cutoff_len**2 * 8
             kept += int(scores * (1 if checkpointing else through))
         return kept
@@ -218,6 +225,12 @@ def estimate(
             assumptions.append("gradient checkpointing: auto leaves it off, the run fits without it")
     elif checkpointing:
         assumptions.append("gradient checkpointing: layer inputs kept, one layer recomputed at a time")
+    if checkpointing and keeps_attention:  # before the checkpointing decision, which stays last
+        assumptions.insert(
+            len(assumptions) - 1,
+            f"gradient_checkpointing_policy keep_attention: {attention_kept / GiB:.2f} GiB of attention outputs "
+            "kept, attention not recomputed",
+        )
     return Estimate(parts, processes, device, offloaded, assumptions, checkpointing=bool(checkpointing))
 
 

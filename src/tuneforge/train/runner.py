@@ -102,6 +102,7 @@ def train_and_save(
     (with a vision-language model's image processor, so the folder loads as that model)."""
     from tuneforge.train.arguments import to_hf_arguments
     from tuneforge.train.callbacks import GracefulStop, MetricsJsonlCallback
+    from tuneforge.train.recompute import CheckpointingPolicy
 
     metrics_path = output_dir / "metrics.jsonl"
     pissa = getattr(cfg.finetuning, "pissa_init", False) and hasattr(model, "peft_config")
@@ -124,6 +125,8 @@ def train_and_save(
         **trainer_options,
     )
     trainer.add_callback(MetricsJsonlCallback(metrics_path, lambda: trainer.tokens_seen))
+    if cfg.training.gradient_checkpointing is True:
+        trainer.add_callback(CheckpointingPolicy(cfg))
     if cfg.training.early_stopping_steps:
         from transformers import EarlyStoppingCallback
 
