@@ -20,14 +20,16 @@ recompute as under `full` and say so.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from transformers import TrainerCallback
 
+from tuneforge.config.schema import TrainingArguments
+from tuneforge.train.parallel import zero_settings
 from tuneforge.utils.log import info
 
-POLICIES = ("keep_attention", "full")
+POLICIES = get_args(TrainingArguments.model_fields["gradient_checkpointing_policy"].annotation)
 
 # The fused attention kernels whose outputs `keep_attention` keeps: CPU, and CUDA's flash, memory-efficient and
 # cuDNN SDPA backends (each name is looked up where this torch has it).
@@ -48,8 +50,6 @@ def attention_ops() -> frozenset[Any]:
 
 def effective_policy(cfg: Any) -> tuple[str, str | None]:
     """The policy a run gets and, when it is not the one configured, why (a sentence for the log)."""
-    from tuneforge.train.parallel import zero_settings
-
     policy = cfg.training.gradient_checkpointing_policy
     if policy == "keep_attention" and zero_settings(cfg)[0] == 3:
         return "full", (
