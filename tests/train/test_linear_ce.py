@@ -84,6 +84,42 @@ def test_the_logits_are_never_kept_for_backward():
         assert max(saved_sizes(lambda fn=fn: fn(states, head, targets))) <= head.weight.numel() < logits / 4
 
 
+def chunk_buffers(fn, rows: int, vocab: int) -> int:
+    """How many tensors of at least one chunk's logits (`rows` x `vocab`) the ops run by `fn` create (in-place ops
+    return their input and create none)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    created = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {
+                id(a) for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
+            }
+            for t in torch.utils._pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor) and id(t) not in inputs and t.numel() >= rows * vocab:
+                    created.append(func)
+            return out
+
+    with Count():
+        fn()
+    return len(created)
+
+
+def test_each_chunk_allocates_its_logits_once(monkeypatch):
+    """softmax, logsumexp and the gradient are formed in the logits' own buffer: one [rows, vocab] buffer per chunk
+    (`torch.logsumexp` and `torch.softmax` would each allocate another)."""
+    monkeypatch.setattr(linear_ce, "CHUNK_ELEMENTS", 4000 * 16)  # 16 rows a chunk: four chunks of 64 rows
+    head, states, targets = problem(bias=False, head_grad=False, n=64, vocab=4000)
+    head, states = head.float(), states.detach().float().requires_grad_()  # float32, as training runs here
+    forward = chunk_buffers(lambda: linear_cross_entropy(states, head, targets), 16, 4000)
+    assert forward == 4  # the loss and its gradient, computed together in the forward pass
+    logps = linear_label_logps(states, head, targets)
+    assert chunk_buffers(lambda: linear_label_logps(states, head, targets), 16, 4000) == 4
+    assert chunk_buffers(lambda: logps.sum().backward(), 16, 4000) == 4  # each chunk recomputed once
+
+
 def test_only_whole_plain_linear_heads_are_fused():
     assert fusable(torch.nn.Linear(4, 10))
     assert not fusable(torch.nn.Sequential(torch.nn.Linear(4, 10)))

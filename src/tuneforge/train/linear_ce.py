@@ -53,6 +53,18 @@ def _logits(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return out.float()
 
 
+def _exp_normalise_(z: torch.Tensor, softmax: bool = True) -> torch.Tensor:
+    """logsumexp of each row of the float32 logits `z` `[rows, vocab]` (returned, `[rows]`), turning `z` in place
+    into its softmax (`softmax=False`: into exp(z - max), left unnormalised). In place, because a chunk's logits are
+    the largest buffer here: `torch.logsumexp` and `torch.softmax` would each allocate and fill another."""
+    top = z.amax(dim=-1, keepdim=True)
+    z.sub_(top).exp_()
+    norm = z.sum(dim=-1, keepdim=True)
+    if softmax:
+        z.div_(norm)
+    return (norm.log_() + top).squeeze(-1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """sum_i [logsumexp(z_i) - z_i[t_i]] with z_i = W s_i + b, gradients formed chunk by chunk in forward."""
 
@@ -73,12 +85,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         for start in range(0, states.shape[0], rows):
             s, t = states[start : start + rows], targets[start : start + rows]
-            z = _logits(s, weight, bias)
-            lse = torch.logsumexp(z, dim=-1)
-            total += (lse - z.gather(-1, t[:, None]).squeeze(-1)).sum()
-            if need_s or need_w or need_b:
-                g = torch.softmax(z, dim=-1)  # d loss / d z = softmax(z) - onehot(t)
-                del z
+            g = _logits(s, weight, bias)
+            picked = g.gather(-1, t[:, None]).squeeze(-1)
+            grads = need_s or need_w or need_b
+            total += (_exp_normalise_(g, softmax=grads) - picked).sum()
+            if grads:  # g is now softmax(z); d loss / d z = softmax(z) - onehot(t)
                 g.scatter_add_(-1, t[:, None], torch.full_like(t[:, None], -1, dtype=g.dtype))
                 if need_s:
                     grad_s[start : start + rows] = (g.to(weight.dtype) @ weight).to(states.dtype)
@@ -120,7 +131,8 @@ class _LinearLabelLogps(torch.autograd.Function):
         for start in range(0, states.shape[0], rows):
             z = _logits(states[start : start + rows], weight, bias)
             t = targets[start : start + rows]
-            out[start : start + rows] = z.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+            picked = z.gather(-1, t[:, None]).squeeze(-1)
+            out[start : start + rows] = picked - _exp_normalise_(z, softmax=False)
         ctx.save_for_backward(states, weight, *([bias] if bias is not None else []), targets)
         ctx.rows, ctx.has_bias = rows, bias is not None
         return out
@@ -138,7 +150,9 @@ class _LinearLabelLogps(torch.autograd.Function):
             s, t = states[start : start + ctx.rows], targets[start : start + ctx.rows]
             go = grad_out[start : start + ctx.rows].float()
             # d logp_t / d z = onehot(t) - softmax(z), times the upstream gradient of each position
-            g = -torch.softmax(_logits(s, weight, bias), dim=-1) * go[:, None]
+            g = _logits(s, weight, bias)
+            _exp_normalise_(g)
+            g.mul_(-go[:, None])
             g.scatter_add_(-1, t[:, None], go[:, None])
             if need_s:
                 grad_s[start : start + ctx.rows] = (g.to(weight.dtype) @ weight).to(states.dtype)
