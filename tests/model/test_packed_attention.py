@@ -103,56 +103,20 @@ def test_training_models_use_it_unless_sdpa_is_asked_for(tiny_model_dir):
     assert load_model(sdpa, for_training=True).config._attn_implementation == "sdpa"
 
 
-@pytest.mark.parametrize("batch_from", [1, 4, 512])
-def test_rows_batched_or_run_alone_give_what_the_block_mask_gives(monkeypatch, batch_from):
-    """Rows from `BATCH_FROM` tokens are gathered into right-padded batches (1: every row, 4: the rows of 9 and 7
-    tokens together, the 5 alone, the 3 as a view), shorter ones run alone: the same outputs and gradients."""
+def test_row_lengths_restart_at_zero_and_at_each_batch_row():
+    from tuneforge.model.packed_attention import row_lengths
+
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0], [3, 4, 0, 1, 2, 3]])  # the second row starts mid-sequence
+    assert row_lengths(positions) == [3, 2, 1, 2, 4]
+
+
+def test_the_row_lengths_are_read_once_per_forward_pass(monkeypatch):
     from tuneforge.model import packed_attention
 
-    monkeypatch.setattr(packed_attention, "BATCH_FROM", batch_from)
-    a, b = packed_inputs([5, 9, 3, 7]), packed_inputs([12, 2, 6, 4], seed=4)
-    inputs = {k: torch.cat([a[k], b[k]]) for k in a}
-    ours, our_grads = run(NAME, inputs)
-    theirs, their_grads = run("sdpa", inputs)
-    assert (ours - theirs).abs().max() < 1e-5
-    assert all(torch.allclose(g, their_grads[n], atol=1e-6, rtol=1e-4) for n, g in our_grads.items())
-
-
-def test_long_rows_of_similar_length_share_a_call_and_the_rest_run_alone():
-    from tuneforge.model.packed_attention import _plan
-
-    lengths = [600, 50, 1000, 50, 1024, 2000]
-    plan = _plan(torch.cat([torch.arange(n) for n in lengths])[None])
-    calls = sorted((call.rows, call.length) for call in plan.calls)
-    # 1024 and 1000 pad to 2 x 1024² (within 1.25 x their own squares); 2000 and 600 would pad too much
-    assert calls == [(1, 50), (1, 50), (1, 600), (1, 2000), (2, 1024)]
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    batched = next(call for call in plan.calls if call.rows == 2)
-    assert batched.gather.tolist() == [
-        *range(starts[4], starts[4] + 1024), *range(starts[2], starts[2] + 1000), *[starts[2]] * 24,
-    ]  # fmt: skip
-    # joining the calls' outputs and then `order` puts every token back in its place
-    joined = torch.cat(
-        [
-            torch.arange(c.start, c.start + c.length) if c.gather is None else c.gather[c.real]
-            for c in plan.calls
-        ]
+    read = []
+    original = packed_attention.row_lengths
+    monkeypatch.setattr(
+        packed_attention, "row_lengths", lambda positions: read.append(1) or original(positions)
     )
-    assert torch.equal(joined[plan.order], torch.arange(sum(lengths)))
-
-
-def test_short_rows_keep_their_order_and_need_no_permutation():
-    from tuneforge.model.packed_attention import _plan
-
-    plan = _plan(torch.cat([torch.arange(n) for n in [60, 75, 68, 70]])[None])
-    assert plan.order is None and [call.start for call in plan.calls] == [0, 60, 135, 203]
-
-
-def test_the_plan_is_worked_out_once_per_forward_pass(monkeypatch):
-    from tuneforge.model import packed_attention
-
-    made = []
-    original = packed_attention._plan
-    monkeypatch.setattr(packed_attention, "_plan", lambda positions: made.append(1) or original(positions))
     run(NAME, packed_inputs(LENGTHS))  # a tiny LLaMA of two layers
-    assert len(made) == 1
+    assert len(read) == 1

@@ -3,10 +3,12 @@
 glibc's malloc keeps the memory of freed activations in its heap, fragmented, so a training process's peak RSS
 grows far beyond what is alive at once: SmolLM2 LoRA on rows of 2,048 tokens with gradient checkpointing peaked
 at 5.12 GB with glibc and 2.05 GB with jemalloc at the same speed (159 vs 166 s); on short rows jemalloc was as
-fast or faster (README, benchmark). jemalloc runs with its page decay off (`dirty_decay_ms:-1`): freed pages are
-reused, not returned and faulted in again, which is what keeps it fast (with its default decay the same run took
-228 s). An allocator has to be chosen before a process starts, so `tuneforge train` re-executes itself (the same
-process id, arguments as a list) with `LD_PRELOAD` naming the library; its children (torchrun's workers) inherit it.
+fast or faster (README, benchmark). It is not smaller everywhere: DPO on the benchmark's short pairs peaked at
+1.95 GB with jemalloc and 1.55 GB with glibc at about the same speed (`allocator: system` is the choice there).
+jemalloc runs with its page decay off (`dirty_decay_ms:-1`): freed pages are reused, not returned and faulted in
+again, which is what keeps it fast (with its default decay the same run took 228 s). An allocator has to be
+chosen before a process starts, so `tuneforge train` re-executes itself (the same process id, arguments as a
+list) with `LD_PRELOAD` naming the library; its children (torchrun's workers) inherit it.
 """
 
 from __future__ import annotations
