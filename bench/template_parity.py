@@ -17,6 +17,7 @@ against the live LLaMA-Factory when .bench/lf-venv exists).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -57,6 +58,10 @@ CASES = {
     "chinese": {"messages": [["user", "写一首关于春天的诗"], ["assistant", "春眠不觉晓，处处闻啼鸟。🌸"]]},
 }
 
+# The date llama3's tool prompt writes ("Today Date: ..."): both tools write today's, so both sides are pinned to
+# this one (Llama 3.1's own template default), or a recording would only match on the day it was made.
+DATE = (2024, 7, 26)
+
 # Runs inside LLaMA-Factory's venv: prints {name: {case: [[source_ids, target_ids], ...] or "error: ..."}}.
 LF_SIDE = r"""
 import json, sys
@@ -64,7 +69,18 @@ from transformers import AutoTokenizer
 from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 
-tokenizer_dir, cases = sys.argv[1], json.loads(sys.argv[2])
+tokenizer_dir, cases, date = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[4])
+import datetime as _datetime
+import llamafactory.data.tool_utils as _tool_utils
+
+
+class _PinnedDate(_datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(*date)
+
+
+_tool_utils.datetime = _PinnedDate
 out = {}
 names = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] else list(TEMPLATES)
 for name in names:
@@ -85,6 +101,21 @@ print(json.dumps(out))
 
 
 def tuneforge_side(tokenizer_dir: Path, names: list[str] | None = None) -> dict[str, dict[str, object]]:
+    """tuneforge's encodings of CASES, with llama3's tool prompt dated DATE as LLaMA-Factory's side is."""
+    from unittest import mock
+
+    from tuneforge.data.tool_formats import plain_json
+
+    class PinnedDate(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> PinnedDate:
+            return cls(*DATE)
+
+    with mock.patch.object(plain_json, "datetime", PinnedDate):
+        return _tuneforge_side(tokenizer_dir, names)
+
+
+def _tuneforge_side(tokenizer_dir: Path, names: list[str] | None) -> dict[str, dict[str, object]]:
     from transformers import AutoTokenizer
 
     from tuneforge.data.conversation import Conversation, Message
@@ -158,7 +189,10 @@ def llamafactory_side(names: list[str] | None = None) -> dict[str, dict[str, obj
     """LLaMA-Factory's encodings of CASES (all its template names by default), run in its own venv."""
     ensure_llamafactory()
     result = subprocess.run(
-        [str(LF_VENV / "bin" / "python"), "-c", LF_SIDE, str(smollm2_dir()), json.dumps(CASES), ",".join(names or [])],
+        [
+            str(LF_VENV / "bin" / "python"), "-c", LF_SIDE, str(smollm2_dir()), json.dumps(CASES), ",".join(names or []),
+            json.dumps(DATE),
+        ],
         capture_output=True, text=True, env=offline_env(), check=True,
     )  # fmt: skip
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -169,7 +203,7 @@ def record(theirs: dict[str, dict[str, object]], path: Path = RECORDING) -> None
     body = ",\n".join(
         f"  {json.dumps(name)}: {json.dumps(theirs[name], ensure_ascii=False)}" for name in sorted(theirs)
     )
-    head = {"llamafactory": LF_VERSION, "tokenizer": "SmolLM2-135M-Instruct", "cases": CASES}
+    head = {"llamafactory": LF_VERSION, "tokenizer": "SmolLM2-135M-Instruct", "date": DATE, "cases": CASES}
     path.write_text(
         f'{{"about": {json.dumps(head, ensure_ascii=False)},\n"templates": {{\n{body}\n}}}}\n',
         encoding="utf-8",
@@ -179,8 +213,10 @@ def record(theirs: dict[str, dict[str, object]], path: Path = RECORDING) -> None
 def recorded(path: Path = RECORDING) -> dict[str, dict[str, object]]:
     """The recorded LLaMA-Factory side; refuses a recording made from other conversations than CASES."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data["about"]["cases"] != json.loads(json.dumps(CASES)):
-        raise ValueError(f"{path} was recorded from other conversations: bench/template_parity.py --record")
+    if data["about"]["cases"] != json.loads(json.dumps(CASES)) or data["about"].get("date") != list(DATE):
+        raise ValueError(
+            f"{path} was recorded from other conversations or another date: bench/template_parity.py --record"
+        )
     return data["templates"]
 
 
@@ -196,7 +232,7 @@ def parity(
         theirs = llamafactory_side(names)
     elif names:
         theirs = {n: theirs[n] for n in names if n in theirs}
-    ours = tuneforge_side(tokenizer_dir, names)
+    ours = tuneforge_side(tokenizer_dir, names)  # the same pinned DATE as LLaMA-Factory's side
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     verdicts = {}
     for name in sorted(set(ours) | set(theirs)):
