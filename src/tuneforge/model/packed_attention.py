@@ -30,9 +30,8 @@ import torch
 
 NAME = "sdpa_packed"
 
-_last: tuple[torch.Tensor, int, list[int]] | None = (
-    None  # the position ids of the last plan (every layer asks)
-)
+# the position ids last read (their tensor and version) and their row lengths: every layer of a pass asks again
+_last: tuple[torch.Tensor, int, list[int]] | None = None
 
 
 def row_lengths(positions: torch.Tensor) -> list[int]:
