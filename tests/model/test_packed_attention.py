@@ -120,3 +120,57 @@ def test_the_row_lengths_are_read_once_per_forward_pass(monkeypatch):
     )
     run(NAME, packed_inputs(LENGTHS))  # a tiny LLaMA of two layers
     assert len(read) == 1
+
+
+@pytest.mark.parametrize(
+    ("units", "kv_units", "threads", "expected"),
+    [
+        (9, 3, 2, True),
+        (9, 3, 1, False),
+        (9, 3, 3, False),
+        (9, 3, 16, True),
+        (18, 6, 2, False),
+        (9, 9, 2, False),
+    ],
+)
+def test_the_backward_pass_runs_per_query_head_only_where_that_spreads_better(
+    units, kv_units, threads, expected
+):
+    from tuneforge.model.packed_attention import expanded_backward_pays
+
+    assert expanded_backward_pays(units, kv_units, threads) is expected
+
+
+class CountBackwardHeads(torch.utils._python_dispatch.TorchDispatchMode):
+    """The key heads each call of the CPU flash-attention backward kernel sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_heads: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default:
+            self.key_heads.append(args[2].shape[1])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("lengths", [LENGTHS, [31]], ids=["packed", "one-row"])
+def test_long_rows_give_the_same_gradients_with_the_backward_pass_per_query_head(monkeypatch, lengths):
+    """Forced on for rows this short: the tiny LLaMA's 2 key/value heads repeated for its 4 query heads."""
+    from tuneforge.model import packed_attention
+
+    inputs = packed_inputs(lengths, seed=4)
+    with CountBackwardHeads() as grouped:
+        theirs, their_grads = run(NAME, inputs)
+    monkeypatch.setattr(packed_attention, "EXPANDED_FROM", 1)
+    monkeypatch.setattr(packed_attention, "expanded_backward_pays", lambda *_: True)
+    with CountBackwardHeads() as expanded:
+        ours, our_grads = run(NAME, inputs)
+    assert grouped.key_heads == [2] * 2 * len(lengths)  # two layers, each row once
+    assert expanded.key_heads == [4] * 2 * len(lengths)
+    assert torch.equal(ours, theirs)  # the same forward kernel on the same inputs
+    masked, masked_grads = run("sdpa", inputs)  # and what transformers' SDPA computes
+    assert (ours - masked).abs().max() < 1e-5
+    for name, grad in our_grads.items():
+        assert torch.allclose(grad, their_grads[name], atol=1e-6, rtol=1e-4), name
+        assert torch.allclose(grad, masked_grads[name], atol=1e-6, rtol=1e-4), name

@@ -59,8 +59,18 @@ def step(policy: str | None, implementation: str = "sdpa", packed: bool = False)
     return loss.detach(), grads, counter.calls
 
 
-@pytest.mark.parametrize(("implementation", "packed"), [("sdpa", False), (NAME, True)])
-def test_keep_attention_runs_attention_once_with_the_same_loss_and_gradients(implementation, packed):
+@pytest.mark.parametrize(
+    ("implementation", "packed", "expanded"),
+    [("sdpa", False, False), (NAME, True, False), (NAME, True, True)],
+)
+def test_keep_attention_runs_attention_once_with_the_same_loss_and_gradients(
+    implementation, packed, expanded, monkeypatch
+):
+    if expanded:  # sdpa_packed's backward pass per query head (long rows on several threads), forced on
+        from tuneforge.model import packed_attention
+
+        monkeypatch.setattr(packed_attention, "EXPANDED_FROM", 1)
+        monkeypatch.setattr(packed_attention, "expanded_backward_pays", lambda *_: True)
     plain_loss, plain_grads, plain_calls = step(None, implementation, packed)
     full_loss, full_grads, full_calls = step("full", implementation, packed)
     kept_loss, kept_grads, kept_calls = step("keep_attention", implementation, packed)
