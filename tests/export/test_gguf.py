@@ -56,17 +56,42 @@ def greedy(model, ids: torch.Tensor, n: int = 32) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def gqa_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A tiny LLaMA with grouped-query attention (4 query heads, 2 key/value heads), SmolLM2's tokenizer."""
+def small_tokenizer(smollm2_tokenizer):
+    """A byte-level BPE tokenizer of a few hundred tokens with SmolLM2's special tokens and chat template: every
+    read of a GGUF file parses its whole vocabulary (seconds for SmolLM2's 49,152 tokens, twice per load), which
+    the tests of tensors need not pay; SmolLM2's own vocabulary is checked on the SmolLM2 exports."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(
+        [TEXT, "What is the capital of France? Paris is.", "hello world " * 3], trainer
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=special[1], eos_token=special[2], pad_token=special[0]
+    )
+    tokenizer.chat_template = smollm2_tokenizer.chat_template
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def gqa_model_dir(tmp_path_factory, small_tokenizer) -> Path:
+    """A tiny LLaMA with grouped-query attention (4 query heads, 2 key/value heads) and the small tokenizer."""
     path = tmp_path_factory.mktemp("gqa")
     model = tiny_llama(
-        vocab_size=len(smollm2_tokenizer),
-        pad_token_id=smollm2_tokenizer.pad_token_id,
+        vocab_size=len(small_tokenizer),
+        pad_token_id=small_tokenizer.pad_token_id,
         num_attention_heads=4,
         num_key_value_heads=2,
     )
     model.save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
+    small_tokenizer.save_pretrained(path)
     return path
 
 
@@ -75,7 +100,7 @@ def gqa_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     [("f32", 1e-4), ("f16", 5e-3), ("bf16", 5e-2), ("q8_0", 5e-2), ("q4_0", 0.5), ("q4_1", 0.5)],
 )
 def test_gguf_of_base_plus_adapter_matches_the_merged_model(
-    kind, limit, gqa_model_dir, tmp_path, smollm2_tokenizer
+    kind, limit, gqa_model_dir, tmp_path, small_tokenizer
 ):
     adapter = random_adapter(gqa_model_dir, tmp_path / "a", 1)
     out = export(
@@ -83,13 +108,13 @@ def test_gguf_of_base_plus_adapter_matches_the_merged_model(
     )
     model, tokenizer, gguf = load_back(out, tokenizer=kind == "f32")
     reference = merged(gqa_model_dir, [adapter])
-    ids = smollm2_tokenizer(TEXT, return_tensors="pt").input_ids
+    ids = small_tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (model(ids).logits - reference(ids).logits).abs().max() < limit
     if kind != "f32":  # the metadata below is written by the same code whatever the tensors' type
         return
     assert greedy(model, ids) == greedy(reference, ids)
-    assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
+    assert tokenizer(TEXT).input_ids == small_tokenizer(TEXT).input_ids
     from gguf import GGUFReader
 
     fields = GGUFReader(gguf).fields
@@ -100,7 +125,7 @@ def test_gguf_of_base_plus_adapter_matches_the_merged_model(
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
-def test_qwen_architectures_round_trip(family, tmp_path, smollm2_tokenizer):
+def test_qwen_architectures_round_trip(family, tmp_path, small_tokenizer):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -114,7 +139,7 @@ def test_qwen_architectures_round_trip(family, tmp_path, smollm2_tokenizer):
         # transformers' GGUF loader ignores qwen3's attention.key_length and assumes Qwen3's default head_dim
         # (128), which llama.cpp reads from the file; the tiny Qwen3 uses that width so both read it alike
         head_dim=8 if family == "qwen2" else 128,
-        vocab_size=len(smollm2_tokenizer),
+        vocab_size=len(small_tokenizer),
         max_position_embeddings=256,
     )
     base = tmp_path / family
@@ -123,10 +148,10 @@ def test_qwen_architectures_round_trip(family, tmp_path, smollm2_tokenizer):
         if name.endswith("bias") or "norm" in name:
             param.data.normal_(0, 0.5)
     model.save_pretrained(base)
-    smollm2_tokenizer.save_pretrained(base)
+    small_tokenizer.save_pretrained(base)
     out = export(tmp_path, base, [], export_format="gguf", export_gguf_type="f32")
     back, _, _ = load_back(out, tokenizer=False)
-    ids = smollm2_tokenizer(TEXT, return_tensors="pt").input_ids
+    ids = small_tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (back(ids).logits - model.eval()(ids).logits).abs().max() < 1e-4
 

@@ -128,7 +128,7 @@ def test_dpo_on_smollm2_raises_the_margin(smollm2_dir, tmp_path):
         "model_name_or_path": "smollm2-135m-instruct",
         "stage": "dpo",
         "learning_rate": 5e-4,
-        "max_steps": 10,
+        "max_steps": 6,  # the margin grew from 0 to 3.1 by step 6 (5.8 by step 10)
         "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 2,
         "lora_rank": 8,
