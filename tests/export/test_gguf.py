@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.export.test_export import export, random_adapter
-from tests.helpers import tiny_llama
+from tests.helpers import tiny_llama, tiny_tokenizer
 from tuneforge.utils.errors import UserError
 
 TEXT = "Mixed text: hello, 世界! 🙂 Ünïcode 12345 <|im_start|>user"
@@ -56,28 +56,11 @@ def greedy(model, ids: torch.Tensor, n: int = 32) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def small_tokenizer(smollm2_tokenizer):
-    """A byte-level BPE tokenizer of a few hundred tokens with SmolLM2's special tokens and chat template: every
-    read of a GGUF file parses its whole vocabulary (seconds for SmolLM2's 49,152 tokens, twice per load), which
-    the tests of tensors need not pay; SmolLM2's own vocabulary is checked on the SmolLM2 exports."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator(
-        [TEXT, "What is the capital of France? Paris is.", "hello world " * 3], trainer
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=special[1], eos_token=special[2], pad_token=special[0]
-    )
-    tokenizer.chat_template = smollm2_tokenizer.chat_template
-    return tokenizer
+def small_tokenizer():
+    """tests.helpers' byte-level BPE of 300 tokens with ChatML: every read of a GGUF file parses its whole
+    vocabulary (seconds for SmolLM2's 49,152 tokens, twice per transformers load), which the tests of tensors need
+    not pay; SmolLM2's own vocabulary is checked on the SmolLM2 exports."""
+    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")
