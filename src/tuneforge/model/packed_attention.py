@@ -22,8 +22,8 @@ Grouped-query attention on CPU: the fused kernel's backward pass splits its work
 3 key/value heads keep only 3 of 4 thread slots busy on 2 threads (its 9 query heads: 9 of 10), and on a
 16-thread machine 3 of 16. Where the query heads spread better over the threads, long rows (`EXPANDED_FROM`
 tokens and more) run the kernel's forward pass as it is and its backward pass on keys and values repeated per
-query head, summing their gradients per group (`_ExpandedBackward`): the same gradients, nothing more kept
-between the passes. On this 2-core CPU (medians of alternating runs), forward and backward of one row (9 query,
+query head, summing their gradients per group (`_ExpandedBackward`; eager only, compiled models keep SDPA):
+the same gradients, nothing more kept between the passes. On this 2-core CPU (medians of alternating runs), forward and backward of one row (9 query,
 3 key/value heads): 1,800 tokens 161 instead of 196 ms, 1,000 tokens 63 vs 67 ms, 512 tokens 20.1 vs 20.4 ms;
 with everything repeated on 1 thread 274 vs 262 ms (so not there), and for rows of 70 tokens slower (7.6 vs 6.5
 ms for 8 rows), hence the length threshold. A whole SmolLM2 LoRA step (rows of 1,800 and 1,700 tokens,
@@ -117,6 +117,7 @@ def _attend(
     if (
         query.device.type == "cpu"
         and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()  # compiled models keep the kernels the compiler knows
         and length >= EXPANDED_FROM
         and not kwargs.get("dropout")
         and kwargs.get("softcap") is None
