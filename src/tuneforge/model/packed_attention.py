@@ -23,11 +23,12 @@ Grouped-query attention on CPU: the fused kernel's backward pass splits its work
 16-thread machine 3 of 16. Where the query heads spread better over the threads, long rows (`EXPANDED_FROM`
 tokens and more) run the kernel's forward pass as it is and its backward pass on keys and values repeated per
 query head, summing their gradients per group (`_ExpandedBackward`; eager only, compiled models keep SDPA):
-the same gradients, nothing more kept between the passes. On this 2-core CPU (medians of alternating runs), forward and backward of one row (9 query,
-3 key/value heads): 1,800 tokens 161 instead of 196 ms, 1,000 tokens 63 vs 67 ms, 512 tokens 20.1 vs 20.4 ms;
-with everything repeated on 1 thread 274 vs 262 ms (so not there), and for rows of 70 tokens slower (7.6 vs 6.5
-ms for 8 rows), hence the length threshold. A whole SmolLM2 LoRA step (rows of 1,800 and 1,700 tokens,
-checkpointing with keep_attention): 35.3 instead of 37.8 s, every run of 5 faster than every run without.
+the same gradients, nothing more kept between the passes. On this 2-core CPU (medians of alternating runs),
+forward and backward of one row (9 query, 3 key/value heads): 1,800 tokens 161 instead of 196 ms, 1,000 tokens
+63 vs 67 ms, 512 tokens 20.1 vs 20.4 ms; with everything repeated, on 1 thread 274 vs 262 ms (so not there) and
+for 8 rows of 70 tokens 7.6 vs 6.5 ms (hence the length threshold). A whole SmolLM2 LoRA step (rows of 1,800
+and 1,700 tokens, checkpointing with keep_attention): 35.3 instead of 37.8 s, each of 5 runs faster than each
+run without.
 
 Everything else (a padding mask, a KV cache, one row per sequence) goes to transformers' SDPA unchanged. Models
 whose masks are not plain causal (sliding windows, bidirectional image tokens, ...) keep `sdpa` (`usable`).
@@ -35,6 +36,7 @@ whose masks are not plain causal (sliding windows, bidirectional image tokens, .
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -73,9 +75,10 @@ def expanded_backward_pays(units: int, kv_units: int, threads: int) -> bool:
     def busy(n: int) -> float:
         return n / (threads * math.ceil(n / threads))
 
-    return threads > 1 and kv_units < units and busy(units) > busy(kv_units)
+    return threads > 1 and busy(units) > busy(kv_units)
 
 
+@functools.cache
 def _expanded_kernels() -> tuple[Any, Any] | None:
     """The CPU flash-attention operators (forward, backward), None where this torch lacks them."""
     forward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
