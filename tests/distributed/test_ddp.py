@@ -105,6 +105,34 @@ def test_two_processes_of_batch_2_train_as_one_process_of_batch_4(extra, tiny_mo
     assert not list((tmp_path / "two").glob(".partial-*"))
 
 
+LAUNCHER = """
+import sys
+import tuneforge.train.launch as launch
+from tuneforge.cli.main import main
+
+def launched(command):
+    heavy = sorted(m for m in ("transformers", "peft", "datasets", "deepspeed") if m in sys.modules)
+    print("torch.distributed.run" in command, heavy)
+    return 0
+
+launch.run_launched = launched
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_the_launching_process_starts_torchrun_without_importing_the_training_stack(tiny_model_dir, tmp_path):
+    """It checks the config (DeepSpeed's too) and waits: transformers, PEFT and DeepSpeed (seconds of imports)
+    load in the training processes only."""
+    flat = tiny_run_keys(
+        tiny_model_dir, tmp_path / "out", deepspeed=REPO / "examples/deepspeed/ds_z2_config.json"
+    )
+    env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path / "home"), "FORCE_TORCHRUN": "1"}
+    argv = [sys.executable, "-c", LAUNCHER, *(f"{k}={v}" for k, v in flat.items())]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "True []"
+
+
 def test_the_launch_command_honours_llamafactorys_variables():
     argv = ["cfg.yaml", "lora_rank=8"]
     single = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1",

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tests.distributed.test_ddp import REPO, losses, train
 from tests.train.test_sft_stage import tiny_run_keys
 from tuneforge.config import load_config
-from tuneforge.train.arguments import check_sharding
+from tuneforge.train.parallel import check_sharding
 from tuneforge.utils.errors import UserError
 
 SHIPPED = REPO / "examples" / "deepspeed"

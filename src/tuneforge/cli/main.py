@@ -56,7 +56,7 @@ def _train(argv: list[str]) -> int:
     from tuneforge.train.stages import run_stage
 
     if ray_requested():  # a Ray Train job: this process registers the run and waits for the workers
-        from tuneforge.train.arguments import check_sharding
+        from tuneforge.train.parallel import check_sharding
 
         check_sharding(cfg, launching=True)
         with tracked_run(cfg.to_flat()):
@@ -64,7 +64,7 @@ def _train(argv: list[str]) -> int:
         return 0
     launch = torchrun_command(argv, always=bool(cfg.llamafactory.get("deepspeed")))
     if launch is not None:  # several processes: this one registers the run and waits for torchrun
-        from tuneforge.train.arguments import check_sharding
+        from tuneforge.train.parallel import check_sharding
 
         check_sharding(cfg, launching=True)  # before any process starts
         with tracked_run(cfg.to_flat()):

@@ -10,6 +10,7 @@ from transformers import TrainingArguments as HFTrainingArguments
 
 from tuneforge.config import RunConfig
 from tuneforge.config.llamafactory import llamafactory_keys
+from tuneforge.train.parallel import check_sharding
 from tuneforge.utils.errors import UserError
 from tuneforge.utils.log import warn
 
@@ -75,26 +76,6 @@ def to_hf_arguments(cfg: RunConfig) -> HFTrainingArguments:
     except (ValueError, TypeError) as err:  # e.g. optim: bogus, eval_strategy without evaluation data
         first = str(err).strip().splitlines()[0][:300]
         raise UserError(f"transformers' TrainingArguments refuse this config: {first}") from None
-
-
-def check_sharding(cfg: RunConfig, launching: bool = False) -> None:
-    """DeepSpeed/FSDP settings that cannot run, refused in one error naming each key (`launching`: in the
-    process that starts torchrun or Ray, before any process starts)."""
-    from tuneforge.train.parallel import fsdp_enabled, sharding_problems
-
-    problems = sharding_problems(cfg, launching)
-    if problems:
-        raise UserError("\n".join(problems))
-    if (
-        fsdp_enabled(cfg)
-        and not torch.cuda.is_available()
-        and not launching
-        and int(os.environ.get("RANK", "0")) == 0
-    ):
-        warn(
-            "fsdp: accelerate shards with FSDP on GPUs only; these CPU processes train as plain data "
-            "parallelism (the same result, every process holding whole weights)"
-        )
 
 
 # report_to names and the package each needs

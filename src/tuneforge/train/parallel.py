@@ -15,6 +15,7 @@ from typing import Any
 
 from tuneforge.config import RunConfig
 from tuneforge.utils.errors import UserError
+from tuneforge.utils.log import warn
 
 SHIPPED = (
     "examples/deepspeed"  # tuneforge's copies of LLaMA-Factory's ds_z{0,2,2_offload,3,3_offload}_config.json
@@ -108,3 +109,20 @@ def sharding_problems(cfg: RunConfig, launching: bool = False) -> list[str]:
             "run it with plain data parallelism (no deepspeed/fsdp), or use reward_model_type: full or reward_funcs"
         )
     return problems
+
+
+def check_sharding(cfg: RunConfig, launching: bool = False) -> None:
+    """DeepSpeed/FSDP settings that cannot run, refused in one error naming each key (`launching`: in the
+    process that starts torchrun or Ray, before any process starts; it imports neither torch nor transformers,
+    which the training processes import themselves)."""
+    problems = sharding_problems(cfg, launching)
+    if problems:
+        raise UserError("\n".join(problems))
+    if fsdp_enabled(cfg) and not launching and int(os.environ.get("RANK", "0")) == 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            warn(
+                "fsdp: accelerate shards with FSDP on GPUs only; these CPU processes train as plain data "
+                "parallelism (the same result, every process holding whole weights)"
+            )
