@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tuneforge.config import load_config
@@ -193,3 +194,12 @@ def test_streaming_stops_at_a_bad_row_unless_skipping(tiny_model_dir, tmp_path):
                 tiny_model_dir, tmp_path / "tiny", on_bad_rows="skip", per_device_train_batch_size=16, **keys
             )
         )
+
+
+def test_a_config_warning_is_given_once_per_run(tiny_model_dir, tmp_path, capsys):
+    """LLaMA-Factory's files say bf16: true; on a CPU the run trains in float32 and says so once, not once for
+    every time the config meets transformers' TrainingArguments."""
+    if torch.cuda.is_available():
+        pytest.skip("bf16 is kept on a GPU")
+    run_stage(config(tiny_model_dir, tmp_path / "out", bf16=True, max_steps=1))
+    assert capsys.readouterr().err.count("bf16 on a CPU is many times slower") == 1

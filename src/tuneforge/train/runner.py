@@ -17,7 +17,7 @@ from tuneforge.train.checkpoint import Checkpoint
 from tuneforge.train.output import mark_finished, save_run
 from tuneforge.utils.allocator import in_use as allocator_in_use
 from tuneforge.utils.errors import UserError
-from tuneforge.utils.log import info
+from tuneforge.utils.log import info, warnings_given
 
 
 class TrainingInterrupted(UserError):
@@ -71,7 +71,8 @@ def partitioned_loading(cfg: RunConfig) -> Iterator[None]:
     from tuneforge.train.arguments import to_hf_arguments
 
     deepspeed.init_distributed()  # joins the process group already started (gloo on CPU)
-    arguments = to_hf_arguments(cfg)  # registers the config zero.Init reads, for as long as it lives
+    with warnings_given():  # run_stage checked this config and warned
+        arguments = to_hf_arguments(cfg)  # registers the config zero.Init reads, for as long as it lives
     yield
     del arguments
 
@@ -108,9 +109,11 @@ def train_and_save(
     pissa = getattr(cfg.finetuning, "pissa_init", False) and hasattr(model, "peft_config")
     if pissa:
         save_pissa_start(model, output_dir, main=int(os.environ.get("RANK", "0")) == 0)
+    with warnings_given():  # run_stage checked this config and warned
+        arguments = to_hf_arguments(cfg)
     trainer = trainer_class(
         model=model,
-        args=to_hf_arguments(cfg),
+        args=arguments,
         train_dataset=train_rows,
         eval_dataset=eval_rows or None,
         data_collator=collator,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class _StderrHandler(logging.Handler):
@@ -42,3 +44,21 @@ def info(message: str) -> None:
 def warn(message: str) -> None:
     """`tuneforge: warning: MESSAGE` on stderr."""
     get_logger().warning(message)
+
+
+class _DropWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING
+
+
+@contextmanager
+def warnings_given() -> Iterator[None]:
+    """A block whose warnings were already given once for this run (the same config checked again later): its
+    `tuneforge: warning:` lines are dropped; errors still show."""
+    logger = get_logger()
+    dropped = _DropWarnings()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
