@@ -271,6 +271,12 @@ class TrainingArguments(_Group):
         description="Run the output head and its loss a chunk of answer tokens at a time, so the [tokens, vocab] "
         "logits never exist whole (same loss; off: plain cross-entropy).",
     )
+    fused_lora: bool = Field(
+        True,
+        description="LoRA: run each plain LoRA linear layer's frozen matmul and low-rank update as one autograd "
+        "node (no full-size scaling and addition; checkpointing's recomputation skips each layer's last frozen "
+        "matmul). Same loss and gradients; off: PEFT's forward.",
+    )
     merge_micro_batches: bool = Field(
         True,
         description="SFT/pt: run the rows of each gradient accumulation window as one packed sequence (one forward "

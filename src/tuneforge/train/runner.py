@@ -46,14 +46,29 @@ def build_model(cfg: RunConfig, head: str = "lm") -> Any:
     with partitioned_loading(cfg):  # bf16/fp16 are applied by the Trainer's autocast
         model = load_model(cfg.model, dtype=torch.float32, for_training=True, head=head)
     model = apply_adapter(model, cfg.finetuning, cfg.model)
+    fused = fuse_lora(model, cfg)
     if cfg.training.gradient_checkpointing is True:
         model.enable_input_require_grads()
     trainable, total = count_parameters(model)
     info(f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)")
     info(
         f"memory allocator: {allocator_in_use()}, attention: {getattr(model.config, '_attn_implementation', None)}"
+        + (f", fused LoRA layers: {fused}" if fused else "")
     )
     return model
+
+
+def fuse_lora(model: Any, cfg: RunConfig) -> int:
+    """With `fused_lora` (the default), PEFT's plain LoRA layers run as one autograd node each
+    (`model/fused_lora.py`); not under ZeRO-3 or FSDP, which gather and free weights around each layer. Returns
+    how many layers run fused."""
+    from tuneforge.train.parallel import zero_settings
+
+    if not cfg.training.fused_lora or not hasattr(model, "peft_config") or zero_settings(cfg)[0] == 3:
+        return 0
+    from tuneforge.model import fused_lora
+
+    return fused_lora.install(model)
 
 
 @contextmanager
