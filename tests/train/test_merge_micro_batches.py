@@ -70,9 +70,48 @@ def test_merged_windows_train_exactly_as_separate_micro_batches(
     assert max(float(wa[k].abs().max()) for k in wa if "lora_B" in k) > 1e-4  # it trained
 
 
-def test_pairs_are_never_merged(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("pref_loss", "batch", "accumulation", "ftx"),
+    [("sigmoid", 1, 3, 0.5), ("orpo", 2, 2, 0.0)],
+)
+def test_merged_dpo_windows_train_exactly_as_separate_micro_batches(
+    pref_loss, batch, accumulation, ftx, tiny_model_dir, tmp_path, monkeypatch
+):
+    """DPO's pairs: every chosen row, then every rejected row, as one packed policy pass and one reference
+    pass per window; each pair's loss weighted as in its micro-batch's mean."""
+    from tuneforge.train import preference
+
+    calls = []
+    merge = preference.merge_batches
+    monkeypatch.setattr(preference, "merge_batches", lambda *a: calls.append(1) or merge(*a))
+    keys = dict(
+        stage="dpo", dataset="identity_pref", pref_loss=pref_loss, pref_ftx=ftx, max_steps=2,
+        per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+    )  # fmt: skip
+    run_stage(config(tiny_model_dir, tmp_path / "separate", merge_micro_batches=False, **keys))
+    assert not calls
+    run_stage(config(tiny_model_dir, tmp_path / "merged", **keys))
+    assert len(calls) == 2
+    a, b = records(tmp_path / "separate"), records(tmp_path / "merged")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
+    for x, y in zip(a, b, strict=True):
+        for key in ("loss", "grad_norm", "rewards/margins", "logps/chosen"):
+            assert y[key] == pytest.approx(x[key], abs=1e-4), key
+        assert y["tokens_seen"] == x["tokens_seen"]
+    wa = load_file(str(tmp_path / "separate" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "merged" / "adapter_model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+    assert max(float(wa[k].abs().max()) for k in wa if "lora_B" in k) > 1e-4
+
+
+@pytest.mark.parametrize("stage", ["rm", "kto"])
+def test_reward_model_and_kto_batches_are_never_merged(stage, tiny_model_dir, tmp_path, monkeypatch):
+    from tuneforge.train import preference
+
     calls = []
     monkeypatch.setattr(trainer_module, "merge_batches", lambda *a: calls.append(1))
-    keys = dict(stage="dpo", dataset="identity_pref", max_steps=1, gradient_accumulation_steps=2)
-    run_stage(config(tiny_model_dir, tmp_path / "dpo", merge_micro_batches=True, **keys))
+    monkeypatch.setattr(preference, "merge_batches", lambda *a: calls.append(1))
+    dataset = "identity_kto" if stage == "kto" else "identity_pref"
+    keys = dict(stage=stage, dataset=dataset, max_steps=1, gradient_accumulation_steps=2)
+    run_stage(config(tiny_model_dir, tmp_path / stage, merge_micro_batches=True, **keys))
     assert not calls

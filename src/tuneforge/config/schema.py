@@ -279,9 +279,9 @@ class TrainingArguments(_Group):
     )
     merge_micro_batches: bool = Field(
         True,
-        description="SFT/pt: run the rows of each gradient accumulation window as one packed sequence (one forward "
-        "and backward instead of one per micro-batch; same loss and gradients) when they fit in "
-        "per_device_train_batch_size x cutoff_len tokens.",
+        description="SFT/pt/DPO: run the rows of each gradient accumulation window as one packed sequence (one "
+        "forward and backward instead of one per micro-batch; same loss and gradients) when they fit in "
+        "per_device_train_batch_size x cutoff_len tokens (DPO: twice that, chosen and rejected).",
     )
     allocator: Literal["auto", "jemalloc", "system"] = Field(
         "auto",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.collator import MERGEABLE_KEYS, merge_batches
 from tuneforge.train.losses import kto_loss, ranking_loss
 from tuneforge.train.pref_losses import PairLogps, preference_loss
 from tuneforge.train.trainer import MODEL_INPUTS, TuneforgeTrainer, labelled_outputs
@@ -23,20 +24,36 @@ def token_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
-    keys = (*MODEL_INPUTS, "labels")  # with a vision-language model's image tensors when the batch has them
-    inputs = {k: batch[f"{prefix}{k}"] for k in keys if f"{prefix}{k}" in batch}
+    inputs = model_inputs(batch, prefix)
     out = labelled_outputs(model, inputs, chunked)
-    logps = out.label_logps()
-    rows = torch.arange(out.keep.shape[0], device=out.keep.device)[:, None].expand_as(out.keep)[out.keep]
-    return logps, rows
+    return out.label_logps(), row_ids(inputs)[:, 1:][out.keep]
+
+
+def model_inputs(batch: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    keys = (*MODEL_INPUTS, "labels")  # with a vision-language model's image tensors when the batch has them
+    return {k: batch[f"{prefix}{k}"] for k in keys if f"{prefix}{k}" in batch}
+
+
+def packed(inputs: dict[str, torch.Tensor]) -> bool:
+    """Rows packed into one sequence (a merged window): restarting position ids and no attention mask."""
+    return inputs["input_ids"].shape[0] == 1 and "position_ids" in inputs and "attention_mask" not in inputs
+
+
+def row_ids(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`[batch, seq]`: the row each position belongs to; packed rows count one by one, in order."""
+    if packed(inputs):
+        return (inputs["position_ids"] == 0).cumsum(-1) - 1
+    ids = inputs["input_ids"]
+    return torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(ids)
 
 
 def sequence_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed, length-averaged) log-probability of each row's labelled tokens: two `[batch]` tensors."""
+    """(summed, length-averaged) log-probability of each row's labelled tokens: two `[rows]` tensors."""
     logps, rows = token_logps(model, batch, prefix, chunked)
-    size = batch[f"{prefix}labels"].shape[0]
+    inputs = model_inputs(batch, prefix)
+    size = int((inputs["position_ids"] == 0).sum()) if packed(inputs) else inputs["labels"].shape[0]
     sums = torch.zeros(size, device=logps.device).index_add(0, rows, logps)
     counts = torch.zeros(size, device=logps.device).index_add(0, rows, torch.ones_like(logps))
     return sums, sums / counts.clamp(min=1)
@@ -88,6 +105,33 @@ class DPOTrainer(_PerExampleLoss):
         self.finetuning = finetuning
         self.objective = preference_loss(finetuning.pref_loss)
 
+    # A window's pairs run as one packed sequence (merge_micro_batches), as SFT's rows do: every chosen row, then
+    # every rejected row, each attending to itself only. The loss of a micro-batch is the mean over its pairs
+    # (the Trainer divides by the window's micro-batches), so each pair's loss is weighted by 1 / its
+    # micro-batch's pair count (`pair_shares`) and summed: the same loss and gradients.
+    def merges_windows(self) -> bool:
+        return True
+
+    def merge_window(self, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if any(set(b) - MERGEABLE_KEYS for b in batches):  # images, online DPO's pair weights
+            return None
+        chosen, rejected, shares, samples = [], [], [], []
+        rows = ("input_ids", "attention_mask", "labels")
+        for batch in batches:
+            pairs = batch["input_ids"].shape[0] // 2
+            chosen.append({k: batch[k][:pairs] for k in rows})
+            rejected.append({k: batch[k][pairs:] for k in rows})
+            shares.append(torch.full((pairs,), 1.0 / pairs))
+            if "sample_ids" in batch:
+                samples.append(batch["sample_ids"])
+        merged = merge_batches(chosen + rejected, 2 * self.merge_budget)
+        if merged is None:
+            return None
+        merged["pair_shares"] = torch.cat(shares)
+        if samples:
+            merged["sample_ids"] = torch.cat(samples)
+        return merged
+
     def training_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], num_items: Any
     ) -> torch.Tensor:
@@ -100,11 +144,13 @@ class DPOTrainer(_PerExampleLoss):
             logps.ref_chosen, logps.ref_rejected = ref_sums[:half], ref_sums[half:]
         out = self.objective.target(logps, self.finetuning)
         weights = inputs.get("pair_weights")  # online DPO: 0 for pairs its judge could not tell apart
-        mean = (
-            (lambda x: x.mean())
-            if weights is None
-            else (lambda x: (x * weights).sum() / weights.sum().clamp(min=1))
-        )
+        shares = inputs.get("pair_shares")  # a merged window (above)
+        if shares is not None:
+            mean = lambda x: (x * shares.to(x.device)).sum()  # noqa: E731
+        elif weights is not None:
+            mean = lambda x: (x * weights).sum() / weights.sum().clamp(min=1)  # noqa: E731
+        else:
+            mean = lambda x: x.mean()  # noqa: E731
         loss = mean(out.loss)
         ftx = self.finetuning.pref_ftx
         if ftx > 0 and not self.objective.traits.get("own_nll"):  # ORPO has its own NLL term

@@ -255,11 +255,20 @@ class TuneforgeTrainer(GuardedTrainer):
             inner = self.accelerator.unwrap_model(self.model)
             self._mergeable = (
                 self.merge_micro_batches
-                and type(self).training_loss is TuneforgeTrainer.training_loss
+                and self.merges_windows()
                 and split_decoder_and_head(inner) is not None
                 and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
             )
         return self._mergeable
+
+    def merges_windows(self) -> bool:
+        """Whether this stage's loss over a merged window equals that of its micro-batches (SFT and pretraining:
+        a sum over tokens; stages that override `training_loss` say so themselves with `merge_window`)."""
+        return type(self).training_loss is TuneforgeTrainer.training_loss
+
+    def merge_window(self, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The window's rows as one packed micro-batch, or None when they cannot be merged."""
+        return merge_batches(batches, self.merge_budget)
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
         """The window's micro-batches; with `merge_micro_batches`, their rows packed into the last one (the
@@ -271,7 +280,7 @@ class TuneforgeTrainer(GuardedTrainer):
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         several_rows = len(batches) > 1 or (len(batches) == 1 and len(batches[0].get("input_ids", ())) > 1)
         if several_rows and self._can_merge():
-            merged = merge_batches(batches, self.merge_budget)
+            merged = self.merge_window(batches)
             if merged is not None:
                 self.merged_windows += 1
                 empty = {"input_ids": torch.zeros((0, 0), dtype=torch.long), MERGED_AWAY: True}
