@@ -44,11 +44,11 @@ def tiny_family(keys: dict) -> str | None:
     return next((family for marker, family in VISION_FAMILIES.items() if marker in name), None)
 
 
-def outcome(path: Path, model_dir: Path, out: Path) -> str:
-    """What happens to one file with only the model, the data folder and the run's length changed."""
+def outcome(path: Path, model_dir: Path, out: Path) -> str | Callable[[], str]:
+    """What happens to one file with only the model, the data folder and the run's length changed; a DeepSpeed
+    example is launched as a user runs it and gives a function that waits for its outcome."""
     from tuneforge.config import ConfigError, load_config, load_subset
     from tuneforge.data.conversation import DataError
-    from tuneforge.train.callbacks import read_metrics
     from tuneforge.train.stages import run_stage
     from tuneforge.utils.errors import UserError
 
@@ -70,21 +70,43 @@ def outcome(path: Path, model_dir: Path, out: Path) -> str:
             assert set(results) >= {"predict_bleu-4", "predict_rouge-l"}, path
             return "predicts (BLEU-4 and ROUGE of generated answers)"
         if cfg.llamafactory.get("deepspeed"):
-            _train_launched(path, [*place, *length, "overwrite_output_dir=true", "logging_steps=1"])
-        else:
-            run_stage(cfg)
+            wait = _launch(path, [*place, *length, "overwrite_output_dir=true", "logging_steps=1"])
+            return lambda: _reported(lambda: (wait(), _trained(cfg, path, out))[1], model_dir, out)
+        run_stage(cfg)
     except (ConfigError, DataError, UserError) as err:
-        lines = str(err).splitlines()
-        problems = err.problems if isinstance(err, ConfigError) else [" ".join(x.strip() for x in lines[:2])]
-        return "refused: " + " / ".join(_anonymous(p, model_dir, out) for p in problems)
+        return _refusal(err, model_dir, out)
+    return _trained(cfg, path, out)
+
+
+def _trained(cfg, path: Path, out: Path) -> str:
+    from tuneforge.train.callbacks import read_metrics
+
     losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert losses and all(math.isfinite(v) for v in losses), path
     return f"trains (stage {cfg.finetuning.stage}, {cfg.finetuning.finetuning_type})"
 
 
-def _train_launched(path: Path, overrides: list[str]) -> None:
+def _refusal(err: Exception, model_dir: Path, out: Path) -> str:
+    from tuneforge.config import ConfigError
+
+    lines = str(err).splitlines()
+    problems = err.problems if isinstance(err, ConfigError) else [" ".join(x.strip() for x in lines[:2])]
+    return "refused: " + " / ".join(_anonymous(p, model_dir, out) for p in problems)
+
+
+def _reported(finish: Callable[[], str], model_dir: Path, out: Path) -> str:
+    from tuneforge.utils.errors import UserError
+
+    try:
+        return finish()
+    except UserError as err:
+        return _refusal(err, model_dir, out)
+
+
+def _launch(path: Path, overrides: list[str]) -> Callable[[], None]:
     """`tuneforge train` as a user runs it, from the folder LLaMA-Factory's relative paths
-    (examples/deepspeed/...) are written for: DeepSpeed's processes run under torchrun."""
+    (examples/deepspeed/...) are written for: DeepSpeed's processes run under torchrun. Started now (most of
+    its time is imports, on one core), waited for by the function it returns, which raises the run's error."""
     import itertools
     import os
     import subprocess
@@ -93,15 +115,24 @@ def _train_launched(path: Path, overrides: list[str]) -> None:
 
     repo = HERE.parent.parent
     argv = [sys.executable, "-m", "tuneforge.cli.main", "train", str(path), *overrides]
-    done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, env=dict(os.environ), timeout=600)
-    if done.returncode:
-        lines = done.stderr.splitlines()
-        said = [i for i, line in enumerate(lines) if line.startswith("tuneforge: ")]  # the last is the error
-        if not said:
-            raise UserError(done.stderr[-2000:])
-        # the error and its indented lines, not what torchrun prints after it (its log, with times and pids)
-        ours = list(itertools.takewhile(lambda line: line.startswith("  - "), lines[said[-1] + 1 :]))
-        raise UserError("\n".join([lines[said[-1]], *ours])[len("tuneforge: ") :])
+    process = subprocess.Popen(
+        argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+
+    def wait() -> None:
+        _, stderr = process.communicate(timeout=600)
+        if process.returncode:
+            lines = stderr.splitlines()
+            said = [
+                i for i, line in enumerate(lines) if line.startswith("tuneforge: ")
+            ]  # the last is the error
+            if not said:
+                raise UserError(stderr[-2000:])
+            # the error and its indented lines, not what torchrun prints after it (its log, with times and pids)
+            ours = list(itertools.takewhile(lambda line: line.startswith("  - "), lines[said[-1] + 1 :]))
+            raise UserError("\n".join([lines[said[-1]], *ours])[len("tuneforge: ") :])
+
+    return wait
 
 
 def _anonymous(problem: str, model_dir: Path, out: Path) -> str:
@@ -138,11 +169,15 @@ def render_table(results: dict[str, str]) -> str:
 def all_outcomes(model_dir: Path, tmp: Path, vision_dir: Callable[[str], Path]) -> dict[str, str]:
     """Each example on the tiny text model, or on `vision_dir(family)` when its model is a vision-language one."""
     results = {}
-    for i, path in enumerate(example_files()):
+    paths = example_files()
+    # the DeepSpeed examples first: their processes start while the others train in this one
+    for i, path in sorted(
+        enumerate(paths), key=lambda item: "deepspeed" not in item[1].read_text(encoding="utf-8")
+    ):
         family = tiny_family(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
         chosen = vision_dir(family) if family else model_dir
         results[str(path.relative_to(EXAMPLES))] = outcome(path, chosen, tmp / f"run{i}")
-    return results
+    return {name: result if isinstance(result, str) else result() for name, result in sorted(results.items())}
 
 
 def save_tiny_model(tokenizer, path: Path) -> Path:

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 from tuneforge.config import DataArguments
 from tuneforge.data.conversation import Conversation, Document
@@ -247,3 +248,27 @@ def test_tokenized_cache_is_reused_until_data_or_settings_change(tmp_path, smoll
     changed = dataset.build_sft_data(args, smollm2_tokenizer)
     assert len(calls) == 4 and len(changed.train) == 1
     assert not list((tmp_path / "home" / "cache" / "tokenized").glob("*.partial-*"))
+
+
+def test_a_cache_written_by_another_run_meanwhile_is_kept(tmp_path, smollm2_tokenizer, monkeypatch):
+    """Two runs of the same data tokenizing at once: the one renaming second finds the folder taken (rename
+    fails on a non-empty folder) and keeps the other's copy instead of failing."""
+    from pathlib import Path
+
+    from tuneforge.data import cache, dataset
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
+    args = make(tmp_path, [{"instruction": "q", "output": "a"}], {})
+    first = dataset.build_sft_data(args, smollm2_tokenizer)
+    (target,) = (tmp_path / "home" / "cache" / "tokenized").iterdir()
+    rename = Path.rename
+
+    def other_run_first(self, to):  # the other run's copy lands between our rmtree and our rename
+        shutil.copytree(self, to)
+        return rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", other_run_first)
+    again = dataset.build_sft_data(args.model_copy(update={"overwrite_cache": True}), smollm2_tokenizer)
+    assert [e.input_ids for e in again.train] == [e.input_ids for e in first.train]
+    assert cache.load(target.name) is not None
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no partial folder left

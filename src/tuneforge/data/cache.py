@@ -82,7 +82,12 @@ def save(data: SFTData, key: str) -> Path:
     }
     (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:  # another run wrote the same key in the meantime: the same tokens, keep that copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "meta.json").is_file():
+            raise
     return target
 
 
