@@ -263,7 +263,7 @@ class TuneforgeTrainer(GuardedTrainer):
 
     def merges_windows(self) -> bool:
         """Whether this stage's loss over a merged window equals that of its micro-batches (SFT and pretraining:
-        a sum over tokens; stages that override `training_loss` say so themselves with `merge_window`)."""
+        a sum over tokens). A stage with its own `training_loss` overrides this and `merge_window` (DPO)."""
         return type(self).training_loss is TuneforgeTrainer.training_loss
 
     def merge_window(self, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
