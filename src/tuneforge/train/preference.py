@@ -24,7 +24,12 @@ def token_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of every labelled token `[n]`, the row each belongs to `[n]`)."""
-    inputs = model_inputs(batch, prefix)
+    return _token_logps(model, model_inputs(batch, prefix), chunked)
+
+
+def _token_logps(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], chunked: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     out = labelled_outputs(model, inputs, chunked)
     return out.label_logps(), row_ids(inputs)[:, 1:][out.keep]
 
@@ -47,13 +52,17 @@ def row_ids(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(ids)
 
 
+def row_count(inputs: dict[str, torch.Tensor]) -> int:
+    return int((inputs["position_ids"] == 0).sum()) if packed(inputs) else inputs["input_ids"].shape[0]
+
+
 def sequence_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], prefix: str = "", chunked: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed, length-averaged) log-probability of each row's labelled tokens: two `[rows]` tensors."""
-    logps, rows = token_logps(model, batch, prefix, chunked)
     inputs = model_inputs(batch, prefix)
-    size = int((inputs["position_ids"] == 0).sum()) if packed(inputs) else inputs["labels"].shape[0]
+    logps, rows = _token_logps(model, inputs, chunked)
+    size = row_count(inputs)
     sums = torch.zeros(size, device=logps.device).index_add(0, rows, logps)
     counts = torch.zeros(size, device=logps.device).index_add(0, rows, torch.ones_like(logps))
     return sums, sums / counts.clamp(min=1)
