@@ -1,7 +1,8 @@
 """`tuneforge estimate` against measured peaks: short SmolLM2 runs on this CPU, each in its own process, peak RSS
 measured by the kernel (ru_maxrss), printed beside the estimate: LoRA, freeze and full at two batch x cutoff
-sizes (the six runs the constants were fitted to) and two runs held out of the fit.
-Run: python bench/estimate_memory.py [--held-out]  (about 7 minutes on 2 cores)."""
+sizes (the six runs the constants were fitted to) and runs held out of the fit: two SFT runs and DPO with LoRA
+(chosen and rejected rows) and with full tuning (a frozen reference copy).
+Run: python bench/estimate_memory.py [--held-out]  (about 9 minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # the six runs the constants were fitted to, then two held out of the fit (`--held-out` runs only those)
 FITTED = [
-    (method, batch, cutoff) for method in ("lora", "freeze", "full") for batch, cutoff in ((1, 256), (4, 512))
+    ("sft", method, batch, cutoff)
+    for method in ("lora", "freeze", "full")
+    for batch, cutoff in ((1, 256), (4, 512))
 ]
-HELD_OUT = [("lora", 2, 1024), ("full", 8, 128)]
+HELD_OUT = [
+    ("sft", "lora", 2, 1024),
+    ("sft", "full", 8, 128),
+    ("dpo", "lora", 2, 512),
+    ("dpo", "full", 1, 256),
+]
 MEASURE = """
 import resource, subprocess, sys
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
@@ -44,20 +52,29 @@ def long_rows(folder: Path) -> Path:
         "step",
         "loss",
     ]
-    rows = [
-        {"instruction": f"Write note {i}.", "output": " ".join(rng.choice(words) for _ in range(600))}
-        for i in range(64)
-    ]
+
+    def note() -> str:
+        return " ".join(rng.choice(words) for _ in range(600))
+
+    rows = [{"instruction": f"Write note {i}.", "output": note()} for i in range(64)]
+    pairs = [{"instruction": f"Write note {i}.", "chosen": note(), "rejected": note()} for i in range(16)]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "long.json").write_text(json.dumps(rows))
-    (folder / "dataset_info.json").write_text(json.dumps({"long": {"file_name": "long.json"}}))
+    (folder / "long_pref.json").write_text(json.dumps(pairs))
+    info = {
+        "long": {"file_name": "long.json"},
+        "long_pref": {"file_name": "long_pref.json", "ranking": True, "columns": {
+            "prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+    }  # fmt: skip
+    (folder / "dataset_info.json").write_text(json.dumps(info))
     return folder
 
 
-def keys(method: str, batch: int, cutoff: int, out: Path) -> list[str]:
+def keys(stage: str, method: str, batch: int, cutoff: int, out: Path) -> list[str]:
     flat = {
+        "stage": stage,
         "finetuning_type": method,
-        "dataset": "long",
+        "dataset": "long" if stage == "sft" else "long_pref",
         "dataset_dir": str(out.parent / "data"),
         "template": "chatml",
         "cutoff_len": cutoff,
@@ -65,7 +82,7 @@ def keys(method: str, batch: int, cutoff: int, out: Path) -> list[str]:
         "max_steps": 3,
         "save_steps": 1000,
         "output_dir": str(out),
-        "packing": "true",
+        "packing": "true" if stage == "sft" else "false",
         "overwrite_output_dir": "true",
     }
     return [f"{k}={v}" for k, v in flat.items()]
@@ -75,12 +92,14 @@ def main() -> None:
     from tuneforge.config import load_config
     from tuneforge.train.estimate import GiB, estimate
 
-    print(f"{'method':8s}{'batch':>6s}{'cutoff':>8s}{'estimate GiB':>14s}{'measured GiB':>14s}{'error':>8s}")
+    print(
+        f"{'stage':6s}{'method':8s}{'batch':>6s}{'cutoff':>8s}{'estimate GiB':>14s}{'measured GiB':>14s}{'error':>8s}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         long_rows(Path(tmp) / "data")
-        for method, batch, cutoff in HELD_OUT if "--held-out" in sys.argv else FITTED + HELD_OUT:
-            argv = keys(method, batch, cutoff, Path(tmp) / method)
+        for stage, method, batch, cutoff in HELD_OUT if "--held-out" in sys.argv else FITTED + HELD_OUT:
+            argv = keys(stage, method, batch, cutoff, Path(tmp) / f"{stage}-{method}")
             cfg = load_config(overrides=argv)
             guess = estimate(cfg).total
             cmd = [sys.executable, "-m", "tuneforge.cli.main", "train", *argv]
@@ -88,13 +107,20 @@ def main() -> None:
                 [sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, cwd=REPO, check=True
             ).stdout.split()
             if code != "0":
-                raise SystemExit(f"{method} run failed: {' '.join(cmd)}")
+                raise SystemExit(f"{stage} {method} run failed: {' '.join(cmd)}")
             error = (guess - int(peak)) / int(peak)
             rows.append(
-                {"method": method, "batch": batch, "cutoff": cutoff, "estimate": guess, "measured": int(peak)}
+                {
+                    "stage": stage,
+                    "method": method,
+                    "batch": batch,
+                    "cutoff": cutoff,
+                    "estimate": guess,
+                    "measured": int(peak),
+                }
             )
             print(
-                f"{method:8s}{batch:6d}{cutoff:8d}{guess / GiB:14.2f}{int(peak) / GiB:14.2f}{100 * error:+7.1f}%"
+                f"{stage:6s}{method:8s}{batch:6d}{cutoff:8d}{guess / GiB:14.2f}{int(peak) / GiB:14.2f}{100 * error:+7.1f}%"
             )
     print(json.dumps(rows))
 

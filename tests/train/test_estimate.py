@@ -123,3 +123,49 @@ def test_the_command_prints_the_parts_and_whether_it_fits(tiny_model_dir, tmp_pa
         assert part in out
     assert "fits" in out and "GiB" in out
     assert estimate(cfg_for(tiny_model_dir, tmp_path)).total < GiB * 2
+
+
+def test_preference_and_rl_micro_batches_hold_their_rows(tiny_model_dir, tmp_path):
+    """A DPO or reward-model example is a chosen and a rejected row; a GRPO prompt is num_generations rows of
+    prompt and answer. Counting batch x cutoff_len for them under-counted, and `gradient_checkpointing: auto`
+    then left checkpointing off for runs that did not fit."""
+    keys = dict(per_device_train_batch_size=2, cutoff_len=64, chunked_cross_entropy=False)
+    sft = estimate(cfg_for(tiny_model_dir, tmp_path, **keys))
+    for stage in ("dpo", "rm"):
+        pairs = estimate(cfg_for(tiny_model_dir, tmp_path, stage=stage, dataset="identity_pref", **keys))
+        assert pairs.parts["activations"] == pytest.approx(2 * sft.parts["activations"], abs=2)
+        assert pairs.parts["logits"] == pytest.approx(2 * sft.parts["logits"], abs=2)
+        assert any("a chosen and a rejected row" in a and "(4 x 64 tokens)" in a for a in pairs.assumptions)
+    grpo = estimate(
+        cfg_for(tiny_model_dir, tmp_path, stage="grpo", num_generations=3, max_completion_length=32, **keys)
+    )
+    assert grpo.parts["activations"] == pytest.approx(3 * 96 / 64 * sft.parts["activations"], abs=3)
+    assert any("(6 x 96 tokens)" in a for a in grpo.assumptions)
+    kto = estimate(cfg_for(tiny_model_dir, tmp_path, stage="kto", **keys))
+    assert kto.parts["activations"] == sft.parts["activations"]  # KTO's KL rows run without gradients
+
+    auto = cfg_for(tiny_model_dir, tmp_path, stage="dpo", dataset="identity_pref", **keys)
+    room = int(sft.total / 0.9) + 1  # what an SFT run of the same batch needs fits; the DPO run does not
+    assert not estimate(cfg_for(tiny_model_dir, tmp_path, **keys), available=room).checkpointing
+    assert estimate(auto, available=room).checkpointing
+
+
+@pytest.mark.parametrize(
+    ("keys", "copy"),
+    [
+        ({"stage": "dpo", "finetuning_type": "full"}, True),
+        ({"stage": "kto", "finetuning_type": "freeze"}, True),
+        ({"stage": "dpo", "finetuning_type": "full", "pref_loss": "orpo"}, False),  # reference-free
+        ({"stage": "dpo"}, False),  # LoRA: the policy with its adapter off
+        ({"stage": "sft", "finetuning_type": "full"}, False),
+    ],
+)
+def test_a_reference_copy_is_counted_where_the_stage_loads_one(keys, copy, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = {"dataset": "identity_pref"} if keys["stage"] == "dpo" else {}
+    result = estimate(cfg_for(tiny_model_dir, tmp_path, **data, **keys))
+    whole = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()) * 4
+    assert result.parts.get("reference weights", 0) == (whole if copy else 0)
+    if copy:
+        assert any("frozen copy" in a for a in result.assumptions)

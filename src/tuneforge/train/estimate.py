@@ -5,22 +5,27 @@ applied, so parameter counts are exact; the rest is arithmetic, per device:
 
 - weights: the frozen parameters as training holds them (float32: bf16/fp16 are autocast; 4/8-bit bases store
   their linear weights at 0.5/1 byte plus quantization constants);
+- reference weights: the frozen reference policy of DPO, KTO, GRPO and online DPO when it is a second model
+  (full and freeze tuning, or `ref_model`); LoRA-family runs switch their adapters off instead;
 - trainable weights: the parameters the method trains, float32;
 - gradients: one float32 per trainable parameter;
 - optimizer states: AdamW keeps two float32 moments per trainable parameter (SGD one, Adafactor ~none);
-- activations: kept for every layer the backward pass runs through (eager attention, `flash_attn: disabled`,
-  also keeps each layer's seq x seq scores; SDPA and FlashAttention keep none) (all for LoRA and full; for freeze the
-  trained layers and those above them): `ACTIVATION_BYTES` per token per hidden unit per layer, plus
-  `ADAPTER_BYTES` per adapted projection (the adapter's own inputs); with gradient checkpointing only the
-  layer inputs, plus one layer recomputed, plus (`gradient_checkpointing_policy: keep_attention`, fused
-  attention) each layer's attention output and log-sum-exp;
-- logits: the head runs on answer tokens only (at most batch x cutoff_len): `LOGIT_COPIES` float32 copies
+- activations: of the rows one micro-batch holds (`batch_shape`: a chosen and a rejected row per example for
+  DPO and reward models, num_generations rows of prompt and answer per prompt for GRPO), kept for every layer
+  the backward pass runs through (all for LoRA and full; for freeze the trained layers and those above them):
+  `ACTIVATION_BYTES` per token per hidden unit per layer (LoRA adds only rank floats per token: the fused
+  layers keep `A x`, the projections' inputs are kept for the frozen path anyway); eager attention (`flash_attn: disabled`) also keeps each layer's seq x seq scores
+  (SDPA and FlashAttention keep none); with gradient checkpointing only the layer inputs, plus one layer
+  recomputed, plus (`gradient_checkpointing_policy: keep_attention`, fused attention) each layer's attention
+  output and log-sum-exp;
+- logits: the head runs on answer tokens only (at most the micro-batch's tokens): `LOGIT_COPIES` float32 copies
   (logits, log-softmax, gradient); with `chunked_cross_entropy` (the default) one chunk's logits and softmax;
 - buffers: the runtime (CPU: Python, torch and the tokenized data; GPU: the CUDA context and allocator slack).
 
 The constants were fitted to six measured CPU peaks of SmolLM2 (LoRA, freeze and full at two batch x cutoff
-sizes, `bench/estimate_memory.py`); ACTIVATION_BYTES came out at 68.5, what Korthikanti et al.'s 34
-half-precision bytes per token, hidden unit and layer give in float32.
+sizes, `bench/estimate_memory.py`, refitted 2026-12-02 after fused LoRA layers and chunked cross-entropy);
+ACTIVATION_BYTES came out at 80, near what Korthikanti et al.'s 34 half-precision bytes per token, hidden unit
+and layer give in float32 (68).
 
 ZeRO (a `deepspeed` config) and FSDP divide optimizer states (stage 1), gradients (2) and weights (3) over the
 processes; offload moves them to CPU memory.
@@ -37,12 +42,11 @@ from tuneforge.train.parallel import zero_settings
 from tuneforge.train.recompute import effective_policy
 
 GiB = 1024**3
-ACTIVATION_BYTES = 68.5  # per token, per hidden unit, per layer the backward runs through (float32)
-ADAPTER_BYTES = 9.0  # more per token, per hidden unit, per adapted projection (63 for LoRA on all 7)
+ACTIVATION_BYTES = 80.0  # per token, per hidden unit, per layer the backward runs through (float32)
 LOGIT_COPIES = 3.6  # float32 copies of the answer tokens' logits alive at the peak
 CHUNK_COPIES = 2  # chunked head: one chunk's logits and their softmax
 CHECKPOINTED_BYTES = 4  # per token, per hidden unit, per layer: only the layer input is kept
-RUNTIME_CPU = int(0.377e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
+RUNTIME_CPU = int(0.414e9)  # Python, torch, transformers and the data at the peak (fitted, CPU)
 RUNTIME_GPU = int(1.0 * GiB)  # CUDA context, kernels and allocator fragmentation
 # gradient_checkpointing auto: on when the estimate without it passes this share of free memory
 FIT_SHARE = 0.9
@@ -112,21 +116,86 @@ def _meta_model(cfg: RunConfig) -> Any:
     return model
 
 
-def _backward_layers(params: list[tuple[str, Any]], layers: int) -> tuple[int, float]:
-    """(layers the backward pass runs through: from the lowest one with a trainable parameter to the top,
-    adapted projections per layer on average)."""
+def batch_shape(cfg: RunConfig) -> tuple[int, int, str]:
+    """(sequences one micro-batch's forward and backward hold, tokens per sequence at most, the sentence saying
+    so). Preference stages hold each example's chosen and rejected rows; GRPO samples `num_generations` answers
+    per prompt, online DPO two; the RL stages' rows are a prompt (cutoff_len) plus its sampled answer. KTO's
+    KL rows run without gradients, so they keep nothing for the backward pass."""
+    f, batch, cutoff = cfg.finetuning, cfg.training.per_device_train_batch_size, cfg.data.cutoff_len
+    stage = f.stage
+    answer = getattr(f, "max_completion_length", 0) or 0
+    if stage in ("rm", "dpo"):
+        rows, length, what = 2, cutoff, "a chosen and a rejected row of up to cutoff_len tokens per example"
+    elif stage == "grpo":
+        rows, length = getattr(f, "num_generations", 1), cutoff + answer
+        what = f"num_generations ({rows}) rows of up to cutoff_len + max_completion_length tokens per prompt"
+    elif stage == "online_dpo":
+        rows, length, what = (
+            2,
+            cutoff + answer,
+            "two sampled answers per prompt, cutoff_len + max_completion_length",
+        )
+    elif stage == "ppo":
+        rows, length, what = (
+            1,
+            cutoff + answer,
+            "one row of up to cutoff_len + max_completion_length per prompt",
+        )
+    else:
+        rows, length, what = 1, cutoff, "one row of up to cutoff_len tokens per example"
+    return (
+        batch * rows,
+        length,
+        f"{stage}: {what}, {batch} per micro-batch ({batch * rows} x {length} tokens)",
+    )
+
+
+def _reference_weights(cfg: RunConfig, weights: int, trainable: int) -> tuple[int, str | None]:
+    """(bytes of the frozen reference policy the stage loads beside the trained one, the sentence saying so).
+    LoRA-family runs use the policy with its adapters off (no copy); full and freeze tuning load a copy, held
+    whole by every process (the reference is not sharded by ZeRO)."""
+    from tuneforge.model.adapters import is_peft
+    from tuneforge.train.pref_losses import needs_reference
+
+    f = cfg.finetuning
+    uses = (
+        (f.stage in ("dpo", "online_dpo") and needs_reference(f.pref_loss))
+        or f.stage == "kto"
+        or (f.stage == "grpo" and getattr(f, "grpo_beta", 0) > 0)
+    )
+    if not uses:
+        return 0, None
+    if f.ref_model is None and is_peft(f.finetuning_type):
+        return 0, "the reference policy is the trained model with its adapters off: no second copy"
+    if f.ref_model is None:
+        return (
+            weights + trainable * 4,
+            "the reference policy: a frozen copy of the model, whole in every process",
+        )
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tuneforge.model.sources import resolve_model_path
+
+    path = resolve_model_path(f.ref_model)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    with init_empty_weights():
+        ref = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    return sum(p.numel() for p in ref.parameters()) * 4, f"the reference policy: ref_model {f.ref_model}"
+
+
+def _backward_layers(params: list[tuple[str, Any]], layers: int) -> int:
+    """The layers the backward pass runs through: from the lowest one with a trainable parameter to the top."""
     import re
 
-    trained, adapters = set(), 0
+    trained = set()
     for name, p in params:
         found = re.search(r"\.layers\.(\d+)\.", name)
         if p.requires_grad and found:
             trained.add(int(found.group(1)))
-            adapters += "lora_A" in name
         elif p.requires_grad and "embed" in name:
             trained.add(0)
-    through = layers - min(trained) if trained else 0
-    return through, adapters / layers if layers else 0.0
+    return layers - min(trained) if trained else 0
 
 
 def estimate(
@@ -158,11 +227,11 @@ def estimate(
     states = next((v for k, v in OPTIMIZER_STATES.items() if k in optim), 2)
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
     vocab = model.config.vocab_size
-    tokens = t.per_device_train_batch_size * cfg.data.cutoff_len
-    through, adapted = _backward_layers(params, layers)
-    per_layer = ACTIVATION_BYTES + ADAPTER_BYTES * adapted
+    sequences, length, shape = batch_shape(cfg)
+    assumptions.append(shape)
+    tokens = sequences * length
+    through = _backward_layers(params, layers)
     kernel = cfg.model.flash_attn
-
     heads = model.config.num_attention_heads
     head_dim = getattr(model.config, "head_dim", None) or hidden // heads
     # keep_attention: each checkpointed layer also keeps its fused attention output and log-sum-exp
@@ -170,11 +239,13 @@ def estimate(
     attention_kept = tokens * (heads * head_dim + heads) * 4 * through if keeps_attention else 0
 
     def activations_with(checkpointing: bool) -> int:
-        per_token = CHECKPOINTED_BYTES * through + per_layer if checkpointing else per_layer * through
+        per_token = (
+            CHECKPOINTED_BYTES * through + ACTIVATION_BYTES if checkpointing else ACTIVATION_BYTES * through
+        )
         kept = int(tokens * hidden * per_token) + (attention_kept if checkpointing else 0)
         # eager attention keeps its softmax scores (and their dropout copy) for backward
         if kernel == "disabled":
-            scores = t.per_device_train_batch_size * heads * cfg.data.cutoff_len**2 * 8
+            scores = sequences * heads * length**2 * 8
             kept += int(scores * (1 if checkpointing else through))
         return kept
 
@@ -201,6 +272,9 @@ def estimate(
         assumptions.append(
             "logits for every token of the batch (the head runs on answer tokens only: an upper bound)"
         )
+    reference, why = _reference_weights(cfg, weights, trainable)
+    if why:
+        assumptions.append(why)
     parts = {
         "weights": weights,
         "trainable weights": trainable * 4,
@@ -210,6 +284,8 @@ def estimate(
         "logits": logits,
         "buffers": RUNTIME_GPU if device != "cpu" else RUNTIME_CPU,
     }
+    if reference:
+        parts = {"weights": weights, "reference weights": reference, **parts}
     offloaded = _shard(parts, cfg, processes, deepspeed, assumptions)
     if checkpointing == "auto":  # on only when the run would not fit without it
         room = available if available is not None else available_memory(device, processes)
