@@ -75,7 +75,7 @@ def wait_status(url: str, run_id: str, wanted: set[str], timeout: float = 90) ->
     raise TimeoutError(f"run {run_id} is still {run['status']}")
 
 
-def test_a_run_created_from_json_trains_and_streams_its_metrics(board, tiny_model_dir):
+def test_a_run_created_from_json_trains_and_streams_its_metrics_then_chats(board, tiny_model_dir):
     created = httpx.post(f"{board.url}/api/runs", json=run_config(tiny_model_dir, board.tmp / "out")).json()
     assert created["status"] in ("queued", "running")
     stream = events(board.url, created["id"])
@@ -93,6 +93,7 @@ def test_a_run_created_from_json_trains_and_streams_its_metrics(board, tiny_mode
     # a board restart (a new registry object on the same file) shows the same runs
     again = RunRegistry(board.registry.path)
     assert created["id"] in [r.id for r in again.list()]
+    chat_with_the_adapter_of(board, tiny_model_dir, created["id"], board.tmp / "out")
 
 
 def test_a_bad_config_lists_every_problem(board):
@@ -163,15 +164,13 @@ def test_a_run_started_in_a_terminal_is_registered(tmp_path, tiny_model_dir, mon
     assert runs[1].pid == os.getpid() and runs[1].output_dir == str(tmp_path / "cli")
 
 
-def test_chat_streams_the_answer_of_a_finished_runs_adapter(board, tiny_model_dir):
+def chat_with_the_adapter_of(board, tiny_model_dir: Path, run_id: str, out: Path) -> None:
+    """/api/chat streams the answer of the finished run's adapter, named by run id or by folder, as the
+    inference engine gives it; unknown runs and folders outside the roots are refused."""
     from tuneforge.config import ModelArguments
     from tuneforge.inference.engine import InferenceEngine
     from tuneforge.inference.sampling import SamplingParams
 
-    run_id = httpx.post(
-        f"{board.url}/api/runs", json=run_config(tiny_model_dir, board.tmp / "chat", max_steps=2)
-    ).json()["id"]
-    wait_status(board.url, run_id, {"done"})
     messages = [{"role": "user", "content": "Who are you?"}]
     body = {
         "model": str(tiny_model_dir),
@@ -188,7 +187,7 @@ def test_chat_streams_the_answer_of_a_finished_runs_adapter(board, tiny_model_di
             if line.startswith("data: ") and line != "data: [DONE]":
                 pieces.append(json.loads(line[6:])["text"])
     engine = InferenceEngine(
-        ModelArguments(model_name_or_path=str(tiny_model_dir)), adapters={run_id: str(board.tmp / "chat")}
+        ModelArguments(model_name_or_path=str(tiny_model_dir)), adapters={run_id: str(out)}
     )
     try:
         expected = engine.generate(
@@ -197,7 +196,7 @@ def test_chat_streams_the_answer_of_a_finished_runs_adapter(board, tiny_model_di
     finally:
         engine.close()
     assert len(pieces) > 1 and "".join(pieces) == expected
-    folder = str(board.tmp / "chat")  # the same adapter named by its folder answers the same
+    folder = str(out)  # the same adapter named by its folder answers the same
     by_path = httpx.post(
         f"{board.url}/api/chat", json={**body, "adapters": [folder], "adapter": folder}, timeout=60
     ).text

@@ -152,22 +152,32 @@ def test_architectures_the_converter_does_not_know_are_refused(tmp_path, smollm2
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".partial-*"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("gguf_type", "tolerance"), [("f32", 1e-4), ("f16", 5e-2)])
-def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
-    gguf_type, tolerance, smollm2_dir, smollm2_tokenizer, tmp_path
-):
-    """f32 is exact; f16 rounds each weight to 11 significant bits, a few hundredths on logits of size ~20."""
-    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
-    out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type=gguf_type)
-    model, tokenizer, gguf = load_back(out, tokenizer=gguf_type == "f32")
+@pytest.fixture(scope="module")
+def smollm2_adapted(smollm2_dir, smollm2_tokenizer, tmp_path_factory):
+    """(adapter, question ids, merged model, its logits and 32-token greedy answer) of SmolLM2 with one small
+    random adapter, computed once for the exports of this module."""
+    adapter = random_adapter(smollm2_dir, tmp_path_factory.mktemp("adapter") / "a", 1, scale=0.05)
     reference = merged(smollm2_dir, [adapter])
     ids = question_ids(smollm2_tokenizer)
     with torch.no_grad():
-        difference = (model(ids).logits - reference(ids).logits).abs().max()
+        logits = reference(ids).logits
+    return adapter, ids, reference, logits, greedy(reference, ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("gguf_type", "tolerance"), [("f32", 1e-4), ("f16", 5e-2)])
+def test_gguf_of_smollm2_with_an_adapter_answers_like_the_merged_model(
+    gguf_type, tolerance, smollm2_dir, smollm2_tokenizer, smollm2_adapted, tmp_path
+):
+    """f32 is exact; f16 rounds each weight to 11 significant bits, a few hundredths on logits of size ~20."""
+    adapter, ids, _, logits, answer = smollm2_adapted
+    out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type=gguf_type)
+    model, tokenizer, gguf = load_back(out, tokenizer=gguf_type == "f32")
+    with torch.no_grad():
+        difference = (model(ids).logits - logits).abs().max()
         print(f"{gguf_type}: max |logit difference| {float(difference):.2e}")
         assert difference < tolerance
-    assert greedy(model, ids) == greedy(reference, ids)
+    assert greedy(model, ids) == answer
     if tokenizer is not None:  # the same vocabulary whatever the tensors' type
         assert tokenizer(TEXT).input_ids == smollm2_tokenizer(TEXT).input_ids
 
@@ -203,15 +213,15 @@ def llama_cpp_python() -> str | None:
 @pytest.mark.skipif(
     llama_cpp_python() is None, reason="llama-cpp-python is not installed (bench/gguf_llamacpp.py builds it)"
 )
-def test_llama_cpp_answers_the_gguf_export_like_the_merged_model(smollm2_dir, smollm2_tokenizer, tmp_path):
+def test_llama_cpp_answers_the_gguf_export_like_the_merged_model(
+    smollm2_dir, smollm2_tokenizer, smollm2_adapted, tmp_path
+):
     import json
     import subprocess
 
-    adapter = random_adapter(smollm2_dir, tmp_path / "a", 1, scale=0.05)
+    adapter, ids, reference, _, _ = smollm2_adapted
     out = export(tmp_path, smollm2_dir, [adapter], export_format="gguf", export_gguf_type="f32")
     (gguf,) = out.glob("*.gguf")
-    reference = merged(smollm2_dir, [adapter])
-    ids = question_ids(smollm2_tokenizer)
     result = subprocess.run(
         [llama_cpp_python(), "-c", LLAMA_CPP, str(gguf), json.dumps(ids[0].tolist()), TEXT],
         capture_output=True,
