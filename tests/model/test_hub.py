@@ -111,17 +111,27 @@ def test_train_and_chat_by_repo_id_from_a_laid_out_cache(tiny_model_dir, tmp_pat
     ],
 )
 def test_unknown_ids_exit_2_with_a_sentence(name, env, words, tmp_path, tiny_repo):
+    """Before the inference engine's imports (transformers' modeling code, seconds): the model is looked up
+    first."""
     server, _, url = serve(tiny_repo, "acme/tiny")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "tuneforge", "chat", "--model_name_or_path", name, "--prompt", "Hi"],
+            [sys.executable, "-c", CHAT_THEN_MODULES, "chat", "--model_name_or_path", name, "--prompt", "Hi"],
             capture_output=True, text=True, cwd=REPO,
             env={**os.environ, "HF_HOME": str(tmp_path / "h"), "HF_ENDPOINT": url, **env},
         )  # fmt: skip
     finally:
         server.shutdown()
-    assert result.returncode == 2, result.stderr
+    assert result.stdout.split() == ["2", "False"], result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+CHAT_THEN_MODULES = """
+import sys
+from tuneforge.cli.main import main
+code = main(sys.argv[1:])
+print(code, "transformers.modeling_utils" in sys.modules)
+"""
 
 
 def test_gguf_file_picks_a_gguf_in_a_hub_repo(tmp_path):

@@ -37,8 +37,13 @@ def run_chat(
     adapter: str | None = None,
     images: list[str] | None = None,
 ) -> int:
-    from tuneforge.inference.engine import InferenceEngine, parse_adapters
+    from tuneforge.model.loader import model_path
     from tuneforge.utils.errors import UserError
+
+    # found (or downloaded) first: a mistyped or uncached model is a sentence in a second, not after the seconds
+    # of imports the engine takes; the engine then finds it where this put it
+    model_path(cfg.model)
+    from tuneforge.inference.engine import InferenceEngine, parse_adapters
 
     engine = InferenceEngine.from_config(cfg, parse_adapters(adapters))
     if adapter is not None and adapter not in engine.adapters:

@@ -58,8 +58,8 @@ def _int(options: dict[str, str], key: str, default: int | None) -> int | None:
 
 
 def run_serve(cfg: RunConfig, options: dict[str, str]) -> int:
-    from tuneforge.inference.engine import InferenceEngine, parse_adapters
-    from tuneforge.inference.loading import check_adapter_folder
+    from tuneforge.inference.loading import check_adapter_folder, parse_adapters
+    from tuneforge.model.loader import model_path
     from tuneforge.serve.app import Limits
     from tuneforge.serve.server import DEFAULT_HOST, serve
 
@@ -75,6 +75,9 @@ def run_serve(cfg: RunConfig, options: dict[str, str]) -> int:
     adapters = parse_adapters(options.get("adapters"))
     for name, path in adapters.items():  # before the model loads
         check_adapter_folder(name, path)
+    model_path(cfg.model)  # found or downloaded before the engine's seconds of imports; it then finds it here
+    from tuneforge.inference.engine import InferenceEngine
+
     engine = InferenceEngine.from_config(
         cfg,
         adapters,

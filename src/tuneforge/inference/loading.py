@@ -22,7 +22,13 @@ def _cache_argument() -> str:
     return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
-CACHE_ARGUMENT = _cache_argument()
+def __getattr__(name: str) -> Any:
+    """`CACHE_ARGUMENT`, read from transformers' LlamaModel on first use: importing the modeling code takes
+    seconds, which commands that only need `image_facts` (`tuneforge data validate`) should not pay."""
+    if name == "CACHE_ARGUMENT":
+        globals()[name] = value = _cache_argument()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_with_adapters(model_args: ModelArguments, adapters: dict[str, str]) -> Any:
