@@ -18,6 +18,25 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = Path(os.environ.get("TUNEFORGE_TEST_HOME", REPO / ".cache" / "test-home"))
 os.environ["TUNEFORGE_HOME"] = str(TEST_HOME)
 
+_last_module: list[str] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Keeps full garbage collections short. transformers' Trainer.train runs gc.collect() (accelerate's
+    free_memory) and every collection walks every object alive in this process: ~0.5 s each once the suite has
+    imported torch, transformers, datasets and many tests' objects, paid by each of the hundreds of training
+    runs in this process. Objects alive before a test (after a collection) are frozen, so the collections in a
+    test walk only what it made; at each new test module everything is unfrozen and collected once, so garbage
+    made by earlier modules' fixtures is still freed."""
+    import gc
+
+    module = item.nodeid.split("::", 1)[0]
+    if _last_module != [module]:
+        _last_module[:] = [module]
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
