@@ -14,10 +14,10 @@ applied, so parameter counts are exact; the rest is arithmetic, per device:
   DPO and reward models, num_generations rows of prompt and answer per prompt for GRPO), kept for every layer
   the backward pass runs through (all for LoRA and full; for freeze the trained layers and those above them):
   `ACTIVATION_BYTES` per token per hidden unit per layer (LoRA adds only rank floats per token: the fused
-  layers keep `A x`, the projections' inputs are kept for the frozen path anyway); eager attention (`flash_attn: disabled`) also keeps each layer's seq x seq scores
-  (SDPA and FlashAttention keep none); with gradient checkpointing only the layer inputs, plus one layer
-  recomputed, plus (`gradient_checkpointing_policy: keep_attention`, fused attention) each layer's attention
-  output and log-sum-exp;
+  layers keep `A x`; the projections' inputs are kept anyway); eager attention (`flash_attn: disabled`) also
+  keeps each layer's seq x seq scores (SDPA and FlashAttention keep none); with gradient checkpointing only the
+  layer inputs, plus one layer recomputed, plus (`gradient_checkpointing_policy: keep_attention`, fused
+  attention) each layer's attention output and log-sum-exp;
 - logits: the head runs on answer tokens only (at most the micro-batch's tokens): `LOGIT_COPIES` float32 copies
   (logits, log-softmax, gradient); with `chunked_cross_entropy` (the default) one chunk's logits and softmax;
 - buffers: the runtime (CPU: Python, torch and the tokenized data; GPU: the CUDA context and allocator slack).
@@ -97,18 +97,26 @@ class Estimate:
         return "\n".join(lines)
 
 
-def _meta_model(cfg: RunConfig) -> Any:
-    """The configured model with its method applied, on the meta device (no weights read)."""
+def _meta_causal_lm(name_or_path: str, trust_remote_code: bool) -> Any:
+    """The causal LM `name_or_path` names (a zoo name, folder, GGUF or hub id), on the meta device."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tuneforge.model.adapters import apply_adapter
     from tuneforge.model.sources import resolve_model_path
 
-    path = resolve_model_path(cfg.model.model_name_or_path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
     with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def _meta_model(cfg: RunConfig) -> Any:
+    """The configured model with its method applied, on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+
+    from tuneforge.model.adapters import apply_adapter
+
+    model = _meta_causal_lm(cfg.model.model_name_or_path, cfg.model.trust_remote_code)
+    with init_empty_weights():
         finetuning = cfg.finetuning
         if getattr(finetuning, "pissa_init", False):  # same shapes as LoRA; its SVD needs real weights
             finetuning = finetuning.model_copy(update={"pissa_init": False})
@@ -122,31 +130,20 @@ def batch_shape(cfg: RunConfig) -> tuple[int, int, str]:
     per prompt, online DPO two; the RL stages' rows are a prompt (cutoff_len) plus its sampled answer. KTO's
     KL rows run without gradients, so they keep nothing for the backward pass."""
     f, batch, cutoff = cfg.finetuning, cfg.training.per_device_train_batch_size, cfg.data.cutoff_len
-    stage = f.stage
-    answer = getattr(f, "max_completion_length", 0) or 0
-    if stage in ("rm", "dpo"):
-        rows, length, what = 2, cutoff, "a chosen and a rejected row of up to cutoff_len tokens per example"
-    elif stage == "grpo":
-        rows, length = getattr(f, "num_generations", 1), cutoff + answer
-        what = f"num_generations ({rows}) rows of up to cutoff_len + max_completion_length tokens per prompt"
-    elif stage == "online_dpo":
-        rows, length, what = (
-            2,
-            cutoff + answer,
-            "two sampled answers per prompt, cutoff_len + max_completion_length",
-        )
-    elif stage == "ppo":
-        rows, length, what = (
-            1,
-            cutoff + answer,
-            "one row of up to cutoff_len + max_completion_length per prompt",
-        )
-    else:
-        rows, length, what = 1, cutoff, "one row of up to cutoff_len tokens per example"
+    group = getattr(f, "num_generations", 1)
+    rows, sampled, what = {
+        "rm": (2, False, "a chosen and a rejected row per example"),
+        "dpo": (2, False, "a chosen and a rejected row per example"),
+        "grpo": (group, True, f"num_generations ({group}) rows of prompt and answer per prompt"),
+        "online_dpo": (2, True, "two rows of prompt and sampled answer per prompt"),
+        "ppo": (1, True, "one row of prompt and sampled answer per prompt"),
+    }.get(f.stage, (1, False, "one row per example"))
+    length = cutoff + (getattr(f, "max_completion_length", 0) or 0) if sampled else cutoff
+    limit = "cutoff_len + max_completion_length" if sampled else "cutoff_len"
     return (
         batch * rows,
         length,
-        f"{stage}: {what}, {batch} per micro-batch ({batch * rows} x {length} tokens)",
+        f"{f.stage}: {what}, up to {limit} tokens each, {batch} per micro-batch ({batch * rows} x {length} tokens)",
     )
 
 
@@ -172,15 +169,7 @@ def _reference_weights(cfg: RunConfig, weights: int, trainable: int) -> tuple[in
             weights + trainable * 4,
             "the reference policy: a frozen copy of the model, whole in every process",
         )
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tuneforge.model.sources import resolve_model_path
-
-    path = resolve_model_path(f.ref_model)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    with init_empty_weights():
-        ref = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    ref = _meta_causal_lm(f.ref_model, cfg.model.trust_remote_code)
     return sum(p.numel() for p in ref.parameters()) * 4, f"the reference policy: ref_model {f.ref_model}"
 
 
