@@ -16,7 +16,9 @@ unchanged (290-295 ms). Whole training steps: within the machine's noise.
 
 Tried and not kept: gathering long rows of similar length into one right-padded batch and one SDPA call (exact
 under a causal mask). Two rows of 1,024 tokens took 100 ms per layer instead of 114-126 ms, but whole training
-steps were no faster and the long-row benchmark's peak RSS rose from 2.59 to 2.94 GB.
+steps were no faster and the long-row benchmark's peak RSS rose from 2.59 to 2.94 GB. For short rows (eight of
+60-75 tokens, forward and backward, SmolLM2's 9 query and 3 key/value heads, medians of 30) one padded call with
+`enable_gqa` took 7.0-7.9 ms against 6.8-7.6 ms for the per-row calls (2026-12-02): not kept either.
 
 Grouped-query attention on CPU: the fused kernel's backward pass splits its work by key/value head, so SmolLM2's
 3 key/value heads keep only 3 of 4 thread slots busy on 2 threads (its 9 query heads: 9 of 10), and on a
