@@ -18,7 +18,12 @@ Tried and not kept: gathering long rows of similar length into one right-padded 
 under a causal mask). Two rows of 1,024 tokens took 100 ms per layer instead of 114-126 ms, but whole training
 steps were no faster and the long-row benchmark's peak RSS rose from 2.59 to 2.94 GB. For short rows (eight of
 60-75 tokens, forward and backward, SmolLM2's 9 query and 3 key/value heads, medians of 30) one padded call with
-`enable_gqa` took 7.0-7.9 ms against 6.8-7.6 ms for the per-row calls (2026-12-02): not kept either.
+`enable_gqa` took 7.0-7.9 ms against 6.8-7.6 ms for the per-row calls (2026-12-02): not kept either. Nor the
+same padded batch as two batched matmuls around a masked softmax (each key/value head's group of query heads as
+one matrix; another 2-core machine, jemalloc, medians of 40): level-length rows won (eight of 56-70 tokens 2.6
+vs 3.6 ms forward and backward, twenty of 24-30 2.0 vs 3.6 ms), but the benchmark's windows mix rows of 46-116
+tokens (eight of 52-116: 5.5-5.7 vs 5.0-5.1 ms) and whole runs took 16.4-17.6 s instead of 15.2-15.9 s at 2.28
+instead of 1.95 GB (the attention weights are kept for the backward pass); forward passes alone were no faster.
 
 Grouped-query attention on CPU: the fused kernel's backward pass splits its work by key/value head, so SmolLM2's
 3 key/value heads keep only 3 of 4 thread slots busy on 2 threads (its 9 query heads: 9 of 10), and on a
