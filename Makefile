@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup quickstart test test-latest lock lint bench browser
+.PHONY: setup quickstart test test-latest lock lint bench browser jemalloc
 
 LOCK := constraints.txt
 LATEST_VENV ?= .venv-latest
@@ -65,5 +65,14 @@ lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench
 	$(VENV)/bin/ruff format --check src tests scripts bench
 
-bench: setup
+# The benchmark measures tuneforge as `allocator: auto` runs it where jemalloc is installed (as the Docker images
+# do); without it tuneforge trains with the system's malloc, at a higher peak memory on long rows.
+bench: setup jemalloc
 	$(PY) bench/train_vs_llamafactory.py
+
+jemalloc:
+	@[ -n "$$($(PY) -c 'from tuneforge.utils.allocator import find_jemalloc; print(find_jemalloc() or "")')" ] || \
+	{ SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends libjemalloc2 >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y --no-install-recommends libjemalloc2 >/dev/null 2>&1; } || \
+	  echo "warning: could not install libjemalloc2 with apt-get; tuneforge trains with the system's malloc"; }

@@ -247,6 +247,7 @@ def main() -> None:
 
     from tuneforge.model.sources import resolve_model_path
     from tuneforge.train.flops import gemm_peak
+    from tuneforge.utils.allocator import find_jemalloc
 
     model_dir = resolve_model_path("smollm2-135m-instruct")
     lf_cli = ensure_llamafactory()
@@ -267,7 +268,8 @@ def main() -> None:
     print(
         f"{args.scenario}: {keys['stage']}, {rows} rows, {tokens or 'chosen+rejected'} non-padding tokens, {method}, "
         f"batch {keys['per_device_train_batch_size']} x {keys['gradient_accumulation_steps']}, cutoff "
-        f"{keys['cutoff_len']}, cpu threads {os.cpu_count()}, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; "
+        f"{keys['cutoff_len']}, cpu threads {os.cpu_count()}, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, "
+        f"tuneforge's allocator {'jemalloc' if find_jemalloc() else 'system malloc (no jemalloc found)'}; "
         f"logs in {workdir}",
         flush=True,
     )
