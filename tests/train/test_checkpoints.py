@@ -69,6 +69,38 @@ def test_damage_is_detected_named_and_auto_resume_falls_back(tmp_path, damage, r
     assert found.step == 2 and damaged == [(newest, problem)]
 
 
+def test_files_are_hashed_at_once_and_listed_in_order(tmp_path, monkeypatch):
+    """Writing and verifying the manifest hash several files at a time (one thread each, up to the cores), and
+    the manifest is what hashing them one by one gives."""
+    import threading
+    import time
+
+    staging = tmp_path / ".partial-checkpoint-3"
+    staging.mkdir()
+    for i in range(4):
+        (staging / f"shard-{i}.safetensors").write_bytes(bytes([i]) * (1 << 16) * (i + 1))
+    running, most = set(), []
+    real = checkpoint.sha256_file
+
+    def slow_sha256(path: Path) -> str:
+        running.add(threading.get_ident())
+        most.append(len(running))
+        time.sleep(0.05)  # long enough that the other threads start meanwhile
+        running.discard(threading.get_ident())
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "sha256_file", slow_sha256)
+    monkeypatch.setattr(checkpoint.os, "cpu_count", lambda: 4)
+    published = checkpoint.publish(staging, tmp_path / "checkpoint-3", 3)
+    assert max(most) >= 2
+    files = json.loads((published / "manifest.json").read_text())["files"]
+    assert list(files) == [f"shard-{i}.safetensors" for i in range(4)]
+    for name, entry in files.items():
+        assert entry == {"size": (published / name).stat().st_size, "sha256": real(published / name)}
+    most.clear()
+    assert checkpoint.verify(published) is None and max(most) >= 2
+
+
 def edit_manifest(checkpoint_dir: Path, change) -> None:
     manifest = checkpoint_dir / "manifest.json"
     manifest.write_text(change(manifest.read_text()))
