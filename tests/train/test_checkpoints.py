@@ -200,6 +200,26 @@ def test_checkpoints_hold_no_pickle_that_needs_full_unpickling(tiny_model_dir, t
             torch.load(out / "checkpoint-2" / name, weights_only=True)
 
 
+def test_checkpoint_files_skip_the_zip_crc_the_manifest_makes_redundant(tiny_model_dir, tmp_path):
+    """torch.save writes the checkpoint's optimizer, scheduler and RNG files without CRC-32s (the manifest's
+    SHA-256 covers them; the CRC was most of the time saving a large optimizer state took), torch.load reads
+    them (resuming from them: the resume tests above), and saves outside a checkpoint keep their CRCs."""
+    import zipfile
+
+    out = tmp_path / "run"
+    run_stage(config(tiny_model_dir, out, max_steps=2, save_steps=1, save_total_limit=5))
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        records = zipfile.ZipFile(out / "checkpoint-1" / name).infolist()
+        assert records and all(r.CRC == 0 for r in records if r.file_size), name
+    state = torch.load(out / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    assert state["state"] and all(
+        torch.isfinite(t).all() for s in state["state"].values() for t in s.values()
+    )
+    assert torch.serialization.get_crc32_options()  # restored after the checkpoint
+    torch.save({"x": torch.ones(4)}, tmp_path / "plain.pt")
+    assert any(r.CRC for r in zipfile.ZipFile(tmp_path / "plain.pt").infolist() if r.file_size)
+
+
 def test_a_damaged_newest_checkpoint_is_skipped_and_rewritten(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     run_stage(config(tiny_model_dir, out, max_steps=4, save_steps=2))

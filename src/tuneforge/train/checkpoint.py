@@ -8,12 +8,13 @@ next start) or a complete new checkpoint. Verification names what is wrong with 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,27 @@ def _each_at_once(work: Callable[[Path], T], paths: list[Path]) -> list[T]:
     workers = max(1, min(len(paths), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-hash") as pool:
         return list(pool.map(work, paths))
+
+
+@contextlib.contextmanager
+def torch_saves_without_crc32() -> Iterator[None]:
+    """`torch.save` skips its zip records' CRC-32 inside the block (torch 2.6 and later; elsewhere nothing
+    changes). The manifest's SHA-256 already covers every byte of a checkpoint, and the CRC was most of what
+    saving the optimizer state cost: 1.08 GB into a new file took 1.03-1.12 s with it and 0.37-0.46 s without
+    (2 cores). `torch.load` reads such files as before (only unzip tools would complain of the missing CRC)."""
+    import torch.serialization
+
+    read = getattr(torch.serialization, "get_crc32_options", None)
+    write = getattr(torch.serialization, "set_crc32_options", None)
+    if read is None or write is None:
+        yield
+        return
+    before = read()
+    write(False)
+    try:
+        yield
+    finally:
+        write(before)
 
 
 def _entry(path: Path) -> dict[str, object]:
