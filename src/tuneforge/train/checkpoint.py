@@ -103,8 +103,8 @@ def write_manifest(directory: Path, step: int) -> None:
 
     The files are hashed several at a time, one thread each up to the machine's cores (hashlib and fsync release
     the GIL): a full fine-tuning checkpoint of SmolLM2 (0.54 GB of weights, 1.08 GB of optimizer state) took
-    0.72-0.76 instead of 1.05-1.07 s on 2 cores, and a sharded checkpoint of a large model is hashed on as many cores as it
-    has shards."""
+    0.72-0.76 instead of 1.05-1.07 s on 2 cores, and a sharded checkpoint of a large model is hashed on as many
+    cores as it has shards."""
     files = _files(directory)
     hashed = _each_at_once(_entry, files)
     entries = {

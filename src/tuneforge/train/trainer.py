@@ -424,11 +424,11 @@ class TuneforgeTrainer(GuardedTrainer):
             raise
 
     def _stage_checkpoint(self, trial: Any, run_dir: Path, step: int, staging: Path, final: Path) -> None:
+        best = self.state.best_global_step
+        if best and (best == step or (run_dir / f"{checkpoint.PREFIX}{best}").is_dir()):
+            self.state.best_model_checkpoint = str(run_dir / f"{checkpoint.PREFIX}{best}")
         with checkpoint.torch_saves_without_crc32():  # the manifest hashes every byte
             self.save_model(str(staging), _internal_call=True)
-            best = self.state.best_global_step
-            if best and (best == step or (run_dir / f"{checkpoint.PREFIX}{best}").is_dir()):
-                self.state.best_model_checkpoint = str(run_dir / f"{checkpoint.PREFIX}{best}")
             self.write_trainer_files(str(staging), trial)  # each process its own RNG state
         self.accelerator.wait_for_everyone()  # every file staged before the manifest and the rename
         if not self.args.should_save:
